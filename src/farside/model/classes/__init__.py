@@ -1,0 +1,1 @@
+"""The classes Farside serves, one module each, declared as xapi declares them."""

@@ -1,0 +1,46 @@
+"""The VDI class: a virtual disk image."""
+
+from farside.model.roles import Role
+from farside.model.schema import RO, RT, RW, ClassDef, F
+
+VDI = ClassDef(
+    "VDI",
+    "A virtual disk image",
+    create=Role.VM_ADMIN,
+    destroy=Role.VM_ADMIN,
+    by_name_label=True,
+    fields=[
+        F("uuid", "string", RT),
+        F("name_label", "string", RO),
+        F("name_description", "string", RO),
+        F("allowed_operations", "enum vdi_operations set", RT, persist=False),
+        F("current_operations", "(string -> enum vdi_operations) map", RT, persist=False),
+        F("SR", "SR ref", RO),
+        F("VBDs", "VBD ref set", RT),
+        F("crash_dumps", "crashdump ref set", RT),
+        F("virtual_size", "int", RO),
+        F("physical_utilisation", "int", RT),
+        F("type", "enum vdi_type", RO),
+        F("sharable", "bool", RO),
+        F("read_only", "bool", RO),
+        F("other_config", "(string -> string) map", RW, setter=Role.VM_ADMIN),
+        F("storage_lock", "bool", RT),
+        F("location", "string", RT),
+        F("managed", "bool", RT),
+        F("missing", "bool", RT),
+        F("parent", "VDI ref", RT),
+        F("xenstore_data", "(string -> string) map", RW, setter=Role.VM_ADMIN),
+        F("sm_config", "(string -> string) map", RW, setter=Role.VM_ADMIN),
+        F("is_a_snapshot", "bool", RT),
+        F("snapshot_of", "VDI ref", RT),
+        F("snapshots", "VDI ref set", RT),
+        F("snapshot_time", "datetime", RT),
+        F("tags", "string set", RW, setter=Role.VM_OPERATOR),
+        F("allow_caching", "bool", RT),
+        F("on_boot", "enum on_boot", RT, "persist"),
+        F("metadata_of_pool", "pool ref", RT),
+        F("metadata_latest", "bool", RT),
+        F("is_tools_iso", "bool", RT),
+        F("cbt_enabled", "bool", RT),
+    ],
+)

@@ -1,0 +1,20 @@
+"""The VM_appliance class: vM appliance."""
+
+from farside.model.roles import Role
+from farside.model.schema import RT, RW, ClassDef, F
+
+VM_APPLIANCE = ClassDef(
+    "VM_appliance",
+    "VM appliance",
+    create=Role.POOL_OPERATOR,
+    destroy=Role.POOL_OPERATOR,
+    by_name_label=True,
+    fields=[
+        F("uuid", "string", RT),
+        F("name_label", "string", RW, setter=Role.POOL_OPERATOR),
+        F("name_description", "string", RW, setter=Role.POOL_OPERATOR),
+        F("allowed_operations", "enum vm_appliance_operation set", RT, persist=False),
+        F("current_operations", "(string -> enum vm_appliance_operation) map", RT, persist=False),
+        F("VMs", "VM ref set", RT),
+    ],
+)
