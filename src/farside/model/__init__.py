@@ -35,7 +35,7 @@ from farside.model.classes.vm_guest_metrics import VM_GUEST_METRICS
 from farside.model.classes.vm_metrics import VM_METRICS
 from farside.model.schema import ClassDef, Field
 
-__all__ = ["CLASSES", "RELATIONS", "STORED", "Relation", "class_named"]
+__all__ = ["CLASSES", "NETWORK", "RELATIONS", "STORED", "VM", "Relation", "class_named"]
 
 CLASSES: dict[str, ClassDef] = {
     c.name: c

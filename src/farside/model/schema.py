@@ -47,7 +47,7 @@ class Field:
         return isinstance(self.type, SetType)
 
 
-def F(  # noqa: N802 - a constructor-like helper that keeps each declaration on one line
+def F(
     name: str,
     spelling: str,
     qualifier: Qualifier,
@@ -79,14 +79,14 @@ class Message:
     asynchronous: bool = True
 
 
-def M(  # noqa: N802 - see F
+def M(
     name: str, role: Role | None, params: list[tuple[str, str]], result: str, *, asynchronous: bool = True
 ) -> Message:
     """A message with its parameters (after the session) and result in the datamodel's spelling."""
     return Message(name, role, tuple((n, parse(t)) for n, t in params), parse(result), asynchronous)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class ClassDef:
     """A XenAPI class: its fields, its hand-written messages and its implicit ones.
 
@@ -104,10 +104,15 @@ class ClassDef:
     by_name_label: bool = False
     persistent: bool = True
     farside: bool = False
+    listable: bool = True  # has get_all and get_all_records (session has not)
+    implicit: bool = True  # has generated getters at all (event and message have not)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_fields", {f.name: f for f in self.fields})
         object.__setattr__(self, "_messages", {m.name: m for m in self.messages})
+
+    def __repr__(self) -> str:
+        return f"<class {self.name}>"
 
     def field(self, name: str) -> Field:
         """The field called ``name``; KeyError when there is none."""

@@ -7,6 +7,7 @@ EVENT = ClassDef(
     "event",
     "Asynchronous event registration and handling",
     persistent=False,
+    implicit=False,
     fields=[
         F("snapshot", "<class> record", RT),
         F("id", "int", RO),

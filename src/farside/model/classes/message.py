@@ -6,6 +6,7 @@ MESSAGE = ClassDef(
     "message",
     "An message for the attention of the administrator",
     persistent=False,
+    implicit=False,
     fields=[
         F("uuid", "string", RT),
         F("name", "string", RT),

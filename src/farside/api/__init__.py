@@ -1,0 +1,1 @@
+"""XenAPI: wire codecs, the dispatcher, sessions, tasks, events, and one handler module a class."""

@@ -1,0 +1,49 @@
+"""What a message handler is given: the pool's services and who is calling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from farside.api.events import EventHub
+from farside.api.records import RecordCache
+from farside.api.sessions import Caller, SessionStore
+from farside.api.tasks import TaskManager
+from farside.config import ServerConfig
+from farside.db import Database
+
+
+@dataclass
+class Services:
+    """The long-lived parts of one pool server, wired together at start-up."""
+
+    config: ServerConfig
+    db: Database
+    sessions: SessionStore
+    events: EventHub
+    tasks: TaskManager
+    records: RecordCache
+    pool: str
+    host: str
+
+
+@dataclass
+class Context:
+    """One call: the services, the caller, and the task when the call runs as ``Async``."""
+
+    services: Services
+    caller: Caller
+    task: str | None = None
+
+    @property
+    def db(self) -> Database:
+        return self.services.db
+
+    def check_cancelled(self) -> None:
+        """Stop with TASK_CANCELLED if this call runs as a task that was cancelled."""
+        if self.task is not None:
+            self.services.tasks.check_cancelled(self.task)
+
+    def progress(self, fraction: float) -> None:
+        """Report progress when running as a task; a no-op for a synchronous call."""
+        if self.task is not None:
+            self.services.tasks.set_progress(self.task, fraction)

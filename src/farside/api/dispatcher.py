@@ -1,0 +1,127 @@
+"""From a decoded call to a result or a failure: the one place that checks every call.
+
+Order of checks, as xapi does them: the message exists, the parameter count, the session, the
+role, the parameter types; then the handler runs. Every FarsideError becomes its failure; any
+other exception is a bug, logged with its traceback and answered with INTERNAL_ERROR.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anyio.to_thread
+
+from farside.api import implicit
+from farside.api.context import Context, Services
+from farside.api.registry import HANDLERS
+from farside.errors import (
+    FarsideError,
+    InternalError,
+    MessageMethodUnknown,
+    MessageParameterCountMismatch,
+    RbacPermissionDenied,
+)
+from farside.model.messages import Signature, lookup
+from farside.model.types import XType, parse
+
+log = logging.getLogger(__name__)
+
+LOGIN = "session.login_with_password"
+ASYNC = "Async."
+_TASK_REF = parse("task ref")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A call's result with its type (for encoding), or its failure."""
+
+    value: Any = None
+    result_type: XType | None = None
+    failure: list[str] | None = None
+
+
+class Dispatcher:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def call(self, method: str, params: list[Any]) -> Outcome:
+        try:
+            return await self._call(method, params)
+        except FarsideError as exc:
+            return Outcome(failure=exc.failure)
+        except Exception:
+            log.exception("bug while answering %s", method)
+            return Outcome(failure=InternalError("unexpected error; see the server log").failure)
+
+    async def _call(self, method: str, params: list[Any]) -> Outcome:
+        asynchronous = method.startswith(ASYNC)
+        name = method[len(ASYNC) :] if asynchronous else method
+        sig = lookup(name)
+        if sig is None or (asynchronous and not sig.asynchronous):
+            raise MessageMethodUnknown(method)
+        if name == LOGIN:
+            return await self._login(sig, params)
+        expected = len(sig.params) + 1
+        if len(params) != expected:
+            raise MessageParameterCountMismatch(method, expected, len(params))
+        caller = self.services.sessions.validate(params[0])
+        if sig.role is not None and not caller.role.allows(sig.role):
+            raise RbacPermissionDenied(
+                method,
+                f"No permission in the user role: {caller.user_name} is {caller.role.wire}, "
+                f"and {method} needs {sig.role.wire} or a stronger role",
+            )
+        args = [
+            xtype.check(value, pname) for (pname, xtype), value in zip(sig.params, params[1:], strict=True)
+        ]
+        run = _runner(sig)
+        if asynchronous:
+            tasks = self.services.tasks
+
+            def work(task: str) -> Any:
+                return _sync(run, Context(self.services, caller, task), args)
+
+            ref = tasks.submit(caller.session, method, work, sig.result)
+            return Outcome(ref, _TASK_REF)
+        ctx = Context(self.services, caller)
+        if inspect.iscoroutinefunction(run):
+            value = await run(ctx, *args)
+        else:
+            value = await anyio.to_thread.run_sync(_sync, run, ctx, args)
+        return Outcome(value, sig.result)
+
+    async def _login(self, sig: Signature, params: list[Any]) -> Outcome:
+        # xapi gives version and originator defaults, so old clients send two or three params.
+        if not 2 <= len(params) <= len(sig.params):
+            raise MessageParameterCountMismatch(LOGIN, len(sig.params), len(params))
+        args = [xtype.check(value, pname) for (pname, xtype), value in zip(sig.params, params, strict=False)]
+        uname, password = args[0], args[1]
+        originator = args[3] if len(args) > 3 else ""
+        sessions = self.services.sessions
+        ref = await anyio.to_thread.run_sync(sessions.login, uname, password, originator)
+        return Outcome(ref, sig.result)
+
+
+def _runner(sig: Signature) -> Callable[..., Any]:
+    handler = HANDLERS.get(sig.wire_name)
+    if handler is not None:
+        return handler
+    if sig.kind == "explicit":
+        raise InternalError(f"{sig.wire_name} is declared but has no handler")
+
+    def generic(ctx: Context, *args: Any) -> Any:
+        return implicit.call(ctx, sig, list(args))
+
+    return generic
+
+
+def _sync(run: Callable[..., Any], ctx: Context, args: list[Any]) -> Any:
+    result = run(ctx, *args)
+    if inspect.iscoroutine(result):
+        result.close()
+        raise InternalError("an asynchronous handler cannot run as a task")
+    return result

@@ -1,0 +1,105 @@
+"""VM: create and destroy with xapi's checks, and the DR-relevant setters (order, delays, appliance)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from farside.api import implicit
+from farside.api.context import Context
+from farside.api.registry import handles
+from farside.errors import InvalidValue, OperationNotAllowed, XenAPIFailure
+from farside.model import VM
+from farside.model.types import NULL_REF
+from farside.model.vm_rules import check_memory, check_vcpus, power_state_error
+
+_RESTART_PRIORITIES = ("restart", "best-effort", "")
+
+
+@handles("VM.create")
+def create(ctx: Context, record: dict[str, Any]) -> str:
+    with ctx.db.write() as tx:
+        ref = implicit.create(tx, VM, record)
+        values = tx.get_record("VM", ref)
+        check_memory(values)
+        check_vcpus(values)
+        metrics = tx.create("VM_metrics", {"memory_actual": values["memory_static_max"]})
+        # A new VM is always halted and has never been recovered, whatever the record says.
+        tx.set_fields("VM", ref, {"power_state": "Halted", "metrics": metrics})
+        return ref
+
+
+@handles("VM.destroy")
+def destroy(ctx: Context, vm: str) -> str:
+    """Remove the VM with its VBDs, VIFs and metrics; its disks (VDIs) are kept, as in xapi."""
+    with ctx.db.write() as tx:
+        record = tx.get_record("VM", tx.check("VM", vm))
+        if record["power_state"] not in ("Halted", "Suspended"):
+            raise power_state_error(vm, "halted", record["power_state"])
+        if record["is_control_domain"]:
+            raise OperationNotAllowed("The control domain cannot be destroyed.")
+        for vbd in record["VBDs"]:
+            tx.destroy("VBD", vbd)
+        for vif in record["VIFs"]:
+            tx.destroy("VIF", vif)
+        for cls, field in (("VM_metrics", "metrics"), ("VM_guest_metrics", "guest_metrics")):
+            if record[field] != NULL_REF and tx.exists(cls, record[field]):
+                tx.destroy(cls, record[field])
+        for child in record["snapshots"] + record["children"]:
+            field = "snapshot_of" if child in record["snapshots"] else "parent"
+            tx.set_fields("VM", child, {field: NULL_REF})
+        tx.destroy("VM", vm)
+    return ""
+
+
+def _set_nonnegative(ctx: Context, vm: str, field: str, value: int) -> str:
+    if value < 0:
+        raise InvalidValue(field, value)
+    with ctx.db.write() as tx:
+        tx.set_fields("VM", tx.check("VM", vm), {field: value})
+    return ""
+
+
+@handles("VM.set_order")
+def set_order(ctx: Context, vm: str, value: int) -> str:
+    return _set_nonnegative(ctx, vm, "order", value)
+
+
+@handles("VM.set_start_delay")
+def set_start_delay(ctx: Context, vm: str, value: int) -> str:
+    return _set_nonnegative(ctx, vm, "start_delay", value)
+
+
+@handles("VM.set_shutdown_delay")
+def set_shutdown_delay(ctx: Context, vm: str, value: int) -> str:
+    return _set_nonnegative(ctx, vm, "shutdown_delay", value)
+
+
+@handles("VM.set_appliance")
+def set_appliance(ctx: Context, vm: str, value: str) -> str:
+    with ctx.db.write() as tx:
+        record = tx.get_record("VM", tx.check("VM", vm))
+        if record["is_control_domain"] or record["is_a_template"] or record["is_a_snapshot"]:
+            # xapi's own words (xapi_vm_helpers.ml)
+            raise OperationNotAllowed(
+                "Control domains, templates and snapshots cannot be assigned to appliances."
+            )
+        if value != NULL_REF:
+            tx.check("VM_appliance", value)
+        tx.set_fields("VM", vm, {"appliance": value})
+    return ""
+
+
+@handles("VM.set_ha_restart_priority")
+def set_ha_restart_priority(ctx: Context, vm: str, value: str) -> str:
+    if value not in _RESTART_PRIORITIES:
+        raise InvalidValue("ha_restart_priority", value)
+    with ctx.db.write() as tx:
+        record = tx.get_record("VM", tx.check("VM", vm))
+        if value and (record["is_a_template"] or record["is_control_domain"]):
+            raise (
+                XenAPIFailure("VM_IS_TEMPLATE", vm)
+                if record["is_a_template"]
+                else OperationNotAllowed("The control domain cannot be protected.")
+            )
+        tx.set_fields("VM", vm, {"ha_restart_priority": value})
+    return ""

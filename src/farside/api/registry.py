@@ -1,0 +1,28 @@
+"""Hand-written message handlers, registered by wire name (``VM.set_order``).
+
+A handler takes the call's Context and the message's parameters after the session, already type
+checked, and returns the result as a plain value. It may be a coroutine function (``event.from``
+waits without holding a thread); plain functions run on a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+Handler = Callable[..., Any]
+HANDLERS: dict[str, Handler] = {}
+
+H = TypeVar("H", bound=Handler)
+
+
+def handles(wire_name: str) -> Callable[[H], H]:
+    """Register the decorated function as the handler of ``wire_name``."""
+
+    def register(fn: H) -> H:
+        if wire_name in HANDLERS:
+            raise RuntimeError(f"two handlers for {wire_name}")
+        HANDLERS[wire_name] = fn
+        return fn
+
+    return register

@@ -1,0 +1,120 @@
+"""Sessions: login, logout, validation and idle expiry.
+
+A session is a row of the non-persistent ``session`` class (so ``session.get_record`` works) plus
+an in-memory entry checked on every call, so validating a call costs no database write. Sessions
+end with the server, as xapi's do; the SDK logs in again by itself.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from farside.db import Database, users
+from farside.errors import SessionAuthenticationFailed, SessionInvalid
+from farside.model.roles import Role
+from farside.model.types import now
+
+# last_active is written back at most this often, so a busy session does not write on every call.
+_ACTIVITY_WRITE_S = 60.0
+
+
+@dataclass
+class Caller:
+    """Who is calling: the session and its user's role."""
+
+    session: str
+    user: str
+    user_name: str
+    role: Role
+    last_active: float
+    written_at: float
+
+
+class SessionStore:
+    """The live sessions of one pool server."""
+
+    def __init__(self, db: Database, host_ref: str, timeout_s: float) -> None:
+        self._db = db
+        self._host = host_ref
+        self.timeout_s = timeout_s
+        self._live: dict[str, Caller] = {}
+        self._lock = threading.Lock()
+
+    def login(self, uname: str, password: str, originator: str) -> str:
+        """A new session for ``uname``; SESSION_AUTHENTICATION_FAILED if the password is wrong."""
+        with self._db.read() as tx:
+            found = users.verify(tx, uname, password)
+        if found is None:
+            raise SessionAuthenticationFailed(uname, "Authentication failure")
+        user_ref, role = found
+        stamp = now()
+        with self._db.write() as tx:
+            ref = tx.create(
+                "session",
+                {
+                    "this_host": self._host,
+                    "this_user": user_ref,
+                    "last_active": stamp,
+                    "validation_time": stamp,
+                    "originator": originator,
+                    "auth_user_name": uname,
+                    "is_local_superuser": uname == "root",
+                },
+            )
+        clock = time.monotonic()
+        with self._lock:
+            self._live[ref] = Caller(ref, user_ref, uname, role, clock, clock)
+        return ref
+
+    def logout(self, ref: str) -> None:
+        with self._lock:
+            self._live.pop(ref, None)
+        with self._db.write() as tx:
+            if tx.exists("session", ref):
+                for task in tx.find("task", "session", ref):
+                    tx.set_fields("task", task, {"session": "OpaqueRef:NULL"})
+                tx.destroy("session", ref)
+
+    def validate(self, ref: object) -> Caller:
+        """The caller behind ``ref``; SESSION_INVALID [ref] if it is unknown, ended or idle too long."""
+        clock = time.monotonic()
+        with self._lock:
+            caller = self._live.get(ref) if isinstance(ref, str) else None
+            if caller is not None and clock - caller.last_active > self.timeout_s:
+                del self._live[caller.session]
+                expired = caller
+                caller = None
+            else:
+                expired = None
+            if caller is not None:
+                caller.last_active = clock
+                stale = clock - caller.written_at > _ACTIVITY_WRITE_S
+                if stale:
+                    caller.written_at = clock
+        if expired is not None:
+            self._forget(expired.session)
+        if caller is None:
+            raise SessionInvalid(ref)
+        if stale:
+            with self._db.write() as tx:
+                if tx.exists("session", caller.session):
+                    tx.set_fields("session", caller.session, {"last_active": now()})
+        return caller
+
+    def expire_idle(self) -> int:
+        """End every session idle for longer than the timeout; returns how many ended."""
+        clock = time.monotonic()
+        with self._lock:
+            idle = [r for r, c in self._live.items() if clock - c.last_active > self.timeout_s]
+            for ref in idle:
+                del self._live[ref]
+        for ref in idle:
+            self._forget(ref)
+        return len(idle)
+
+    def _forget(self, ref: str) -> None:
+        with self._db.write() as tx:
+            if tx.exists("session", ref):
+                tx.destroy("session", ref)

@@ -1,0 +1,43 @@
+"""``farside``: the entry point, and the one place errors become messages and exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from farside import __version__
+from farside.cli import pool, user
+from farside.errors import FarsideError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="farside", description="Disaster recovery for VM pools, speaking XenAPI."
+    )
+    p.add_argument("--version", action="version", version=f"farside {__version__}")
+    commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    pool.register(commands)
+    user.register(commands)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+        return code
+    except FarsideError as exc:
+        print(f"farside: {exc.describe()}", file=sys.stderr)
+        return exc.exit_code
+    except ValueError as exc:
+        print(f"farside: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Settings with named defaults. ``FARSIDE_*`` environment variables are read here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# xapi expires sessions idle for 24 hours; operators can shorten it.
+DEFAULT_SESSION_TIMEOUT_S = 24 * 3600.0
+# Large enough for any XenAPI call a client makes (VM.create with a full record is a few KiB);
+# small enough that a hostile body cannot exhaust memory.
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8440
+DEFAULT_LISTEN = f"{DEFAULT_HOST}:{DEFAULT_PORT}"
+# Recent commits kept for event.from; older tokens get EVENTS_LOST and must start again with "".
+DEFAULT_EVENT_HISTORY = 100_000
+# xapi's event.from clamps the timeout; so do we, so a client cannot park a request forever.
+MAX_EVENT_TIMEOUT_S = 3600.0
+
+DB_FILE = "pool.db"
+TLS_DIR = "tls"
+
+
+@dataclass(frozen=True)
+class Listen:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Listen:
+        """``HOST:PORT`` (``[::1]:8440`` for IPv6)."""
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535 or not host:
+            raise ValueError(f"--listen takes HOST:PORT, e.g. {DEFAULT_LISTEN}; got {text!r}")
+        return cls(host.strip("[]"), int(port))
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How one pool server runs.
+
+    Args:
+        data_dir: the pool's directory (database, TLS material).
+        listen: address and port of the API.
+        tls: serve HTTPS with ``tls_cert``/``tls_key`` (by default the pair ``farside init`` made).
+        session_timeout_s: idle seconds after which a session is invalid.
+        max_body_bytes: larger requests get HTTP 413.
+    """
+
+    data_dir: Path
+    listen: Listen = Listen(DEFAULT_HOST, DEFAULT_PORT)
+    tls: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    event_history: int = DEFAULT_EVENT_HISTORY
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / DB_FILE
+
+    @property
+    def cert_path(self) -> Path:
+        return self.tls_cert or self.data_dir / TLS_DIR / "cert.pem"
+
+    @property
+    def key_path(self) -> Path:
+        return self.tls_key or self.data_dir / TLS_DIR / "key.pem"
+
+
+def session_timeout_from_env(default: float = DEFAULT_SESSION_TIMEOUT_S) -> float:
+    """``FARSIDE_SESSION_TIMEOUT`` (seconds) when set, else ``default``."""
+    text = os.environ.get("FARSIDE_SESSION_TIMEOUT")
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"FARSIDE_SESSION_TIMEOUT must be a number of seconds, not {text!r}") from None
+    if value <= 0:
+        raise ValueError("FARSIDE_SESSION_TIMEOUT must be positive")
+    return value

@@ -1,0 +1,232 @@
+"""Reads and writes of objects inside one database transaction.
+
+A Transaction is handed out by ``Database.read()`` / ``Database.write()``; it checks refs and uuids
+(``HANDLE_INVALID``, ``UUID_INVALID``), fills defaults, computes inverse sets and records what
+changed so the commit can publish it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid as uuidlib
+from collections import defaultdict
+from typing import Any
+
+from farside.db.changes import Change, ChangeLog
+from farside.db.schema import CREDENTIAL_TABLE, REF, TABLES, Table, quote
+from farside.errors import HandleInvalid, UuidInvalid
+from farside.model import RELATIONS, Relation, inverse_of
+from farside.model.types import NULL_REF, REF_PREFIX
+
+
+def new_ref() -> str:
+    """A fresh ref: random per object and per database, never the object's uuid."""
+    return REF_PREFIX + str(uuidlib.uuid4())
+
+
+def _table(cls: str) -> Table:
+    try:
+        return TABLES[cls]
+    except KeyError:
+        raise KeyError(f"{cls} is not a stored class") from None
+
+
+class Transaction:
+    """Object access within one transaction; not thread-safe, used by one caller at a time."""
+
+    def __init__(self, conn: sqlite3.Connection, writable: bool) -> None:
+        self._conn = conn
+        self.writable = writable
+        self.log = ChangeLog()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def exists(self, cls: str, ref: str) -> bool:
+        t = _table(cls)
+        return self._conn.execute(f"SELECT 1 FROM {t.name} WHERE {REF} = ?", (ref,)).fetchone() is not None
+
+    def check(self, cls: str, ref: str) -> str:
+        """``ref`` itself if it names a live object of ``cls``, else HANDLE_INVALID [cls, ref]."""
+        if not isinstance(ref, str) or not self.exists(cls, ref):
+            raise HandleInvalid(cls, ref)
+        return ref
+
+    def refs(self, cls: str) -> list[str]:
+        t = _table(cls)
+        return [row[0] for row in self._conn.execute(f"SELECT {REF} FROM {t.name}")]
+
+    def ref_of_uuid(self, cls: str, uuid: str) -> str:
+        """The ref of the object of ``cls`` with ``uuid``, else UUID_INVALID [cls, uuid]."""
+        t = _table(cls)
+        row = self._conn.execute(f"SELECT {REF} FROM {t.name} WHERE uuid = ?", (uuid,)).fetchone()
+        if row is None:
+            raise UuidInvalid(cls, uuid)
+        return str(row[0])
+
+    def find(self, cls: str, field: str, value: Any) -> list[str]:
+        """Refs of the objects whose ``field`` equals ``value`` (a scalar field)."""
+        t = _table(cls)
+        stored = t.cls.field(field).type.to_db(value)
+        sql = f"SELECT {REF} FROM {t.name} WHERE {quote(field)} = ?"
+        return [row[0] for row in self._conn.execute(sql, (stored,))]
+
+    def get_field(self, cls: str, ref: str, field: str) -> Any:
+        """One field's value; inverse sets are computed. HANDLE_INVALID for a bad ref."""
+        t = _table(cls)
+        rel = inverse_of(cls, field)
+        if rel is not None:
+            self.check(cls, ref)
+            return self._members(rel, ref)
+        f = t.cls.field(field)
+        row = self._conn.execute(f"SELECT {quote(field)} FROM {t.name} WHERE {REF} = ?", (ref,)).fetchone()
+        if row is None:
+            raise HandleInvalid(cls, ref)
+        return f.type.from_db(row[0])
+
+    def get_record(self, cls: str, ref: str) -> dict[str, Any]:
+        """The object's full record, internal fields included (callers drop them for clients)."""
+        t = _table(cls)
+        row = self._conn.execute(f"SELECT {t.columns} FROM {t.name} WHERE {REF} = ?", (ref,)).fetchone()
+        if row is None:
+            raise HandleInvalid(cls, ref)
+        record = _decode(t, row)
+        for rel in _inverses(cls):
+            record[rel.set_field] = self._members(rel, ref)
+        return record
+
+    def get_records(self, cls: str, refs: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Records of every object of ``cls`` (or of ``refs`` only, skipping dead ones)."""
+        t = _table(cls)
+        if refs is None:
+            rows = self._conn.execute(f"SELECT {t.columns} FROM {t.name}").fetchall()
+        else:
+            rows = []
+            for start in range(0, len(refs), 500):
+                chunk = refs[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT {t.columns} FROM {t.name} WHERE {REF} IN ({marks})"
+                rows += self._conn.execute(sql, chunk).fetchall()
+        records = {row[0]: _decode(t, row) for row in rows}
+        for rel in _inverses(cls):
+            groups = self._all_members(rel) if refs is None or len(refs) > 50 else None
+            for ref, record in records.items():
+                record[rel.set_field] = groups.get(ref, []) if groups is not None else self._members(rel, ref)
+        return records
+
+    def _members(self, rel: Relation, ref: str) -> list[str]:
+        many = _table(rel.many)
+        sql = f"SELECT {REF} FROM {many.name} WHERE {quote(rel.ref_field)} = ?"
+        return [row[0] for row in self._conn.execute(sql, (ref,))]
+
+    def _all_members(self, rel: Relation) -> dict[str, list[str]]:
+        many = _table(rel.many)
+        groups: dict[str, list[str]] = defaultdict(list)
+        sql = f"SELECT {quote(rel.ref_field)}, {REF} FROM {many.name} WHERE {quote(rel.ref_field)} != ?"
+        for owner, member in self._conn.execute(sql, (NULL_REF,)):
+            groups[owner].append(member)
+        return groups
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def create(self, cls: str, values: dict[str, Any], ref: str | None = None) -> str:
+        """Insert an object; missing fields take their defaults and a missing uuid is generated."""
+        self._require_write()
+        t = _table(cls)
+        ref = ref or new_ref()
+        record: dict[str, Any] = {}
+        for f in t.fields:
+            record[f.name] = values[f.name] if f.name in values else _fresh(f.default)
+        unknown = set(values) - set(record)
+        if unknown:
+            raise KeyError(f"{cls} has no stored fields {sorted(unknown)}")
+        if "uuid" in record and not record["uuid"]:
+            record["uuid"] = str(uuidlib.uuid4())
+        cols = ", ".join([REF, *(quote(f.name) for f in t.fields)])
+        marks = ", ".join("?" * (len(t.fields) + 1))
+        params = [ref, *(f.type.to_db(record[f.name]) for f in t.fields)]
+        self._conn.execute(f"INSERT INTO {t.name} ({cols}) VALUES ({marks})", params)
+        self.log.note(Change(cls, "add", ref, t.cls.persistent))
+        for rel in RELATIONS:
+            if rel.many == cls:
+                self.touch(rel.one, record[rel.ref_field])
+        return ref
+
+    def set_fields(self, cls: str, ref: str, values: dict[str, Any]) -> None:
+        """Write stored fields of one object. HANDLE_INVALID for a bad ref."""
+        self._require_write()
+        if not values:
+            return
+        t = _table(cls)
+        fields = [t.cls.field(name) for name in values]
+        pointers = [r for r in RELATIONS if r.many == cls and r.ref_field in values]
+        old_owners = {r.ref_field: self.get_field(cls, ref, r.ref_field) for r in pointers}
+        assignments = ", ".join(f"{quote(f.name)} = ?" for f in fields)
+        params = [f.type.to_db(values[f.name]) for f in fields]
+        cursor = self._conn.execute(f"UPDATE {t.name} SET {assignments} WHERE {REF} = ?", [*params, ref])
+        if cursor.rowcount == 0:
+            raise HandleInvalid(cls, ref)
+        persistent = t.cls.persistent and any(f.persist for f in fields)
+        self.log.note(Change(cls, "mod", ref, persistent))
+        for rel in pointers:
+            if old_owners[rel.ref_field] != values[rel.ref_field]:
+                self.touch(rel.one, old_owners[rel.ref_field])
+                self.touch(rel.one, values[rel.ref_field])
+
+    def destroy(self, cls: str, ref: str) -> None:
+        """Delete one object; the relations pointing at it are left for the caller to clear."""
+        self._require_write()
+        t = _table(cls)
+        snapshot = self.get_record(cls, ref)
+        self._conn.execute(f"DELETE FROM {t.name} WHERE {REF} = ?", (ref,))
+        self.log.note(Change(cls, "del", ref, t.cls.persistent, snapshot))
+        for rel in RELATIONS:
+            if rel.many == cls:
+                self.touch(rel.one, snapshot[rel.ref_field])
+
+    def touch(self, cls: str, ref: str) -> None:
+        """Note a change of ``ref`` that no column shows (an inverse set, an injected event)."""
+        if ref != NULL_REF and self.exists(cls, ref):
+            self.log.note(Change(cls, "mod", ref, False))
+
+    def _require_write(self) -> None:
+        if not self.writable:
+            raise RuntimeError("write inside a read transaction")
+
+    # -- credentials: outside the datamodel, never in a record, never replicated --------------
+
+    def password_hash(self, user_ref: str) -> str | None:
+        sql = f"SELECT hash FROM {CREDENTIAL_TABLE} WHERE user_ref = ?"
+        row = self._conn.execute(sql, (user_ref,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_password_hash(self, user_ref: str, hashed: str | None) -> None:
+        self._require_write()
+        self._conn.execute(f"DELETE FROM {CREDENTIAL_TABLE} WHERE user_ref = ?", (user_ref,))
+        if hashed is not None:
+            self._conn.execute(f"INSERT INTO {CREDENTIAL_TABLE} VALUES (?, ?)", (user_ref, hashed))
+
+
+def _fresh(value: Any) -> Any:
+    """A default that callers may mutate without changing the declaration."""
+    if isinstance(value, list):
+        return list(value)
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+def _decode(t: Table, row: tuple[Any, ...]) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    for index, name, decode in t.decoders:
+        value = row[index]
+        record[name] = value if decode is None else decode(value)
+    return record
+
+
+_INVERSES: dict[str, list[Relation]] = defaultdict(list)
+for _rel in RELATIONS:
+    _INVERSES[_rel.one].append(_rel)
+
+
+def _inverses(cls: str) -> list[Relation]:
+    return _INVERSES.get(cls, [])

@@ -1,0 +1,128 @@
+"""Every message Farside answers, with its parameters, result and the weakest role allowed it.
+
+Hand-written messages are declared on their class; the implicit ones (getters, setters, map and
+set modifiers, constructors, destructors, lookups) are derived here from the fields, as xapi's
+code generator derives them. The role table is this module's output: nothing else decides who
+may call what.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from farside.model import CLASSES, class_named
+from farside.model.roles import Role
+from farside.model.schema import RW, ClassDef, Field
+from farside.model.types import XType, parse
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A callable message. ``kind`` names the implicit pattern, or is ``explicit``."""
+
+    cls: ClassDef
+    name: str
+    kind: str
+    role: Role | None
+    params: tuple[tuple[str, XType], ...]
+    result: XType
+    field: Field | None = None
+    asynchronous: bool = False
+
+    @property
+    def wire_name(self) -> str:
+        return f"{self.cls.name}.{self.name}"
+
+
+def _implicit(c: ClassDef) -> list[Signature]:
+    ref = f"{c.name} ref"
+    ro = Role.READ_ONLY
+    this = ("self", parse(ref))
+    sigs: list[Signature] = []
+
+    def add(name: str, kind: str, role: Role | None, params: list[tuple[str, str]], result: str,
+            field: Field | None = None) -> None:  # fmt: skip
+        typed = tuple((n, parse(t)) for n, t in params)
+        sigs.append(Signature(c, name, kind, role, typed, parse(result), field))
+
+    if c.listable:
+        add("get_all", "get_all", ro, [], f"{ref} set")
+        add("get_all_records", "get_all_records", ro, [], f"({ref} -> {c.name} record) map")
+    add("get_record", "get_record", ro, [("self", ref)], f"{c.name} record")
+    if c.has_field("uuid"):
+        add("get_by_uuid", "get_by_uuid", ro, [("uuid", "string")], ref)
+    if c.by_name_label:
+        add("get_by_name_label", "get_by_name_label", ro, [("label", "string")], f"{ref} set")
+    if c.create is not None:
+        add("create", "create", c.create, [("args", f"{c.name} record")], ref)
+    if c.destroy is not None:
+        add("destroy", "destroy", c.destroy, [("self", ref)], "void")
+    for f in c.fields:
+        if f.internal:
+            continue
+        sigs.append(Signature(c, "get_" + f.name, "get", ro, (this,), f.type, f))
+        if f.qualifier is not RW or f.setter is None:
+            continue
+        sigs.append(
+            Signature(c, "set_" + f.name, "set", f.setter, (this, ("value", f.type)), parse("void"), f)
+        )
+        if f.is_map:
+            key_t, value_t = f.type.key, f.type.value  # type: ignore[attr-defined]
+            sigs.append(
+                Signature(
+                    c,
+                    "add_to_" + f.name,
+                    "add_to",
+                    f.setter,
+                    (this, ("key", key_t), ("value", value_t)),
+                    parse("void"),
+                    f,
+                )
+            )
+            sigs.append(
+                Signature(
+                    c,
+                    "remove_from_" + f.name,
+                    "remove_from",
+                    f.setter,
+                    (this, ("key", key_t)),
+                    parse("void"),
+                    f,
+                )
+            )
+        if f.is_set:
+            element = f.type.element  # type: ignore[attr-defined]
+            sigs.append(
+                Signature(c, "add_" + f.name, "add", f.setter, (this, ("value", element)), parse("void"), f)
+            )
+            sigs.append(
+                Signature(
+                    c, "remove_" + f.name, "remove", f.setter, (this, ("value", element)), parse("void"), f
+                )
+            )
+    return sigs
+
+
+@functools.cache
+def signatures(cls_name: str) -> dict[str, Signature]:
+    """Every message of the class, by message name; hand-written ones replace implicit ones."""
+    c = CLASSES[cls_name]
+    table = {s.name: s for s in _implicit(c)} if c.implicit else {}
+    for m in c.messages:
+        table[m.name] = Signature(c, m.name, "explicit", m.role, m.params, m.result, None, m.asynchronous)
+    return table
+
+
+def lookup(wire_name: str) -> Signature | None:
+    """The signature of ``Class.message``, or None when Farside has no such message."""
+    cls_name, dot, message = wire_name.partition(".")
+    c = class_named(cls_name) if dot else None
+    if c is None or c.name != cls_name:
+        return None
+    return signatures(c.name).get(message)
+
+
+def role_table() -> dict[str, Role | None]:
+    """``Class.message`` -> weakest role allowed, for every message Farside answers."""
+    return {s.wire_name: s.role for name in CLASSES for s in signatures(name).values()}

@@ -1,0 +1,188 @@
+"""The pool server's HTTP app: XenAPI over XML-RPC (``/``, ``/RPC2``) and JSON-RPC (``/jsonrpc``).
+
+Starlette for routing, uvicorn for serving (HTTP or HTTPS). Start-up opens the database, forgets
+what does not outlive a server (sessions, tasks), and wires the services together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+import farside.api.handlers  # noqa: F401 - registers every hand-written message
+from farside import __version__
+from farside.api import jsonrpc, xmlrpc
+from farside.api.context import Services
+from farside.api.dispatcher import Dispatcher, Outcome
+from farside.api.events import EventHub
+from farside.api.records import Encoded, RecordCache
+from farside.api.sessions import SessionStore
+from farside.api.tasks import TaskManager
+from farside.config import ServerConfig
+from farside.db import Database
+from farside.errors import DatabaseError, InternalError
+
+log = logging.getLogger(__name__)
+_EXPIRY_INTERVAL_S = 30.0
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def open_services(config: ServerConfig) -> Services:
+    """The services of the pool whose data is in ``config.data_dir``."""
+    db = Database.open(config.db_path)
+    db.reset_runtime_state()
+    with db.read() as tx:
+        pools = tx.refs("pool")
+        if len(pools) != 1:
+            raise DatabaseError(f"{config.db_path} holds {len(pools)} pools; expected one")
+        pool = pools[0]
+        host = tx.get_field("pool", pool, "master")
+    hub = EventHub(config.event_history, db.generation)
+    db.subscribe(hub.publish)
+    return Services(
+        config=config,
+        db=db,
+        sessions=SessionStore(db, host, config.session_timeout_s),
+        events=hub,
+        tasks=TaskManager(db, host),
+        records=RecordCache(db),
+        pool=pool,
+        host=host,
+    )
+
+
+def build_app(config: ServerConfig) -> Starlette:
+    """The ASGI app of one pool server."""
+    state: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        services = open_services(config)
+        state["dispatcher"] = Dispatcher(services)
+        reaper = asyncio.create_task(_expire_sessions(services.sessions))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            services.tasks.close()
+            services.db.close()
+
+    async def xml_endpoint(request: Request) -> Response:
+        try:
+            body = await _read_body(request, config.max_body_bytes)
+            method, params = xmlrpc.parse_request(body)
+        except BodyTooLarge:
+            return _too_large(config)
+        except xmlrpc.MalformedRequest as exc:
+            return PlainTextResponse(f"400 Bad Request: {exc}\n", status_code=400)
+        outcome = await state["dispatcher"].call(method, params)
+        return Response(_xml_response(outcome), media_type="text/xml")
+
+    async def json_endpoint(request: Request) -> Response:
+        try:
+            body = await _read_body(request, config.max_body_bytes)
+            call = jsonrpc.parse_request(body)
+        except BodyTooLarge:
+            return _too_large(config)
+        except jsonrpc.MalformedRequest as exc:
+            return PlainTextResponse(f"400 Bad Request: {exc}\n", status_code=400)
+        outcome = await state["dispatcher"].call(call.method, call.params)
+        return Response(_json_response(call, outcome), media_type="application/json")
+
+    async def about(request: Request) -> Response:
+        return PlainTextResponse(
+            f"Farside pool server {__version__}: XenAPI on / and /RPC2, JSON-RPC on /jsonrpc\n"
+        )
+
+    routes = [
+        Route("/", xml_endpoint, methods=["POST"]),
+        Route("/RPC2", xml_endpoint, methods=["POST"]),
+        Route("/jsonrpc", json_endpoint, methods=["POST"]),
+        Route("/", about, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _xml_response(outcome: Outcome) -> str:
+    if outcome.failure is not None:
+        return xmlrpc.failure(outcome.failure)
+    try:
+        if isinstance(outcome.value, Encoded):
+            return xmlrpc.success(outcome.value.xml)
+        assert outcome.result_type is not None
+        return xmlrpc.success(xmlrpc.encoder(outcome.result_type)(outcome.value))
+    except Exception:
+        log.exception("bug while encoding a result")
+        return xmlrpc.failure(InternalError("unexpected error; see the server log").failure)
+
+
+def _json_response(call: jsonrpc.Request, outcome: Outcome) -> bytes:
+    if outcome.failure is not None:
+        return jsonrpc.failure(call, outcome.failure)
+    try:
+        value = outcome.value
+        encoded = value.json if isinstance(value, Encoded) else jsonrpc.encode(value)
+        return jsonrpc.success(call, encoded)
+    except Exception:
+        log.exception("bug while encoding a result")
+        return jsonrpc.failure(call, InternalError("unexpected error; see the server log").failure)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(config: ServerConfig) -> Response:
+    text = f"413 Request Entity Too Large: the limit is {config.max_body_bytes} bytes\n"
+    return PlainTextResponse(text, status_code=413)
+
+
+async def _expire_sessions(sessions: SessionStore) -> None:
+    while True:
+        await asyncio.sleep(min(_EXPIRY_INTERVAL_S, sessions.timeout_s))
+        try:
+            await asyncio.to_thread(sessions.expire_idle)
+        except Exception:
+            log.exception("session expiry failed")
+
+
+def serve(config: ServerConfig) -> None:
+    """Run the pool server until interrupted."""
+    Database.open(config.db_path).close()  # fail fast, with a clear message, before binding
+    options: dict[str, Any] = {}
+    if config.tls:
+        for path in (config.cert_path, config.key_path):
+            if not path.is_file():
+                raise DatabaseError(f"TLS file {path} is missing; give --tls-cert and --tls-key")
+        options = {"ssl_certfile": str(config.cert_path), "ssl_keyfile": str(config.key_path)}
+    uvicorn.run(
+        build_app(config),
+        host=config.listen.host,
+        port=config.listen.port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        **options,
+    )
