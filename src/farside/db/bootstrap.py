@@ -28,7 +28,7 @@ _ROLE_DOCS = {
 def create_pool(db: Database, pool_name: str, host: HostFacts, admin_password: str) -> str:
     """Write the first objects of a pool; returns the pool's ref."""
     with db.write() as tx:
-        roles = {}
+        roles: dict[Role, str] = {}
         for role in sorted(Role):
             subroles = list(roles.values())
             roles[role] = tx.create(

@@ -41,10 +41,11 @@ def _implicit(c: ClassDef) -> list[Signature]:
     this = ("self", parse(ref))
     sigs: list[Signature] = []
 
-    def add(name: str, kind: str, role: Role | None, params: list[tuple[str, str]], result: str,
-            field: Field | None = None) -> None:  # fmt: skip
+    def add(name: str, kind: str, role: Role | None, params: list[tuple[str, str]], result: str) -> None:
         typed = tuple((n, parse(t)) for n, t in params)
-        sigs.append(Signature(c, name, kind, role, typed, parse(result), field))
+        # xapi generates Async variants of constructors and destructors, not of accessors.
+        asynchronous = kind in ("create", "destroy")
+        sigs.append(Signature(c, name, kind, role, typed, parse(result), None, asynchronous))
 
     if c.listable:
         add("get_all", "get_all", ro, [], f"{ref} set")

@@ -1,0 +1,45 @@
+# Farside: every target installs what it needs first (idempotent), so a fresh Debian machine
+# needs only `make demo` or `make test`, run as root.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Debian packages the project needs at run time and in tests.
+DEB_PACKAGES := python3-venv
+
+.PHONY: setup test check lint bench demo soak clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ] && ! $(PYTHON) -m venv --help >/dev/null 2>&1; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q
+
+soak: setup
+	FARSIDE_SOAK=1 $(PY) -m pytest -q
+
+check: setup
+	$(VENV)/bin/ruff check src tests bench demo
+	$(VENV)/bin/ruff format --check src tests bench demo
+	$(VENV)/bin/mypy
+	$(PY) -m pytest -q tests/unit/test_layers.py
+
+bench: setup
+	$(PY) bench/api.py
+
+demo: setup
+	$(PY) demo/pool_demo.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,104 @@
+"""Pool servers run as real processes on loopback ports, for every suite that needs one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import XenAPI
+from farside.db import Database, users
+from farside.db.bootstrap import create_pool
+from farside.hypervisor import host
+from farside.model.roles import Role
+
+ADMIN_PASSWORD = "secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_pool(data_dir: Path, name: str = "Site A") -> None:
+    """What ``farside init`` does, in process (the CLI itself is tested on its own)."""
+    from farside.cli.tls import make_self_signed
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database.create(data_dir / "pool.db")
+    try:
+        create_pool(db, name, host.probe(), ADMIN_PASSWORD)
+    finally:
+        db.close()
+    make_self_signed(data_dir / "tls" / "cert.pem", data_dir / "tls" / "key.pem", "localhost")
+
+
+@dataclass
+class PoolServer:
+    """A ``farside server`` process serving one pool."""
+
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    tls: bool = False
+    extra_args: list[str] = field(default_factory=list)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def start(self) -> PoolServer:
+        args = [sys.executable, "-m", "farside.cli.main", "server", str(self.data_dir)]
+        args += ["--listen", f"127.0.0.1:{self.port}", *self.extra_args]
+        if self.tls:
+            args.append("--tls")
+        log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - the child owns it
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited: {(self.data_dir / 'server.log').read_text()}")
+            try:
+                httpx.get(self.url + "/", verify=False, timeout=1)
+                return self
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("server did not start in 20 s")
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+
+    def session(self, user: str = "root", password: str = ADMIN_PASSWORD, path: str = "") -> XenAPI.Session:
+        s = XenAPI.Session(self.url + path, ignore_ssl=self.tls)
+        s.xenapi.login_with_password(user, password, "1.0", "farside-tests")
+        return s
+
+    def add_user(self, name: str, role: Role, password: str = "pw") -> None:
+        db = Database.open(self.data_dir / "pool.db")
+        try:
+            with db.write() as tx:
+                users.add(tx, name, role, password)
+        finally:
+            db.close()
+
+    def post(self, path: str, body: bytes | str, **kw: object) -> httpx.Response:
+        return httpx.post(self.url + path, content=body, verify=False, timeout=30, **kw)  # type: ignore[arg-type]
