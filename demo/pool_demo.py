@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 import XenAPI
 
 PASSWORD = "demo-secret"

@@ -8,12 +8,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import XenAPI
+
 from farside.db import Database, users
 from farside.db.bootstrap import create_pool
 from farside.hypervisor import host

@@ -102,9 +102,7 @@ def build_app(config: ServerConfig) -> Starlette:
         return Response(_json_response(call, outcome), media_type="application/json")
 
     async def about(request: Request) -> Response:
-        return PlainTextResponse(
-            f"Farside pool server {__version__}: XenAPI on / and /RPC2, JSON-RPC on /jsonrpc\n"
-        )
+        return PlainTextResponse(f"Farside pool server {__version__}: XenAPI on / and /RPC2, JSON-RPC on /jsonrpc\n")
 
     routes = [
         Route("/", xml_endpoint, methods=["POST"]),

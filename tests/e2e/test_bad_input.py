@@ -9,9 +9,9 @@ from typing import Any
 
 import orjson
 import pytest
-from pools import PoolServer, make_pool
-
 import XenAPI
+
+from pools import PoolServer, make_pool
 
 MIB = str(16 << 20)
 GOOD_VM = {
@@ -155,7 +155,10 @@ class TestBrokenBodies:
 
     def test_dtd_is_refused(self, shared_server: PoolServer) -> None:
         """A DTD (entity expansion) is refused before parsing."""
-        body = b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><methodCall><methodName>&a;</methodName></methodCall>'
+        body = (
+            b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]>'
+            b"<methodCall><methodName>&a;</methodName></methodCall>"
+        )
         assert shared_server.post("/", body).status_code == 400
 
     def test_malformed_json_is_a_client_error(self, shared_server: PoolServer) -> None:

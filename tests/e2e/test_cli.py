@@ -6,15 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pools import PoolServer
-
 import XenAPI
+
+from pools import PoolServer
 
 
 def farside(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "farside.cli.main", *args], capture_output=True, text=True, timeout=60
-    )
+    return subprocess.run([sys.executable, "-m", "farside.cli.main", *args], capture_output=True, text=True, timeout=60)
 
 
 def test_init_then_serve(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pools import PoolServer
-
 import XenAPI
+
+from pools import PoolServer
 
 
 class TestLogin:

@@ -7,9 +7,9 @@ import time
 from typing import Any
 
 import pytest
-from pools import PoolServer
-
 import XenAPI
+
+from pools import PoolServer
 
 MIB = str(16 << 20)
 VM = {

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from pools import ADMIN_PASSWORD, PoolServer
-
 import XenAPI
+
+from pools import ADMIN_PASSWORD, PoolServer
 
 
 @pytest.mark.parametrize("path", ["", "/", "/RPC2"])

@@ -75,9 +75,7 @@ class Dispatcher:
                 f"No permission in the user role: {caller.user_name} is {caller.role.wire}, "
                 f"and {method} needs {sig.role.wire} or a stronger role",
             )
-        args = [
-            xtype.check(value, pname) for (pname, xtype), value in zip(sig.params, params[1:], strict=True)
-        ]
+        args = [xtype.check(value, pname) for (pname, xtype), value in zip(sig.params, params[1:], strict=True)]
         run = _runner(sig)
         if asynchronous:
             tasks = self.services.tasks

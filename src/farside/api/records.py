@@ -66,9 +66,7 @@ class RecordCache:
                     return body[1]
                 known = self._fragments.get(cls, {})
             refs = tx.refs(cls)
-            stale = [
-                r for r in refs if r not in known or known[r].generation < self._db.last_modified(cls, r)
-            ]
+            stale = [r for r in refs if r not in known or known[r].generation < self._db.last_modified(cls, r)]
             fetched = tx.get_records(cls, None if len(stale) == len(refs) else stale) if stale else {}
         encode = self._encoders[cls]
         fresh = dict(known)

@@ -163,10 +163,7 @@ def _build(xtype: XType) -> Encoder:
         value_enc = encoder(xtype.value)
         return lambda v: (
             "<value><struct>"
-            + "".join(
-                "<member><name>" + escape(str(k)) + "</name>" + value_enc(x) + "</member>"
-                for k, x in v.items()
-            )
+            + "".join("<member><name>" + escape(str(k)) + "</name>" + value_enc(x) + "</member>" for k, x in v.items())
             + "</struct></value>"
         )
     if isinstance(xtype, RecordType) and xtype.target in STORED:

@@ -13,9 +13,7 @@ from farside.errors import FarsideError
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="farside", description="Disaster recovery for VM pools, speaking XenAPI."
-    )
+    p = argparse.ArgumentParser(prog="farside", description="Disaster recovery for VM pools, speaking XenAPI.")
     p.add_argument("--version", action="version", version=f"farside {__version__}")
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     pool.register(commands)

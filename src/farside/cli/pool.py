@@ -16,9 +16,7 @@ from farside.server import serve
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = commands.add_parser("init", help="create a pool in a new data directory")
-    p.add_argument(
-        "data_dir", type=Path, help="directory for the pool database and TLS files (must be empty)"
-    )
+    p.add_argument("data_dir", type=Path, help="directory for the pool database and TLS files (must be empty)")
     p.add_argument("--pool-name", required=True, help="the pool's name_label, e.g. 'Site A'")
     p.add_argument("--admin-password", required=True, help="password of the pool-admin user 'root'")
     p.add_argument("--address", default="127.0.0.1", help="address clients use for this host")
@@ -26,9 +24,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     s = commands.add_parser("server", help="run a pool's XenAPI server")
     s.add_argument("data_dir", type=Path, help="the pool's data directory, made by 'farside init'")
-    s.add_argument(
-        "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN})"
-    )
+    s.add_argument("--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve on (default {DEFAULT_LISTEN})")
     s.add_argument("--tls", action="store_true", help="serve HTTPS with the pool's certificate")
     s.add_argument("--tls-cert", type=Path, help="PEM certificate to use instead of the pool's own")
     s.add_argument("--tls-key", type=Path, help="PEM key to use with --tls-cert")
@@ -71,9 +67,7 @@ def init(args: argparse.Namespace) -> int:
 
 
 def server(args: argparse.Namespace) -> int:
-    if (args.tls_cert is not None and args.tls_key is None) or (
-        args.tls_key is not None and args.tls_cert is None
-    ):
+    if (args.tls_cert is not None and args.tls_key is None) or (args.tls_key is not None and args.tls_cert is None):
         raise ValueError("--tls-cert and --tls-key go together")
     timeout = args.session_timeout if args.session_timeout is not None else session_timeout_from_env()
     if timeout <= 0:

@@ -70,9 +70,7 @@ def list_users(args: argparse.Namespace) -> int:
     db = _open(args.data_dir)
     try:
         with db.read() as tx:
-            rows = sorted(
-                (r["short_name"], r["role"], r["fullname"]) for r in tx.get_records("user").values()
-            )
+            rows = sorted((r["short_name"], r["role"], r["fullname"]) for r in tx.get_records("user").values())
     finally:
         db.close()
     width = max([len(n) for n, _, _ in rows] + [4])

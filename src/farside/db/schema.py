@@ -81,9 +81,7 @@ def _indexes(t: Table) -> list[tuple[str, str]]:
 def ensure(conn: sqlite3.Connection) -> None:
     """Create missing tables, columns and indexes; existing data is kept."""
     conn.execute(f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-    conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {CREDENTIAL_TABLE} (user_ref TEXT PRIMARY KEY, hash TEXT NOT NULL)"
-    )
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {CREDENTIAL_TABLE} (user_ref TEXT PRIMARY KEY, hash TEXT NOT NULL)")
     for t in TABLES.values():
         cols = ", ".join([f"{REF} TEXT PRIMARY KEY", *(f"{quote(f.name)} {_sql_type(f)}" for f in t.fields)])
         conn.execute(f"CREATE TABLE IF NOT EXISTS {t.name} ({cols})")

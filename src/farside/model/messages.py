@@ -65,9 +65,7 @@ def _implicit(c: ClassDef) -> list[Signature]:
         sigs.append(Signature(c, "get_" + f.name, "get", ro, (this,), f.type, f))
         if f.qualifier is not RW or f.setter is None:
             continue
-        sigs.append(
-            Signature(c, "set_" + f.name, "set", f.setter, (this, ("value", f.type)), parse("void"), f)
-        )
+        sigs.append(Signature(c, "set_" + f.name, "set", f.setter, (this, ("value", f.type)), parse("void"), f))
         if f.is_map:
             key_t, value_t = f.type.key, f.type.value  # type: ignore[attr-defined]
             sigs.append(
@@ -94,13 +92,9 @@ def _implicit(c: ClassDef) -> list[Signature]:
             )
         if f.is_set:
             element = f.type.element  # type: ignore[attr-defined]
+            sigs.append(Signature(c, "add_" + f.name, "add", f.setter, (this, ("value", element)), parse("void"), f))
             sigs.append(
-                Signature(c, "add_" + f.name, "add", f.setter, (this, ("value", element)), parse("void"), f)
-            )
-            sigs.append(
-                Signature(
-                    c, "remove_" + f.name, "remove", f.setter, (this, ("value", element)), parse("void"), f
-                )
+                Signature(c, "remove_" + f.name, "remove", f.setter, (this, ("value", element)), parse("void"), f)
             )
     return sigs
 

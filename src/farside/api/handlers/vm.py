@@ -80,9 +80,7 @@ def set_appliance(ctx: Context, vm: str, value: str) -> str:
         record = tx.get_record("VM", tx.check("VM", vm))
         if record["is_control_domain"] or record["is_a_template"] or record["is_a_snapshot"]:
             # xapi's own words (xapi_vm_helpers.ml)
-            raise OperationNotAllowed(
-                "Control domains, templates and snapshots cannot be assigned to appliances."
-            )
+            raise OperationNotAllowed("Control domains, templates and snapshots cannot be assigned to appliances.")
         if value != NULL_REF:
             tx.check("VM_appliance", value)
         tx.set_fields("VM", vm, {"appliance": value})
