@@ -26,9 +26,11 @@ from farside.api.dispatcher import Dispatcher, Outcome
 from farside.api.events import EventHub
 from farside.api.records import Encoded, RecordCache
 from farside.api.sessions import SessionStore
+from farside.api.storage import StorageService
 from farside.api.tasks import TaskManager
 from farside.config import ServerConfig
 from farside.db import Database
+from farside.db.bootstrap import ensure_storage_managers
 from farside.errors import DatabaseError, InternalError
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,8 @@ def open_services(config: ServerConfig) -> Services:
     """The services of the pool whose data is in ``config.data_dir``."""
     db = Database.open(config.db_path)
     db.reset_runtime_state()
+    with db.write() as tx:
+        ensure_storage_managers(tx)
     with db.read() as tx:
         pools = tx.refs("pool")
         if len(pools) != 1:
@@ -58,6 +62,7 @@ def open_services(config: ServerConfig) -> Services:
         events=hub,
         tasks=TaskManager(db, host),
         records=RecordCache(db),
+        storage=StorageService(db, pool, host),
         pool=pool,
         host=host,
     )
@@ -72,10 +77,12 @@ def build_app(config: ServerConfig) -> Starlette:
         services = open_services(config)
         state["dispatcher"] = Dispatcher(services)
         reaper = asyncio.create_task(_expire_sessions(services.sessions))
+        services.storage.start_heartbeat()
         try:
             yield
         finally:
             reaper.cancel()
+            services.storage.stop_heartbeat()
             services.tasks.close()
             services.db.close()
 

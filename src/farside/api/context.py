@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from farside.api.events import EventHub
 from farside.api.records import RecordCache
 from farside.api.sessions import Caller, SessionStore
+from farside.api.storage import StorageService
 from farside.api.tasks import TaskManager
 from farside.config import ServerConfig
 from farside.db import Database
@@ -22,6 +23,7 @@ class Services:
     events: EventHub
     tasks: TaskManager
     records: RecordCache
+    storage: StorageService
     pool: str
     host: str
 

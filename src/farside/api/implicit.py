@@ -76,6 +76,11 @@ def create(tx: Transaction, c: ClassDef, record: dict[str, Any]) -> str:
 
     Fields the record leaves out take their defaults; refs must name live objects.
     """
+    return tx.create(c.name, checked_fields(tx, c, record))
+
+
+def checked_fields(tx: Transaction, c: ClassDef, record: dict[str, Any]) -> dict[str, Any]:
+    """The constructor fields of a client's record, type-checked, with refs checked to be live."""
     values: dict[str, Any] = {}
     for f in stored_fields(c):
         if f.qualifier is RT or f.internal or f.name not in record:
@@ -83,7 +88,7 @@ def create(tx: Transaction, c: ClassDef, record: dict[str, Any]) -> str:
         value = f.type.check(record[f.name], f.name)
         check_refs(tx, f, value)
         values[f.name] = value
-    return tx.create(c.name, values)
+    return values
 
 
 def check_refs(tx: Transaction, f: Field, value: Any) -> None:

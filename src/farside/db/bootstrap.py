@@ -8,6 +8,7 @@ from __future__ import annotations
 from farside import __version__
 from farside.db import users
 from farside.db.database import Database
+from farside.db.transaction import Transaction
 from farside.model.host_facts import HostFacts
 from farside.model.roles import Role
 from farside.model.types import now
@@ -23,6 +24,45 @@ _ROLE_DOCS = {
     Role.VM_OPERATOR: "The VM Operator role can use VMs and interact with VM consoles",
     Role.READ_ONLY: "The Read-Only role can log in with basic read-only access",
 }
+
+
+# What the file SR driver can do, in SM's capability names; SR_METADATA makes DR possible on it.
+FILE_SR_CAPABILITIES = (
+    "SR_PROBE",
+    "SR_UPDATE",
+    "SR_METADATA",
+    "VDI_CREATE",
+    "VDI_DELETE",
+    "VDI_ATTACH",
+    "VDI_DETACH",
+    "VDI_CLONE",
+    "VDI_SNAPSHOT",
+    "VDI_RESIZE",
+    "VDI_UPDATE",
+)
+
+
+def ensure_storage_managers(tx: Transaction) -> None:
+    """The SM record of each SR type Farside has (today: ``file``), added where it is missing."""
+    if tx.find("SM", "type", "file"):
+        return
+    tx.create(
+        "SM",
+        {
+            "name_label": "File SR",
+            "name_description": "SR whose LUN is a directory; each VDI is an image file in it",
+            "type": "file",
+            "vendor": "Farside",
+            "copyright": "Farside contributors",
+            "version": __version__,
+            "required_api_version": "1.0",
+            "configuration": {"path": "absolute path of the LUN directory"},
+            "capabilities": list(FILE_SR_CAPABILITIES),
+            "features": {name: 1 for name in FILE_SR_CAPABILITIES},
+            "driver_filename": "farside.storage",
+            "required_cluster_stack": [],
+        },
+    )
 
 
 def create_pool(db: Database, pool_name: str, host: HostFacts, admin_password: str) -> str:
@@ -108,6 +148,7 @@ def create_pool(db: Database, pool_name: str, host: HostFacts, admin_password: s
             },
         )
         pool = tx.create("pool", {"name_label": pool_name, "master": host_ref})
+        ensure_storage_managers(tx)
         users.add(tx, "root", Role.POOL_ADMIN, admin_password, fullname="Administrator")
     return pool
 

@@ -1,7 +1,7 @@
 """The PBD class: the physical block devices through which hosts access SRs."""
 
 from farside.model.roles import Role
-from farside.model.schema import RO, RT, RW, ClassDef, F
+from farside.model.schema import RO, RT, RW, ClassDef, F, M
 
 PBD = ClassDef(
     "PBD",
@@ -15,5 +15,9 @@ PBD = ClassDef(
         F("device_config", "(string -> string) map", RO),
         F("currently_attached", "bool", RT),
         F("other_config", "(string -> string) map", RW, setter=Role.POOL_OPERATOR),
+    ],
+    messages=[
+        M("plug", Role.POOL_OPERATOR, [("self", "PBD ref")], "void"),
+        M("unplug", Role.POOL_OPERATOR, [("self", "PBD ref")], "void"),
     ],
 )

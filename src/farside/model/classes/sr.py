@@ -1,7 +1,7 @@
 """The SR class: a storage repository."""
 
 from farside.model.roles import Role
-from farside.model.schema import RO, RT, RW, ClassDef, F
+from farside.model.schema import RO, RT, RW, ClassDef, F, M
 
 SR = ClassDef(
     "SR",
@@ -29,5 +29,55 @@ SR = ClassDef(
         F("introduced_by", "DR_task ref", RT),
         F("clustered", "bool", RT),
         F("is_tools_sr", "bool", RT),
+    ],
+    messages=[
+        M(
+            "create",
+            Role.POOL_OPERATOR,
+            [
+                ("host", "host ref"),
+                ("device_config", "(string -> string) map"),
+                ("physical_size", "int"),
+                ("name_label", "string"),
+                ("name_description", "string"),
+                ("type", "string"),
+                ("content_type", "string"),
+                ("shared", "bool"),
+                ("sm_config", "(string -> string) map"),
+            ],
+            "SR ref",
+        ),
+        M(
+            "probe",
+            Role.POOL_OPERATOR,
+            [
+                ("host", "host ref"),
+                ("device_config", "(string -> string) map"),
+                ("type", "string"),
+                ("sm_config", "(string -> string) map"),
+            ],
+            "string",
+        ),
+        M(
+            "introduce",
+            Role.POOL_OPERATOR,
+            [
+                ("uuid", "string"),
+                ("name_label", "string"),
+                ("name_description", "string"),
+                ("type", "string"),
+                ("content_type", "string"),
+                ("shared", "bool"),
+                ("sm_config", "(string -> string) map"),
+            ],
+            "SR ref",
+        ),
+        M("forget", Role.POOL_OPERATOR, [("sr", "SR ref")], "void"),
+        M("destroy", Role.POOL_OPERATOR, [("sr", "SR ref")], "void"),
+        M("scan", Role.VM_POWER_ADMIN, [("sr", "SR ref")], "void"),
+        M("update", Role.POOL_OPERATOR, [("sr", "SR ref")], "void"),
+        M("set_name_label", Role.POOL_OPERATOR, [("sr", "SR ref"), ("value", "string")], "void"),
+        M("set_name_description", Role.POOL_OPERATOR, [("sr", "SR ref"), ("value", "string")], "void"),
+        M("get_supported_types", Role.READ_ONLY, [], "string set"),
     ],
 )

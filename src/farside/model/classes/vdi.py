@@ -1,7 +1,7 @@
 """The VDI class: a virtual disk image."""
 
 from farside.model.roles import Role
-from farside.model.schema import RO, RT, RW, ClassDef, F
+from farside.model.schema import RO, RT, RW, ClassDef, F, M
 
 VDI = ClassDef(
     "VDI",
@@ -42,5 +42,14 @@ VDI = ClassDef(
         F("metadata_latest", "bool", RT),
         F("is_tools_iso", "bool", RT),
         F("cbt_enabled", "bool", RT),
+    ],
+    messages=[
+        M("clone", Role.VM_ADMIN, [("vdi", "VDI ref"), ("driver_params", "(string -> string) map")], "VDI ref"),
+        M("snapshot", Role.VM_ADMIN, [("vdi", "VDI ref"), ("driver_params", "(string -> string) map")], "VDI ref"),
+        M("resize", Role.VM_ADMIN, [("vdi", "VDI ref"), ("size", "int")], "void"),
+        M("set_name_label", Role.VM_ADMIN, [("self", "VDI ref"), ("value", "string")], "void"),
+        M("set_name_description", Role.VM_ADMIN, [("self", "VDI ref"), ("value", "string")], "void"),
+        M("set_read_only", Role.VM_ADMIN, [("self", "VDI ref"), ("value", "bool")], "void"),
+        M("set_sharable", Role.VM_ADMIN, [("self", "VDI ref"), ("value", "bool")], "void"),
     ],
 )

@@ -1,0 +1,28 @@
+"""PBD: plugging an SR's LUN into this host under a lease, and unplugging it."""
+
+from __future__ import annotations
+
+from farside.api.context import Context
+from farside.api.registry import handles
+from farside.errors import OperationNotAllowed
+
+
+@handles("PBD.plug")
+def plug(ctx: Context, pbd: str) -> str:
+    ctx.services.storage.plug(pbd)
+    return ""
+
+
+@handles("PBD.unplug")
+def unplug(ctx: Context, pbd: str) -> str:
+    ctx.services.storage.unplug(pbd)
+    return ""
+
+
+@handles("PBD.destroy")
+def destroy(ctx: Context, pbd: str) -> str:
+    with ctx.db.write() as tx:
+        if tx.get_field("PBD", tx.check("PBD", pbd), "currently_attached"):
+            raise OperationNotAllowed("The PBD is plugged; unplug it first.")
+        tx.destroy("PBD", pbd)
+    return ""

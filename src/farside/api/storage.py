@@ -1,0 +1,216 @@
+"""The pool's side of file SRs: plugging LUNs under a lease, and keeping VDI records in step.
+
+Storage work (qemu-img, LUN records, leases) never runs inside a database transaction: each
+operation reads what it needs, acts on the LUN, then writes the outcome, undoing its LUN work if
+that write fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from farside.db import Database, Transaction
+from farside.errors import XenAPIFailure
+from farside.model.types import NULL_REF
+from farside.storage import image, lease
+from farside.storage.errors import VdiInUse, path_failure, records_failure
+from farside.storage.lun import Lun, check_usable
+
+log = logging.getLogger(__name__)
+
+
+def lun_path(device_config: dict[str, str]) -> Path:
+    """The LUN directory a PBD's device_config names."""
+    path = device_config.get("path")
+    if not path:
+        raise path_failure("device_config needs 'path': the absolute path of the LUN directory")
+    return check_usable(Path(path))
+
+
+class StorageService:
+    """Plug, unplug and scan file SRs for one pool, and keep its leases alive."""
+
+    def __init__(self, db: Database, pool: str, host: str) -> None:
+        self._db = db
+        self._pool = pool
+        self._host = host
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+
+    # -- identities ----------------------------------------------------------------------------
+
+    def _owner(self) -> tuple[str, str, str]:
+        with self._db.read() as tx:
+            pool = tx.get_record("pool", self._pool)
+            host = tx.get_field("host", self._host, "hostname")
+        return pool["uuid"], pool["name_label"], host
+
+    def attached_lun(self, tx: Transaction, sr: str) -> Lun:
+        """The LUN of a plugged SR; SR_HAS_NO_PBDS [sr] when it is not plugged here."""
+        for pbd in tx.get_field("SR", tx.check("SR", sr), "PBDs"):
+            record = tx.get_record("PBD", pbd)
+            if record["currently_attached"]:
+                return Lun(Path(record["device_config"]["path"]))
+        raise XenAPIFailure("SR_HAS_NO_PBDS", sr)
+
+    # -- plug and unplug -----------------------------------------------------------------------
+
+    def plug(self, pbd: str) -> None:
+        with self._db.read() as tx:
+            record = tx.get_record("PBD", tx.check("PBD", pbd))
+            if record["currently_attached"]:
+                return
+            sr_uuid = tx.get_field("SR", record["SR"], "uuid")
+        path = lun_path(record["device_config"])
+        lun = Lun(path)
+        if not lun.formatted or lun.identity().get("uuid") != sr_uuid:
+            found = lun.identity().get("uuid") if lun.formatted else "no SR"
+            raise records_failure(f"{path} holds {found}, not SR {sr_uuid}")
+        pool_uuid, pool_name, hostname = self._owner()
+        lease.acquire(path, pool_uuid, pool_name, hostname, lambda: _images_in_use(lun))
+        try:
+            with self._db.write() as tx:
+                self._sync(tx, record["SR"], lun)
+                tx.set_fields("PBD", pbd, {"currently_attached": True})
+        except BaseException:
+            lease.release(path, pool_uuid)
+            raise
+
+    def unplug(self, pbd: str) -> None:
+        with self._db.read() as tx:
+            record = tx.get_record("PBD", tx.check("PBD", pbd))
+            if not record["currently_attached"]:
+                return
+            busy = [v for v in tx.get_field("SR", record["SR"], "VDIs") if vdi_busy(tx, v)]
+        if busy:
+            raise VdiInUse(*busy)
+        with self._db.write() as tx:
+            tx.set_fields("PBD", pbd, {"currently_attached": False})
+        pool_uuid, _, _ = self._owner()
+        try:
+            lease.release(Path(record["device_config"]["path"]), pool_uuid)
+        except OSError as exc:  # a LUN that is gone has no lease left to give back
+            log.warning("could not release the lease on %s: %s", record["device_config"].get("path"), exc)
+
+    def scan(self, sr: str) -> None:
+        with self._db.read() as tx:
+            lun = self.attached_lun(tx, sr)
+        with self._db.write() as tx:
+            self._sync(tx, sr, lun)
+
+    def _sync(self, tx: Transaction, sr: str, lun: Lun) -> None:
+        """Make the SR's VDI records match the LUN's, and refresh the SR's name and sizes."""
+        on_lun = lun.vdi_records()
+        ours = {tx.get_field("VDI", v, "uuid"): v for v in tx.get_field("SR", sr, "VDIs")}
+        pool_uuid = tx.get_field("pool", self._pool, "uuid")
+        for vdi_uuid, record in on_lun.items():
+            values = vdi_values(record, lun, pool_uuid, self._pool)
+            if vdi_uuid in ours:
+                tx.set_fields("VDI", ours[vdi_uuid], values)
+            else:
+                tx.create("VDI", {**values, "uuid": vdi_uuid, "SR": sr, "managed": True})
+        for vdi_uuid, ref in ours.items():
+            if vdi_uuid in on_lun:
+                continue
+            if vdi_busy(tx, ref):
+                tx.set_fields("VDI", ref, {"missing": True})
+            else:
+                for vbd in tx.get_field("VDI", ref, "VBDs"):
+                    tx.set_fields("VBD", vbd, {"VDI": NULL_REF, "empty": True})
+                tx.destroy("VDI", ref)
+        identity = lun.identity()
+        usage = lun.usage()
+        tx.set_fields(
+            "SR",
+            sr,
+            {
+                "name_label": identity.get("name_label", ""),
+                "name_description": identity.get("name_description", ""),
+                "physical_size": usage.physical_size,
+                "physical_utilisation": usage.physical_utilisation,
+                "virtual_allocation": usage.virtual_allocation,
+            },
+        )
+
+    # -- leases ------------------------------------------------------------------------------
+
+    def start_heartbeat(self) -> None:
+        self._heartbeat = threading.Thread(target=self._beat, name="lease-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    def stop_heartbeat(self) -> None:
+        self._stop.set()
+        if self._heartbeat is not None:
+            self._heartbeat.join(5)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(lease.RENEW_INTERVAL_S):
+            try:
+                self.renew_leases()
+            except Exception:
+                log.exception("lease heartbeat failed")
+
+    def renew_leases(self) -> None:
+        with self._db.read() as tx:
+            paths = [
+                Path(r["device_config"]["path"])
+                for r in tx.get_records("PBD").values()
+                if r["currently_attached"] and r["host"] == self._host
+            ]
+        pool_uuid, pool_name, hostname = self._owner()
+        for path in paths:
+            try:
+                if not lease.renew(path, pool_uuid, pool_name, hostname):
+                    log.error("LUN %s was taken over by another pool; its SR must be unplugged here", path)
+            except OSError as exc:
+                log.error("cannot renew the lease on %s: %s", path, exc)
+
+
+def vdi_values(record: dict[str, Any], lun: Lun, pool_uuid: str, pool_ref: str) -> dict[str, Any]:
+    """The VDI fields a LUN record gives, with sizes read from the image itself."""
+    path = lun.image_path(record["location"])
+    physical = path.stat().st_blocks * 512 if path.exists() else 0
+    metadata_pool = record.get("metadata_of_pool", "")
+    return {
+        "name_label": record.get("name_label", ""),
+        "name_description": record.get("name_description", ""),
+        "type": record.get("type", "user"),
+        "virtual_size": int(record.get("virtual_size", 0)),
+        "physical_utilisation": physical,
+        "location": record["location"],
+        "sharable": bool(record.get("sharable", False)),
+        "read_only": bool(record.get("read_only", False)),
+        "sm_config": dict(record.get("sm_config", {})),
+        "is_a_snapshot": bool(record.get("is_a_snapshot", False)),
+        "snapshot_time": record.get("snapshot_time", "19700101T00:00:00Z"),
+        "missing": not path.exists(),
+        # Foreign pools' metadata VDIs are resolved by the replication layer; ours point at us.
+        "metadata_of_pool": pool_ref if metadata_pool == pool_uuid else NULL_REF,
+    }
+
+
+def vdi_busy(tx: Transaction, vdi: str) -> bool:
+    """Whether a VM that is not halted uses the VDI (running, paused or suspended)."""
+    for vbd in tx.get_field("VDI", vdi, "VBDs"):
+        vm = tx.get_field("VBD", vbd, "VM")
+        if tx.exists("VM", vm) and tx.get_field("VM", vm, "power_state") != "Halted":
+            return True
+    return False
+
+
+def _images_in_use(lun: Lun) -> bool:
+    for record in lun.vdi_records().values():
+        path = lun.image_path(record["location"])
+        if path.exists() and image.in_use(path):
+            return True
+    return False
+
+
+def refuse_if_plugged(tx: Transaction, sr: str) -> None:
+    """SR_HAS_PBD [sr] while any PBD of the SR is attached (forget never unplugs by itself)."""
+    for pbd in tx.get_field("SR", sr, "PBDs"):
+        if tx.get_field("PBD", pbd, "currently_attached"):
+            raise XenAPIFailure("SR_HAS_PBD", sr)

@@ -1,0 +1,66 @@
+"""Storage errors, raised with XenAPI's codes where xapi has one and SR_BACKEND_FAILURE_* otherwise.
+
+xapi passes a storage manager's failure on as ``SR_BACKEND_FAILURE_<n>`` with SM's own numbers.
+Farside's backend is its own, so its failures are named, not numbered (``SR_BACKEND_FAILURE_PATH``)
+and never borrow SM numbers that mean something else to a client.
+"""
+
+from __future__ import annotations
+
+from farside.errors import FarsideError, StateError, XenAPIFailure
+
+
+class BackendFailure(XenAPIFailure):
+    """A failure of the file SR backend: ``["SR_BACKEND_FAILURE_<WHAT>", message]``."""
+
+    exit_code = 4
+
+    def __init__(self, what: str, message: str) -> None:
+        super().__init__(f"SR_BACKEND_FAILURE_{what}", message)
+
+
+def path_failure(message: str) -> BackendFailure:
+    """The LUN path is missing, not a directory, or not writable."""
+    return BackendFailure("PATH", message)
+
+
+def format_failure(message: str) -> BackendFailure:
+    """The LUN cannot be formatted (it already holds an SR, or the write failed)."""
+    return BackendFailure("FORMAT", message)
+
+
+def image_failure(message: str) -> BackendFailure:
+    """qemu-img failed on a VDI's image."""
+    return BackendFailure("IMAGE", message)
+
+
+def records_failure(message: str) -> BackendFailure:
+    """The SR's own records on the LUN are missing or damaged."""
+    return BackendFailure("RECORDS", message)
+
+
+class LunLeased(StateError):
+    """The LUN is plugged in another pool whose lease is live."""
+
+    code = "LUN_LEASED_BY_OTHER_POOL"
+
+
+class VdiInUse(StateError):
+    code = "VDI_IN_USE"
+
+
+class SrNotEmpty(StateError):
+    code = "SR_NOT_EMPTY"
+
+
+__all__ = [
+    "BackendFailure",
+    "FarsideError",
+    "LunLeased",
+    "SrNotEmpty",
+    "VdiInUse",
+    "format_failure",
+    "image_failure",
+    "path_failure",
+    "records_failure",
+]
