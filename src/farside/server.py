@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 import farside.api.handlers  # noqa: F401 - registers every hand-written message
 from farside import __version__
-from farside.api import jsonrpc, xmlrpc
+from farside.api import http, jsonrpc, xmlrpc
 from farside.api.context import Services
 from farside.api.dispatcher import Dispatcher, Outcome
 from farside.api.events import EventHub
@@ -76,6 +76,8 @@ def build_app(config: ServerConfig) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = open_services(config)
         state["dispatcher"] = Dispatcher(services)
+        state["import_raw_vdi"] = http.import_raw_vdi(services)
+        state["export_raw_vdi"] = http.export_raw_vdi(services)
         reaper = asyncio.create_task(_expire_sessions(services.sessions))
         services.storage.start_heartbeat()
         try:
@@ -111,7 +113,15 @@ def build_app(config: ServerConfig) -> Starlette:
     async def about(request: Request) -> Response:
         return PlainTextResponse(f"Farside pool server {__version__}: XenAPI on / and /RPC2, JSON-RPC on /jsonrpc\n")
 
+    async def import_vdi(request: Request) -> Response:
+        return await state["import_raw_vdi"](request)  # type: ignore[no-any-return]
+
+    async def export_vdi(request: Request) -> Response:
+        return await state["export_raw_vdi"](request)  # type: ignore[no-any-return]
+
     routes = [
+        Route("/import_raw_vdi", import_vdi, methods=["PUT"]),
+        Route("/export_raw_vdi", export_vdi, methods=["GET"]),
         Route("/", xml_endpoint, methods=["POST"]),
         Route("/RPC2", xml_endpoint, methods=["POST"]),
         Route("/jsonrpc", json_endpoint, methods=["POST"]),

@@ -57,8 +57,12 @@ def in_use(path: Path) -> bool:
 
 def copy(source: Path, target: Path, fmt: str) -> None:
     """A full, independent copy (clones and snapshots of file VDIs; reflinks are not available)."""
-    src_fmt = info(source).format
-    _run("convert", "-q", "-U", "-f", src_fmt, "-O", fmt, str(source), str(target))
+    convert(source, target, info(source).format, fmt)
+
+
+def convert(source: Path, target: Path, source_format: str, target_format: str) -> None:
+    """Write ``source`` as a new image in ``target_format`` (sparse: zeros are not written)."""
+    _run("convert", "-q", "-U", "-f", source_format, "-O", target_format, str(source), str(target))
 
 
 def resize(path: Path, size: int) -> None:

@@ -3,6 +3,6 @@
 Importing this package registers them all.
 """
 
-from farside.api.handlers import event, network, pbd, session, sr, task, vdi, vm, vm_appliance
+from farside.api.handlers import event, network, pbd, session, sr, task, vbd, vdi, vif, vm, vm_appliance
 
-__all__ = ["event", "network", "pbd", "session", "sr", "task", "vdi", "vm", "vm_appliance"]
+__all__ = ["event", "network", "pbd", "session", "sr", "task", "vbd", "vdi", "vif", "vm", "vm_appliance"]

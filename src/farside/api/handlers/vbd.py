@@ -1,0 +1,47 @@
+"""VBD: a VM's disk or CD drive, checked as xapi checks it (free device slot, read-only disks)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from farside.api import implicit
+from farside.api.context import Context
+from farside.api.registry import handles
+from farside.errors import InvalidValue, XenAPIFailure
+from farside.model import CLASSES
+from farside.model.types import NULL_REF
+
+AUTODETECT = "autodetect"
+# IDE on QEMU's pc machine: four devices (two buses, master and slave).
+MAX_DEVICES = 4
+
+
+@handles("VBD.create")
+def create(ctx: Context, record: dict[str, Any]) -> str:
+    with ctx.db.write() as tx:
+        fields = implicit.checked_fields(tx, CLASSES["VBD"], record)
+        vm = tx.check("VM", fields.get("VM", NULL_REF))
+        vdi = fields.get("VDI", NULL_REF)
+        kind = fields.get("type", "Disk")
+        if vdi == NULL_REF:
+            if kind != "CD":
+                raise XenAPIFailure("VDI_MISSING", "a disk VBD needs a VDI; only a CD drive may be empty")
+            fields["empty"] = True
+        else:
+            fields["empty"] = False
+            if tx.get_field("VDI", vdi, "read_only") and fields.get("mode", "RW") == "RW":
+                raise XenAPIFailure("VDI_READONLY", vdi)
+        used = {tx.get_field("VBD", v, "userdevice") for v in tx.get_field("VM", vm, "VBDs")}
+        device = str(fields.get("userdevice", AUTODETECT))
+        if device == AUTODETECT:
+            free = [str(n) for n in range(MAX_DEVICES) if str(n) not in used]
+            if not free:
+                raise XenAPIFailure("DEVICE_ALREADY_EXISTS", f"all {MAX_DEVICES} disk slots are in use")
+            device = free[0]
+        elif not device.isdigit() or int(device) >= MAX_DEVICES:
+            raise InvalidValue("userdevice", device)
+        elif device in used:
+            raise XenAPIFailure("DEVICE_ALREADY_EXISTS", device)
+        fields["userdevice"] = device
+        fields["device"] = "hd" + "abcd"[int(device)]
+        return tx.create("VBD", fields)
