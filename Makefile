@@ -5,19 +5,23 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Debian packages the project needs at run time and in tests.
-DEB_PACKAGES := python3-venv
+# Debian packages the project needs at run time and in tests: QEMU for VMs, qemu-img and
+# qemu-io for disk images and image locks.
+DEB_PACKAGES := python3-venv qemu-system-x86 qemu-utils
 
-.PHONY: setup test check lint bench demo soak clean
+.PHONY: setup deps test check lint bench demo soak clean
 
-setup: $(STAMP)
+setup: deps $(STAMP)
+
+# Checked on every run (a dpkg query each): a package removed later is installed again.
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 
 $(STAMP): pyproject.toml
-	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ] && ! $(PYTHON) -m venv --help >/dev/null 2>&1; then \
-		echo "installing Debian packages:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -20,6 +21,21 @@ from farside.hypervisor import host
 from farside.model.roles import Role
 
 ADMIN_PASSWORD = "secret"
+
+
+def kill_qemus(run_dir: Path) -> list[int]:
+    """SIGKILL every live QEMU whose pid file is under ``run_dir``; returns the pids killed."""
+    killed = []
+    for pidfile in run_dir.glob("*/qemu.pid"):
+        try:
+            pid = int(pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if b"qemu" in cmdline:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return killed
 
 
 def free_port() -> int:
@@ -75,7 +91,17 @@ class PoolServer:
         self.stop()
         raise RuntimeError("server did not start in 20 s")
 
-    def stop(self) -> None:
+    def stop(self, keep_vms: bool = False) -> None:
+        """Stop the server; unless ``keep_vms``, also end every QEMU it started (by pid file)."""
+        self._stop_server()
+        if not keep_vms:
+            kill_qemus(self.data_dir / "run")
+            link = self.data_dir / "run"
+            if link.is_symlink():  # the short run directory a long data path needs lives in /tmp
+                shutil.rmtree(link.resolve(), ignore_errors=True)
+                link.unlink()
+
+    def _stop_server(self) -> None:
         if self.process is None:
             return
         if self.process.poll() is None:

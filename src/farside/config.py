@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,9 @@ MAX_EVENT_TIMEOUT_S = 3600.0
 
 DB_FILE = "pool.db"
 TLS_DIR = "tls"
+RUN_DIR = "run"
+# sun_path holds 107 characters; below the run directory come "/<vm uuid>/qmp.sock" (46).
+MAX_RUN_DIR_CHARS = 107 - 46
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class ServerConfig:
         tls: serve HTTPS with ``tls_cert``/``tls_key`` (by default the pair ``farside init`` made).
         session_timeout_s: idle seconds after which a session is invalid.
         max_body_bytes: larger requests get HTTP 413.
+        kvm: run guests under KVM; honoured only where the CPU shows vmx or svm (TCG otherwise).
     """
 
     data_dir: Path
@@ -57,10 +63,29 @@ class ServerConfig:
     session_timeout_s: float = DEFAULT_SESSION_TIMEOUT_S
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     event_history: int = DEFAULT_EVENT_HISTORY
+    kvm: bool = False
 
     @property
     def db_path(self) -> Path:
         return self.data_dir / DB_FILE
+
+    @property
+    def run_dir(self) -> Path:
+        """Per-VM runtime files: QEMU pid files, QMP sockets, serial logs.
+
+        ``DATA_DIR/run`` when its sockets' paths fit the kernel's limit for Unix socket paths;
+        otherwise a short directory named after the data directory, which ``DATA_DIR/run``
+        links to, so both names lead to the same files.
+        """
+        direct = self.data_dir.resolve() / RUN_DIR
+        if len(str(direct)) <= MAX_RUN_DIR_CHARS:
+            return direct
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"farside-run-{digest}"
+
+    @property
+    def run_link(self) -> Path:
+        return self.data_dir / RUN_DIR
 
     @property
     def cert_path(self) -> Path:
@@ -83,3 +108,8 @@ def session_timeout_from_env(default: float = DEFAULT_SESSION_TIMEOUT_S) -> floa
     if value <= 0:
         raise ValueError("FARSIDE_SESSION_TIMEOUT must be positive")
     return value
+
+
+def kvm_from_env() -> bool:
+    """``FARSIDE_KVM=1`` asks for KVM (still honoured only where the CPU supports it)."""
+    return os.environ.get("FARSIDE_KVM") == "1"

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -28,10 +29,12 @@ from farside.api.records import Encoded, RecordCache
 from farside.api.sessions import SessionStore
 from farside.api.storage import StorageService
 from farside.api.tasks import TaskManager
+from farside.api.vms import VMService
 from farside.config import ServerConfig
 from farside.db import Database
 from farside.db.bootstrap import ensure_storage_managers
 from farside.errors import DatabaseError, InternalError
+from farside.hypervisor.qemu import QemuDriver
 
 log = logging.getLogger(__name__)
 _EXPIRY_INTERVAL_S = 30.0
@@ -55,6 +58,8 @@ def open_services(config: ServerConfig) -> Services:
         host = tx.get_field("pool", pool, "master")
     hub = EventHub(config.event_history, db.generation)
     db.subscribe(hub.publish)
+    storage = StorageService(db, pool, host)
+    driver = QemuDriver(_prepare_run_dir(config), kvm=config.kvm)
     return Services(
         config=config,
         db=db,
@@ -62,10 +67,19 @@ def open_services(config: ServerConfig) -> Services:
         events=hub,
         tasks=TaskManager(db, host),
         records=RecordCache(db),
-        storage=StorageService(db, pool, host),
+        storage=storage,
+        vms=VMService(db, driver, storage, pool, host),
         pool=pool,
         host=host,
     )
+
+
+def _prepare_run_dir(config: ServerConfig) -> Path:
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_dir != config.run_link.resolve() and not config.run_link.exists():
+        config.run_link.symlink_to(run_dir, target_is_directory=True)
+    return run_dir
 
 
 def build_app(config: ServerConfig) -> Starlette:
@@ -78,13 +92,16 @@ def build_app(config: ServerConfig) -> Starlette:
         state["dispatcher"] = Dispatcher(services)
         state["import_raw_vdi"] = http.import_raw_vdi(services)
         state["export_raw_vdi"] = http.export_raw_vdi(services)
+        state["serial"] = http.serial_console(services)
         reaper = asyncio.create_task(_expire_sessions(services.sessions))
         services.storage.start_heartbeat()
+        await asyncio.to_thread(services.vms.reconcile)
         try:
             yield
         finally:
             reaper.cancel()
             services.storage.stop_heartbeat()
+            services.vms.driver.close()  # VMs keep running; the next server reattaches them
             services.tasks.close()
             services.db.close()
 
@@ -119,7 +136,11 @@ def build_app(config: ServerConfig) -> Starlette:
     async def export_vdi(request: Request) -> Response:
         return await state["export_raw_vdi"](request)  # type: ignore[no-any-return]
 
+    async def serial(request: Request) -> Response:
+        return await state["serial"](request)  # type: ignore[no-any-return]
+
     routes = [
+        Route("/console/serial", serial, methods=["GET"]),
         Route("/import_raw_vdi", import_vdi, methods=["PUT"]),
         Route("/export_raw_vdi", export_vdi, methods=["GET"]),
         Route("/", xml_endpoint, methods=["POST"]),

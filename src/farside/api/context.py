@@ -9,6 +9,7 @@ from farside.api.records import RecordCache
 from farside.api.sessions import Caller, SessionStore
 from farside.api.storage import StorageService
 from farside.api.tasks import TaskManager
+from farside.api.vms import VMService
 from farside.config import ServerConfig
 from farside.db import Database
 
@@ -24,6 +25,7 @@ class Services:
     tasks: TaskManager
     records: RecordCache
     storage: StorageService
+    vms: VMService
     pool: str
     host: str
 

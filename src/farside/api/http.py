@@ -193,3 +193,18 @@ def export_raw_vdi(services: Services) -> Endpoint:
         return StreamingResponse(body(), headers=headers)
 
     return endpoint
+
+
+def serial_console(services: Services) -> Endpoint:
+    """``GET /console/serial?session_id=…&uuid=<vm uuid>``: the VM's recent serial output."""
+
+    @guarded
+    async def endpoint(request: Request) -> Response:
+        _caller(services, request, Role.VM_OPERATOR, "http/get_console")
+        uuid = request.query_params.get("uuid", "")
+        with services.db.read() as tx:
+            tx.ref_of_uuid("VM", uuid)
+        data = await anyio.to_thread.run_sync(services.vms.driver.read_serial, uuid)
+        return Response(data, media_type="text/plain; charset=utf-8")
+
+    return endpoint

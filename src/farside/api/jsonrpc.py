@@ -7,6 +7,8 @@ from typing import Any
 
 import orjson
 
+from farside.api import xmlrpc
+
 
 class MalformedRequest(ValueError):
     """The body is not a JSON-RPC request object."""
@@ -38,6 +40,11 @@ def parse_request(body: bytes) -> Request:
     params = data.get("params", [])
     if not isinstance(params, list):
         raise MalformedRequest("JSON-RPC params must be a list (positional), as xapi takes them")
+    if xmlrpc.nesting(params) > xmlrpc.MAX_NESTING:
+        raise MalformedRequest(f"values nest deeper than {xmlrpc.MAX_NESTING} levels")
+    ident = data.get("id")
+    if ident is not None and (isinstance(ident, bool) or not isinstance(ident, str | int | float)):
+        raise MalformedRequest("a JSON-RPC id must be a string, a number or null")
     v2 = data.get("jsonrpc") == "2.0"
     if v2 and data.get("id") is None:
         raise MalformedRequest("a JSON-RPC 2.0 request to xapi needs a non-null id")

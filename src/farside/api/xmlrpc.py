@@ -12,9 +12,11 @@ import re
 import xmlrpc.client
 from collections.abc import Callable
 from typing import Any
+from xml.parsers import expat
 
 from farside.model import STORED
 from farside.model.types import (
+    XML_UNSAFE,
     BoolType,
     DateTimeType,
     FloatType,
@@ -44,15 +46,54 @@ def parse_request(body: bytes) -> tuple[str, list[Any]]:
         MalformedRequest: not well-formed XML, not a methodCall, or a DTD (never needed, and the
             door to entity-expansion attacks).
     """
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise MalformedRequest("XML-RPC requests may not contain a DTD")
+    _refuse_dtd(body)
     try:
         params, method = xmlrpc.client.loads(body, use_builtin_types=False)
     except Exception as exc:  # expat and the unmarshaller raise many types for bad input
         raise MalformedRequest(f"not an XML-RPC method call: {exc}") from None
     if not isinstance(method, str) or not method:
         raise MalformedRequest("the XML-RPC call has no methodName")
+    if nesting(params) > MAX_NESTING:
+        raise MalformedRequest(f"values nest deeper than {MAX_NESTING} levels")
     return method, [_plain(p) for p in params]
+
+
+# XenAPI's deepest values (a map of sets) nest three levels; anything far deeper is an attack.
+MAX_NESTING = 64
+
+
+def nesting(value: Any) -> int:
+    """How deeply lists and dicts nest in ``value``, counted without recursion."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list | tuple):
+            children: Any = item
+        elif isinstance(item, dict):
+            children = item.values()
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_NESTING:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _refuse_dtd(body: bytes) -> None:
+    """Reject any DTD, in whatever encoding the document declares, before the real parse."""
+
+    def refuse(*_: object) -> None:
+        raise MalformedRequest("XML-RPC requests may not contain a DTD")
+
+    scanner = expat.ParserCreate()
+    scanner.StartDoctypeDeclHandler = refuse
+    scanner.EntityDeclHandler = refuse
+    try:
+        scanner.Parse(body, True)
+    except expat.ExpatError as exc:
+        raise MalformedRequest(f"not well-formed XML: {exc}") from None
 
 
 def _plain(value: Any) -> Any:
@@ -72,8 +113,12 @@ def success(value_xml: str) -> str:
 
 
 def failure(description: list[str]) -> str:
-    """A full failure response; every element of the description is a string."""
-    items = "".join(string(d) for d in description)
+    """A full failure response; every element of the description is a string.
+
+    Failures may echo what a client sent (a method name, a handle), so characters XML cannot
+    carry are replaced here rather than refused.
+    """
+    items = "".join(string(XML_UNSAFE.sub("\ufffd", d)) for d in description)
     return (
         HEAD
         + "<member><name>Status</name><value>Failure</value></member>"

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from farside.cli.tls import make_self_signed
-from farside.config import DEFAULT_LISTEN, Listen, ServerConfig, session_timeout_from_env
+from farside.config import DEFAULT_LISTEN, Listen, ServerConfig, kvm_from_env, session_timeout_from_env
 from farside.db import Database
 from farside.db.bootstrap import create_pool
 from farside.hypervisor import host
@@ -33,6 +33,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=float,
         default=None,
         help="seconds an idle session stays valid (default 86400)",
+    )
+    s.add_argument(
+        "--kvm", action="store_true", help="use KVM where the CPU has vmx/svm (default: TCG, which is faster here)"
     )
     s.set_defaults(run=server)
 
@@ -79,6 +82,7 @@ def server(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         session_timeout_s=timeout,
+        kvm=args.kvm or kvm_from_env(),
     )
     scheme = "https" if config.tls else "http"
     print(

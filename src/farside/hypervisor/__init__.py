@@ -1,1 +1,2 @@
-"""The hypervisor layer: the host machine's facts now; the QEMU driver comes with real VMs."""
+"""The hypervisor layer: the host machine's facts (``host``), the driver contract (``driver``) and
+its QEMU implementation (``qemu``)."""

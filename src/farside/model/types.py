@@ -25,7 +25,7 @@ EPOCH = "19700101T00:00:00Z"
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # Characters XML 1.0 cannot carry even escaped; a string holding one could not be sent to an
 # XML-RPC client, so it is refused on the way in (JSON-RPC could otherwise store it).
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+XML_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _DATETIME_FORMS = ("%Y%m%dT%H:%M:%SZ", "%Y%m%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S")
 
 
@@ -79,7 +79,7 @@ class StringType(XType):
     def check(self, value: Any, name: str) -> str:
         if not isinstance(value, str):
             raise FieldTypeError(name)
-        if _NOT_XML.search(value):
+        if XML_UNSAFE.search(value):
             raise InvalidValue(name, value.encode("unicode_escape").decode("ascii"))
         return value
 

@@ -16,7 +16,8 @@ from farside.storage.errors import image_failure
 
 FORMATS = ("qcow2", "raw")
 QEMU_IMG = "qemu-img"
-# Seen from `qemu-img info` without -U when a running QEMU holds the image's write lock.
+QEMU_IO = "qemu-io"
+# What qemu-io says when a running QEMU holds the image's write lock.
 _LOCKED = "lock"
 
 
@@ -50,9 +51,14 @@ def info(path: Path) -> ImageInfo:
 
 
 def in_use(path: Path) -> bool:
-    """Whether a running QEMU holds the image open for writing (its write lock tells, FACTS.md)."""
-    result = subprocess.run([QEMU_IMG, "info", "--output=json", str(path)], capture_output=True, text=True, timeout=60)
-    return result.returncode != 0 and _LOCKED in result.stderr.lower()
+    """Whether a running QEMU holds the image open for writing.
+
+    Opening it for writing tells: QEMU's image locks refuse a second writer. (``qemu-img info``
+    does not: it only asks to read, which a running VM allows on raw images.)
+    """
+    fmt = info(path).format
+    result = subprocess.run([QEMU_IO, "-f", fmt, "-c", "quit", str(path)], capture_output=True, text=True, timeout=60)
+    return result.returncode != 0 and _LOCKED in (result.stderr + result.stdout).lower()
 
 
 def copy(source: Path, target: Path, fmt: str) -> None:

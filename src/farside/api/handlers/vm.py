@@ -101,3 +101,66 @@ def set_ha_restart_priority(ctx: Context, vm: str, value: str) -> str:
             )
         tx.set_fields("VM", vm, {"ha_restart_priority": value})
     return ""
+
+
+# -- power operations: the VM service does the work, these only name it -----------------------
+
+
+@handles("VM.start")
+def start(ctx: Context, vm: str, start_paused: bool, force: bool) -> str:
+    ctx.services.vms.start(vm, start_paused)
+    return ""
+
+
+@handles("VM.resume")
+def resume(ctx: Context, vm: str, start_paused: bool, force: bool) -> str:
+    ctx.services.vms.resume(vm, start_paused)
+    return ""
+
+
+@handles("VM.clean_shutdown")
+def clean_shutdown(ctx: Context, vm: str) -> str:
+    ctx.services.vms.clean_shutdown(vm)
+    return ""
+
+
+@handles("VM.hard_shutdown")
+def hard_shutdown(ctx: Context, vm: str) -> str:
+    ctx.services.vms.hard_shutdown(vm)
+    return ""
+
+
+@handles("VM.shutdown")
+def shutdown(ctx: Context, vm: str) -> str:
+    ctx.services.vms.shutdown(vm)
+    return ""
+
+
+@handles("VM.clean_reboot")
+def clean_reboot(ctx: Context, vm: str) -> str:
+    ctx.services.vms.clean_reboot(vm)
+    return ""
+
+
+@handles("VM.hard_reboot")
+def hard_reboot(ctx: Context, vm: str) -> str:
+    ctx.services.vms.hard_reboot(vm)
+    return ""
+
+
+@handles("VM.pause")
+def pause(ctx: Context, vm: str) -> str:
+    ctx.services.vms.pause(vm)
+    return ""
+
+
+@handles("VM.unpause")
+def unpause(ctx: Context, vm: str) -> str:
+    ctx.services.vms.unpause(vm)
+    return ""
+
+
+@handles("VM.suspend")
+def suspend(ctx: Context, vm: str) -> str:
+    ctx.services.vms.suspend(vm)
+    return ""

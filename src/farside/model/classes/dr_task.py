@@ -1,4 +1,4 @@
-"""The DR_task class: dR task."""
+"""The DR_task class: DR task."""
 
 from farside.model.schema import RT, ClassDef, F
 

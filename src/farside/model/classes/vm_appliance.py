@@ -1,7 +1,7 @@
-"""The VM_appliance class: vM appliance."""
+"""The VM_appliance class: VM appliance."""
 
 from farside.model.roles import Role
-from farside.model.schema import RT, RW, ClassDef, F
+from farside.model.schema import RT, RW, ClassDef, F, M
 
 VM_APPLIANCE = ClassDef(
     "VM_appliance",
@@ -16,5 +16,11 @@ VM_APPLIANCE = ClassDef(
         F("allowed_operations", "enum vm_appliance_operation set", RT, persist=False),
         F("current_operations", "(string -> enum vm_appliance_operation) map", RT, persist=False),
         F("VMs", "VM ref set", RT),
+    ],
+    messages=[
+        M("start", Role.POOL_OPERATOR, [("self", "VM_appliance ref"), ("paused", "bool")], "void"),
+        M("clean_shutdown", Role.POOL_OPERATOR, [("self", "VM_appliance ref")], "void"),
+        M("hard_shutdown", Role.POOL_OPERATOR, [("self", "VM_appliance ref")], "void"),
+        M("shutdown", Role.POOL_OPERATOR, [("self", "VM_appliance ref")], "void"),
     ],
 )

@@ -1,0 +1,349 @@
+"""VM lifecycle: XenAPI's power operations carried out by the hypervisor driver.
+
+Each operation checks the VM's state and claims it in one transaction (``current_operations``,
+so two operations on one VM never overlap: ``OTHER_OPERATION_IN_PROGRESS``), then acts through
+the driver with no transaction open, then records the outcome. ``start_delay`` and
+``shutdown_delay`` are slept inside the operation, as xapi does, so vApp groups follow them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid as uuidlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from farside.api.storage import StorageService
+from farside.db import Database, Transaction
+from farside.errors import XenAPIFailure
+from farside.hypervisor.driver import DiskSpec, DomainState, Driver, NicSpec, VMSpec
+from farside.model.types import NULL_REF, now
+from farside.model.vm_rules import power_state_error
+from farside.storage.lun import image_format, new_location
+
+log = logging.getLogger(__name__)
+
+MIB = 1 << 20
+# What a QEMU process costs beyond its guest's memory (FACTS.md: ~41 MiB RSS for a 16 MiB guest).
+VM_OVERHEAD_BYTES = 32 * MIB
+# Kept back for the host's own system and Farside itself.
+HOST_RESERVE_BYTES = 1024 * MIB
+# Presses of the ACPI button are dropped until the guest enables it (FACTS.md): press again.
+BUTTON_RETRY_S = 0.5
+DEFAULT_CLEAN_SHUTDOWN_S = 60.0
+
+ALLOWED = {
+    "Halted": ["start", "start_on", "destroy", "clone", "copy", "snapshot", "export"],
+    "Running": ["clean_shutdown", "hard_shutdown", "shutdown", "clean_reboot", "hard_reboot", "pause", "suspend"],
+    "Paused": ["unpause", "hard_shutdown", "shutdown", "hard_reboot", "suspend"],
+    "Suspended": ["resume", "hard_shutdown", "shutdown", "destroy"],
+}
+
+
+class VMService:
+    """Power operations of the VMs resident on this pool's one host."""
+
+    def __init__(self, db: Database, driver: Driver, storage: StorageService, pool: str, host: str) -> None:
+        self._db = db
+        self.driver = driver
+        self._storage = storage
+        self._pool = pool
+        self._host = host
+        driver.on_halted = self._halted_by_itself
+
+    # -- claiming a VM for one operation --------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _operation(self, vm: str, op: str, allowed_states: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+        token = str(uuidlib.uuid4())
+        with self._db.write() as tx:
+            record = tx.get_record("VM", tx.check("VM", vm))
+            if record["current_operations"]:
+                raise XenAPIFailure("OTHER_OPERATION_IN_PROGRESS", "VM", vm)
+            if record["power_state"] not in allowed_states:
+                raise power_state_error(vm, allowed_states[0], record["power_state"])
+            tx.set_fields("VM", vm, {"current_operations": {token: op}, "allowed_operations": []})
+        try:
+            yield record
+        finally:
+            with self._db.write() as tx:
+                if tx.exists("VM", vm):
+                    state = tx.get_field("VM", vm, "power_state")
+                    tx.set_fields("VM", vm, {"current_operations": {}, "allowed_operations": ALLOWED[state]})
+
+    # -- building what the driver needs ---------------------------------------------------------
+
+    def spec(self, tx: Transaction, vm: str, record: dict[str, Any]) -> VMSpec:
+        """The VM as the driver sees it; VM_REQUIRES_SR / VDI_MISSING when its disks are not there."""
+        disks = []
+        for vbd in record["VBDs"]:
+            v = tx.get_record("VBD", vbd)
+            if v["empty"] or v["VDI"] == NULL_REF:
+                continue
+            vdi = tx.get_record("VDI", v["VDI"])
+            try:
+                lun = self._storage.attached_lun(tx, vdi["SR"])
+            except XenAPIFailure:
+                raise XenAPIFailure("VM_REQUIRES_SR", vm, vdi["SR"]) from None
+            path = lun.image_path(vdi["location"])
+            if not path.exists():
+                raise XenAPIFailure("VDI_MISSING", vdi["SR"], v["VDI"])
+            disks.append(
+                DiskSpec(
+                    vdi_uuid=vdi["uuid"],
+                    path=path,
+                    format="raw" if vdi["location"].endswith(".raw") else "qcow2",
+                    read_only=v["mode"] == "RO" or vdi["read_only"],
+                    userdevice=int(v["userdevice"]),
+                    cdrom=v["type"] == "CD",
+                    bootable=v["bootable"],
+                )
+            )
+        nics = []
+        for vif in record["VIFs"]:
+            r = tx.get_record("VIF", vif)
+            bridge = tx.get_field("network", r["network"], "bridge") if tx.exists("network", r["network"]) else ""
+            nics.append(NicSpec(mac=r["MAC"], bridge=bridge, device=int(r["device"])))
+        return VMSpec(
+            uuid=record["uuid"],
+            name=record["name_label"],
+            memory_bytes=record["memory_static_max"],
+            vcpus=max(record["VCPUs_at_startup"], 1),
+            disks=sorted(disks, key=lambda d: d.userdevice),
+            nics=sorted(nics, key=lambda n: n.device),
+        )
+
+    def _check_resources(self, tx: Transaction, vm: str, record: dict[str, Any]) -> None:
+        needed = record["memory_static_max"] + VM_OVERHEAD_BYTES
+        free = self._free_memory(tx)
+        if needed > free:
+            raise XenAPIFailure("HOST_NOT_ENOUGH_FREE_MEMORY", needed, max(free, 0))
+        for vbd in record["VBDs"]:
+            vdi = tx.get_field("VBD", vbd, "VDI")
+            if vdi == NULL_REF or not tx.exists("VDI", vdi) or tx.get_field("VDI", vdi, "sharable"):
+                continue
+            for other in tx.get_field("VDI", vdi, "VBDs"):
+                owner = tx.get_field("VBD", other, "VM")
+                if owner != vm and tx.exists("VM", owner) and tx.get_field("VM", owner, "power_state") != "Halted":
+                    raise XenAPIFailure("VDI_IN_USE", vdi, "start")
+
+    def _free_memory(self, tx: Transaction) -> int:
+        metrics = tx.get_field("host", self._host, "metrics")
+        total = tx.get_field("host_metrics", metrics, "memory_total")
+        used = sum(
+            tx.get_field("VM", vm, "memory_static_max") + VM_OVERHEAD_BYTES
+            for vm in tx.get_field("host", self._host, "resident_VMs")
+        )
+        return int(total) - HOST_RESERVE_BYTES - int(used)
+
+    def _record_state(self, vm: str, state: str, domid: int = -1) -> None:
+        with self._db.write() as tx:
+            if not tx.exists("VM", vm):
+                return
+            resident = self._host if state in ("Running", "Paused") else NULL_REF
+            tx.set_fields("VM", vm, {"power_state": state, "resident_on": resident, "domid": domid})
+            metrics = tx.get_field("VM", vm, "metrics")
+            if tx.exists("VM_metrics", metrics):
+                values: dict[str, Any] = {"state": [state.lower()], "last_updated": now()}
+                if state == "Running" and domid >= 0:
+                    values["start_time"] = now()
+                tx.set_fields("VM_metrics", metrics, values)
+            host_metrics = tx.get_field("host", self._host, "metrics")
+            total = tx.get_field("host_metrics", host_metrics, "memory_total")
+            free = self._free_memory(tx) + HOST_RESERVE_BYTES
+            tx.set_fields("host_metrics", host_metrics, {"memory_free": min(max(free, 0), total)})
+
+    # -- operations -------------------------------------------------------------------------
+
+    def start(self, vm: str, paused: bool) -> None:
+        with self._operation(vm, "start", ("Halted",)) as record:
+            if record["is_a_template"]:
+                raise XenAPIFailure("VM_IS_TEMPLATE", vm)
+            with self._db.read() as tx:
+                self._check_resources(tx, vm, record)
+                spec = self.spec(tx, vm, record)
+            domid = self.driver.start(spec, paused)
+            self._record_state(vm, "Paused" if paused else "Running", domid)
+            time.sleep(record["start_delay"])
+
+    def resume(self, vm: str, paused: bool) -> None:
+        with self._operation(vm, "resume", ("Suspended",)) as record:
+            with self._db.read() as tx:
+                self._check_resources(tx, vm, record)
+                spec = self.spec(tx, vm, record)
+                suspend_vdi = record["suspend_VDI"]
+                if not tx.exists("VDI", suspend_vdi):
+                    raise XenAPIFailure("VDI_MISSING", NULL_REF, suspend_vdi)
+                vdi = tx.get_record("VDI", suspend_vdi)
+                state_file = self._storage.attached_lun(tx, vdi["SR"]).image_path(vdi["location"])
+            domid = self.driver.start(spec, paused, restore_from=state_file)
+            self._record_state(vm, "Paused" if paused else "Running", domid)
+            self._drop_suspend_vdi(vm, suspend_vdi)
+
+    def clean_shutdown(self, vm: str, timeout: float = DEFAULT_CLEAN_SHUTDOWN_S) -> None:
+        with self._operation(vm, "clean_shutdown", ("Running",)) as record:
+            self._press_until_halted(vm, record, timeout)
+            self._record_state(vm, "Halted")
+            time.sleep(record["shutdown_delay"])
+
+    def hard_shutdown(self, vm: str) -> None:
+        with self._operation(vm, "hard_shutdown", ("Running", "Paused", "Suspended")) as record:
+            if record["power_state"] == "Suspended":
+                self._drop_suspend_vdi(vm, record["suspend_VDI"])
+            else:
+                self.driver.hard_stop(record["uuid"])
+            self._record_state(vm, "Halted")
+            time.sleep(record["shutdown_delay"])
+
+    def shutdown(self, vm: str) -> None:
+        """Clean shutdown within shutdown_delay (or the default timeout), then hard."""
+        with self._operation(vm, "shutdown", ("Running", "Paused", "Suspended")) as record:
+            if record["power_state"] == "Running":
+                timeout = float(record["shutdown_delay"]) or DEFAULT_CLEAN_SHUTDOWN_S
+                with contextlib.suppress(XenAPIFailure):
+                    self._press_until_halted(vm, record, timeout)
+            if record["power_state"] == "Suspended":
+                self._drop_suspend_vdi(vm, record["suspend_VDI"])
+            else:
+                self.driver.hard_stop(record["uuid"])
+            self._record_state(vm, "Halted")
+            time.sleep(record["shutdown_delay"])
+
+    def clean_reboot(self, vm: str) -> None:
+        """The guest shuts down through ACPI and boots again (HVM guests have no reboot request)."""
+        with self._operation(vm, "clean_reboot", ("Running",)) as record:
+            self._press_until_halted(vm, record, DEFAULT_CLEAN_SHUTDOWN_S)
+            self._record_state(vm, "Halted")
+            with self._db.read() as tx:
+                spec = self.spec(tx, vm, record)
+            self._record_state(vm, "Running", self.driver.start(spec, False))
+
+    def hard_reboot(self, vm: str) -> None:
+        with self._operation(vm, "hard_reboot", ("Running", "Paused")) as record:
+            self.driver.reset(record["uuid"])
+            if record["power_state"] == "Paused":
+                self.driver.unpause(record["uuid"])
+            self._record_state(vm, "Running", record["domid"])
+
+    def pause(self, vm: str) -> None:
+        with self._operation(vm, "pause", ("Running",)) as record:
+            self.driver.pause(record["uuid"])
+            self._record_state(vm, "Paused", record["domid"])
+
+    def unpause(self, vm: str) -> None:
+        with self._operation(vm, "unpause", ("Paused",)) as record:
+            self.driver.unpause(record["uuid"])
+            self._record_state(vm, "Running", record["domid"])
+
+    def suspend(self, vm: str) -> None:
+        """Save the guest's memory to a new suspend VDI; no QEMU is left running."""
+        with self._operation(vm, "suspend", ("Running", "Paused")) as record:
+            with self._db.read() as tx:
+                sr = self._suspend_sr(tx, record)
+                lun = self._storage.attached_lun(tx, sr)
+            vdi_uuid = str(uuidlib.uuid4())
+            location = new_location(vdi_uuid, image_format({"type": "raw"}))
+            path = lun.image_path(location)
+            try:
+                self.driver.suspend(record["uuid"], path)
+                size = path.stat().st_size
+                with self._db.write() as tx:
+                    vdi = tx.create(
+                        "VDI",
+                        {
+                            "uuid": vdi_uuid,
+                            "name_label": f"Suspend image of {record['name_label']}",
+                            "name_description": "Memory of a suspended VM",
+                            "SR": sr,
+                            "type": "suspend",
+                            "virtual_size": size,
+                            "physical_utilisation": path.stat().st_blocks * 512,
+                            "location": location,
+                            "managed": True,
+                            "sm_config": {"type": "raw"},
+                        },
+                    )
+                    lun.write_vdi({**tx.get_record("VDI", vdi), "metadata_of_pool": "", "snapshot_of": ""})
+                    tx.set_fields("VM", vm, {"suspend_VDI": vdi})
+            except BaseException:
+                path.unlink(missing_ok=True)
+                lun.remove_vdi(vdi_uuid)
+                raise
+            self._record_state(vm, "Suspended")
+
+    def _suspend_sr(self, tx: Transaction, record: dict[str, Any]) -> str:
+        """Where a suspend image goes: the VM's suspend_SR, the pool's, or its first disk's SR."""
+        candidates = [record["suspend_SR"], tx.get_field("pool", self._pool, "suspend_image_SR")]
+        for vbd in record["VBDs"]:
+            vdi = tx.get_field("VBD", vbd, "VDI")
+            if tx.exists("VDI", vdi):
+                candidates.append(tx.get_field("VDI", vdi, "SR"))
+        for sr in candidates:
+            if tx.exists("SR", sr):
+                with contextlib.suppress(XenAPIFailure):
+                    self._storage.attached_lun(tx, sr)
+                    return str(sr)
+        raise XenAPIFailure("VM_NO_SUSPEND_SR", record["uuid"])
+
+    def _drop_suspend_vdi(self, vm: str, vdi: str) -> None:
+        with self._db.read() as tx:
+            record = tx.get_record("VDI", vdi) if tx.exists("VDI", vdi) else None
+            lun = self._storage.attached_lun(tx, record["SR"]) if record is not None else None
+        if record is not None and lun is not None:
+            lun.remove_vdi(record["uuid"])
+            lun.image_path(record["location"]).unlink(missing_ok=True)
+        with self._db.write() as tx:
+            if record is not None and tx.exists("VDI", vdi):
+                tx.destroy("VDI", vdi)
+            tx.set_fields("VM", vm, {"suspend_VDI": NULL_REF})
+
+    def _press_until_halted(self, vm: str, record: dict[str, Any], timeout: float) -> None:
+        if not self.driver.clean_shutdown(record["uuid"], timeout, press_interval=BUTTON_RETRY_S):
+            raise XenAPIFailure("VM_SHUTDOWN_TIMEOUT", vm, str(timeout))
+
+    # -- the driver's news, and start-up ---------------------------------------------------
+
+    def _halted_by_itself(self, uuid: str, reason: str) -> None:
+        """A guest powered off, crashed or was killed outside an operation: record it as Halted."""
+        with self._db.read() as tx:
+            refs = tx.find("VM", "uuid", uuid)
+            if not refs:
+                return
+            vm = refs[0]
+            busy = bool(tx.get_field("VM", vm, "current_operations"))
+            state = tx.get_field("VM", vm, "power_state")
+        if busy or state not in ("Running", "Paused"):
+            return  # the operation in progress records the outcome itself
+        log.info("VM %s stopped by itself (%s); it is Halted now", uuid, reason)
+        self._record_state(vm, "Halted")
+        with self._db.write() as tx:
+            if tx.exists("VM", vm):
+                tx.set_fields("VM", vm, {"allowed_operations": ALLOWED["Halted"]})
+
+    def reconcile(self) -> None:
+        """At server start: reattach VMs whose QEMU still runs; VMs whose QEMU is gone are Halted."""
+        alive = self.driver.running()
+        with self._db.read() as tx:
+            vms = {
+                r["uuid"]: (ref, r["power_state"])
+                for ref, r in tx.get_records("VM").items()
+                if r["power_state"] in ("Running", "Paused") or r["uuid"] in alive
+            }
+        for uuid, (vm, recorded) in vms.items():
+            if uuid in alive:
+                self.driver.reattach(uuid)
+                state = "Paused" if self.driver.state(uuid) is DomainState.PAUSED else "Running"
+                self._record_state(vm, state, alive[uuid])
+                log.info("VM %s reattached (%s, pid %d)", uuid, state, alive[uuid])
+            else:
+                log.warning("VM %s was %s but its QEMU is gone; marking it Halted (disks untouched)", uuid, recorded)
+                self._record_state(vm, "Halted")
+        with self._db.write() as tx:
+            for ref, record in tx.get_records("VM").items():
+                tx.set_fields("VM", ref, {"allowed_operations": ALLOWED[record["power_state"]]})
+
+    def serial_log(self, uuid: str) -> Path:
+        return self.driver.serial_log(uuid)

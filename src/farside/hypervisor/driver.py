@@ -1,0 +1,300 @@
+"""The hypervisor driver contract: what the pool server asks of whatever runs its VMs.
+
+Modelled on nova's ``ComputeDriver``: one plain base class whose required methods raise
+``NotImplementedError``, a few generic defaults written once on top of them (``clean_shutdown``,
+``shutdown``, ``wait_halted``, ``read_serial``), and a ``capabilities`` mapping that callers read
+instead of probing. The QEMU driver (``farside.hypervisor.qemu.QemuDriver``) is the one real
+implementation; a test double needs only the required methods.
+
+A *domain* is one running instance of a VM, named by the VM's uuid; its domid is the QEMU pid.
+Every method is synchronous and thread-safe: the server calls them from worker threads
+(``asyncio.to_thread``), never from its event loop. The database, the power-state rules
+(``VM_BAD_POWER_STATE``) and XenAPI's clean/hard semantics live above this layer.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from farside.hypervisor.errors import DomainError, DomainNotFound, VdiMissing
+
+# How long a clean shutdown waits between presses of the power button: a press before the guest
+# has enabled its power button is dropped, not queued (FACTS.md), so a single press can be lost.
+DEFAULT_PRESS_INTERVAL_S = 1.0
+DEFAULT_SERIAL_READ_BYTES = 64 * 1024
+
+# ``on_halted(uuid, reason)``: see ``Driver.on_halted``.
+HaltedCallback = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """One disk of a VM, from its VBD and VDI.
+
+    Args:
+        vdi_uuid: the VDI, named in errors (``VDI_MISSING``).
+        path: the image file.
+        format: ``"qcow2"`` or ``"raw"``.
+        read_only: open the image read-only (a CD is always read-only).
+        userdevice: the VBD's position: 0-3 are the IDE slots (hda..hdd), higher ones virtio.
+        cdrom: a CD drive rather than a disk.
+        bootable: boot from this one first.
+    """
+
+    vdi_uuid: str
+    path: Path
+    format: str
+    read_only: bool
+    userdevice: int
+    cdrom: bool = False
+    bootable: bool = False
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    """One network interface, from a VIF.
+
+    Args:
+        mac: ``aa:bb:cc:dd:ee:ff``.
+        bridge: the host bridge of the VIF's network; when no such bridge exists on the host the
+            NIC joins an isolated user-mode network instead.
+        device: the VIF's device number (order on the PCI bus).
+    """
+
+    mac: str
+    bridge: str
+    device: int
+
+
+@dataclass(frozen=True)
+class VMSpec:
+    """Everything a driver needs to start a VM."""
+
+    uuid: str
+    name: str
+    memory_bytes: int
+    vcpus: int
+    disks: list[DiskSpec] = field(default_factory=list)
+    nics: list[NicSpec] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (paths as strings)."""
+        data = asdict(self)
+        for disk in data["disks"]:
+            disk["path"] = str(disk["path"])
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> VMSpec:
+        """The inverse of ``to_json``."""
+        return cls(
+            uuid=data["uuid"],
+            name=data["name"],
+            memory_bytes=int(data["memory_bytes"]),
+            vcpus=int(data["vcpus"]),
+            disks=[DiskSpec(**{**d, "path": Path(d["path"])}) for d in data["disks"]],
+            nics=[NicSpec(**n) for n in data["nics"]],
+        )
+
+
+class DomainState(enum.Enum):
+    """What a domain is doing, in XenAPI's power-state words (Suspended is the API's: no domain)."""
+
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    HALTED = "Halted"
+
+
+class Driver:
+    """Runs VMs on this host. Subclasses implement every method that raises NotImplementedError.
+
+    Attributes:
+        capabilities: what this driver can do. Keys every driver sets:
+            ``kvm`` (hardware acceleration in use), ``suspend`` (``suspend`` and
+            ``start(restore_from=...)`` work), ``acpi_power_button`` (``press_power_button``
+            reaches the guest), ``reattach`` (domains survive the server and are found again).
+        on_halted: called as ``on_halted(uuid, reason)`` when a domain stops by itself: the guest
+            powered off (``"guest-shutdown"``), QEMU was signalled (``"host-signal"``, ``"killed"``)
+            or died (``"crashed"``). Not called for ``hard_stop`` and ``suspend``, whose callers
+            already know. It runs on a thread of the driver's, one call at a time, and may call
+            the driver.
+    """
+
+    capabilities: Mapping[str, bool] = {"kvm": False, "suspend": False, "acpi_power_button": False, "reattach": False}
+
+    def __init__(self) -> None:
+        self.on_halted: HaltedCallback | None = None
+
+    # -- required --------------------------------------------------------------------------------
+
+    def start(self, spec: VMSpec, paused: bool = False, restore_from: Path | None = None) -> int:
+        """Start a domain for ``spec``.
+
+        Args:
+            spec: the VM.
+            paused: leave it paused (XenAPI ``start_paused``); otherwise it runs.
+            restore_from: a suspend image written by ``suspend``: the guest continues from it
+                instead of booting.
+
+        Returns:
+            The domid.
+
+        Raises:
+            VdiMissing: a disk's image file does not exist; nothing was started.
+            DomainError: the domain already runs, or it could not be started; no process is left.
+        """
+        raise NotImplementedError
+
+    def state(self, uuid: str) -> DomainState:
+        """The domain's state; ``HALTED`` when none runs."""
+        raise NotImplementedError
+
+    def pause(self, uuid: str) -> None:
+        """Stop the vCPUs. Pausing a paused domain does nothing.
+
+        Raises:
+            DomainNotFound: no domain runs for ``uuid``.
+        """
+        raise NotImplementedError
+
+    def unpause(self, uuid: str) -> None:
+        """Let the vCPUs run again. Unpausing a running domain does nothing.
+
+        Raises:
+            DomainNotFound: no domain runs for ``uuid``.
+        """
+        raise NotImplementedError
+
+    def press_power_button(self, uuid: str) -> None:
+        """Press the ACPI power button once. The guest decides what to do; see ``clean_shutdown``.
+
+        Raises:
+            DomainNotFound: no domain runs for ``uuid``.
+        """
+        raise NotImplementedError
+
+    def hard_stop(self, uuid: str) -> None:
+        """Stop the domain now, as pulling the plug does. Stopping a halted domain does nothing."""
+        raise NotImplementedError
+
+    def reset(self, uuid: str) -> None:
+        """Reset the machine (XenAPI ``hard_reboot``): the guest boots again in the same domain.
+
+        Raises:
+            DomainNotFound: no domain runs for ``uuid``.
+        """
+        raise NotImplementedError
+
+    def suspend(self, uuid: str, state_path: Path) -> None:
+        """Save the domain's memory and device state to ``state_path``, then end the domain.
+
+        ``start(spec, restore_from=state_path)`` continues the guest where it was.
+
+        Raises:
+            DomainNotFound: no domain runs for ``uuid``.
+            DomainError: saving failed; the domain is left as it was.
+        """
+        raise NotImplementedError
+
+    def running(self) -> dict[str, int]:
+        """Every domain alive on this host that belongs to this driver: uuid -> domid.
+
+        This is how a restarted server finds the domains that kept running without it.
+        """
+        raise NotImplementedError
+
+    def reattach(self, uuid: str) -> None:
+        """Take control of a domain that runs but was started by an earlier server process.
+
+        Raises:
+            DomainNotFound: no domain runs for ``uuid``.
+        """
+        raise NotImplementedError
+
+    def serial_log(self, uuid: str) -> Path:
+        """The file that holds the domain's recent serial output (also after it halted)."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Let go of every domain, leaving them running: VMs outlive the server."""
+        raise NotImplementedError
+
+    # -- generic defaults ------------------------------------------------------------------------
+
+    def wait_halted(self, uuid: str, timeout: float) -> bool:
+        """Wait until no domain runs for ``uuid``; True if that happened within ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while self.state(uuid) is not DomainState.HALTED:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
+
+    def clean_shutdown(self, uuid: str, timeout: float, press_interval: float = DEFAULT_PRESS_INTERVAL_S) -> bool:
+        """Ask the guest to power off with the power button; True once it has, within ``timeout``.
+
+        The button is pressed again every ``press_interval`` seconds: a press that comes before
+        the guest listens for it is lost. A guest that ignores the button is left running.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            wait = max(0.0, min(press_interval, deadline - time.monotonic()))
+            try:
+                self.press_power_button(uuid)
+            except DomainNotFound:
+                return True
+            except DomainError:
+                # The domain may be going down as the button is pressed.
+                if self.wait_halted(uuid, wait):
+                    return True
+                raise
+            if self.wait_halted(uuid, wait):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
+    def shutdown(self, uuid: str, timeout: float) -> bool:
+        """A clean shutdown, and a hard stop if the guest has not gone within ``timeout`` s.
+
+        Returns:
+            True if the guest shut down cleanly, False if it had to be stopped hard.
+        """
+        if self.clean_shutdown(uuid, timeout):
+            return True
+        self.hard_stop(uuid)
+        return False
+
+    def read_serial(self, uuid: str, max_bytes: int = DEFAULT_SERIAL_READ_BYTES) -> bytes:
+        """The last ``max_bytes`` of the domain's serial output (empty if it never wrote any)."""
+        path = self.serial_log(uuid)
+        try:
+            with open(path, "rb") as f:
+                size = f.seek(0, 2)
+                f.seek(max(0, size - max_bytes))
+                return f.read()
+        except FileNotFoundError:
+            return b""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = [
+    "DiskSpec",
+    "DomainError",
+    "DomainNotFound",
+    "DomainState",
+    "Driver",
+    "HaltedCallback",
+    "NicSpec",
+    "VMSpec",
+    "VdiMissing",
+]

@@ -1,0 +1,317 @@
+"""One QEMU domain: its process, its QMP monitor, and what can be done to it.
+
+A ``Domain`` lives on the driver's event loop: its coroutines run there, and so do its event
+handlers. It knows whether its QEMU is alive (through the ``Popen`` when this process started it,
+through /proc otherwise), watches it through its ``Monitor``, and resolves ``gone`` with the reason
+once QEMU has exited. The façade (``QemuDriver``) decides what to do about that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient
+
+from farside.hypervisor.driver import DomainState
+from farside.hypervisor.errors import DomainError
+from farside.hypervisor.qemu import process
+from farside.hypervisor.qemu.argv import SERIAL_ID
+from farside.hypervisor.qemu.process import RunDir
+from farside.hypervisor.qemu.qmp import EXIT_GRACE_S, Monitor
+
+log = logging.getLogger(__name__)
+
+# QEMU's default migration bandwidth is 32 MiB/s: a 4 GiB guest would take two minutes to suspend.
+# The target is a local file, so let it go as fast as the disk takes it.
+SUSPEND_BANDWIDTH = 1 << 40
+POLL_S = 0.01
+# The name under which a suspend or restore file descriptor is handed to QEMU (getfd).
+SUSPEND_FD = "farside-suspend"
+RESTORE_FD = "farside-restore"
+# QEMU run states (query-status) in which the vCPUs run; every other live state counts as paused.
+_RUNNING = {"running"}
+_HALTED = {"shutdown"}
+
+
+class Domain:
+    """One QEMU process and its QMP monitor.
+
+    Args:
+        uuid: the VM.
+        run: its run directory.
+        on_gone: called on the loop as ``on_gone(domain, reason)`` once QEMU has exited.
+        pid: the pid of a QEMU that runs already (reattaching); None for one about to be spawned.
+    """
+
+    def __init__(self, uuid: str, run: RunDir, on_gone: Callable[[Domain, str], None], pid: int | None = None) -> None:
+        self.uuid = uuid
+        self.run = run
+        self.pid = pid
+        self.popen: subprocess.Popen[bytes] | None = None
+        # The last run state QEMU reported (query-status, or STOP/RESUME events).
+        self.status = "unknown"
+        self.shutdown_reason: str | None = None
+        # Set before the driver itself ends the domain (hard_stop, suspend, a failed start), so that
+        # its exit is not reported as the guest's doing.
+        self.expected_exit = False
+        self.gone: asyncio.Future[str] | None = None
+        self.monitor = Monitor(uuid, run.qmp_socket, self.alive, self._on_event, self._on_connect)
+        self._on_gone = on_gone
+        self._log_offset = 0
+
+    # -- process ---------------------------------------------------------------------------------
+
+    def spawn(self, argv: list[str]) -> None:
+        """Start QEMU (the monitor must be listening already, so QEMU connects at once)."""
+        self._log_offset = _size(self.run.qemu_log)
+        self.popen = process.spawn(argv, self.run.qemu_log)
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            return self.popen.poll() is None
+        if self.pid is None:  # about to be spawned
+            return True
+        return process.is_our_qemu(self.pid, self.uuid, self.run.pid_file)
+
+    def qemu_error(self) -> str:
+        """What QEMU said on stderr since it was spawned, and how it exited."""
+        try:
+            with open(self.run.qemu_log, "rb") as f:
+                f.seek(self._log_offset)
+                text = f.read(4096).decode(errors="replace").strip()
+        except FileNotFoundError:
+            text = ""
+        code = self.popen.poll() if self.popen is not None else None
+        status = f"QEMU exited with status {code}" if code is not None else "QEMU exited"
+        return f"{status}: {text}" if text else status
+
+    def exit_reason(self) -> str:
+        """Why QEMU exited: the SHUTDOWN event's reason, else ``killed`` (a signal) or ``crashed``."""
+        if self.shutdown_reason is not None:
+            return self.shutdown_reason
+        code = self.popen.poll() if self.popen is not None else None
+        return "killed" if code is not None and code < 0 else "crashed"
+
+    # -- watching --------------------------------------------------------------------------------
+
+    async def watch(self) -> None:
+        """Start the monitor (call ``monitor.listen()`` first when QEMU is about to be spawned)."""
+        self.gone = asyncio.get_running_loop().create_future()
+        self.monitor.start().add_done_callback(self._watch_done)
+
+    def _watch_done(self, task: asyncio.Task[bool]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None:  # a bug: fail whoever waits rather than leave them hanging
+            log.error("QMP watch of %s failed", self.uuid, exc_info=error)
+            if self.gone is not None and not self.gone.done():
+                self.gone.set_exception(DomainError(self.uuid, f"QMP watch failed: {error!r}"))
+            return
+        if not task.result():  # detached: QEMU runs on
+            return
+        process.reap(self.popen)
+        reason = self.exit_reason()
+        if self.gone is not None and not self.gone.done():
+            self.gone.set_result(reason)
+        self._on_gone(self, reason)
+
+    def _on_event(self, name: str, data: Mapping[str, object]) -> None:
+        log.debug("domain %s: event %s %s", self.uuid, name, dict(data))
+        if name == "STOP":
+            self.status = "paused"
+        elif name == "RESUME":
+            self.status = "running"
+        elif name == "SHUTDOWN":
+            self.status = "shutdown"
+            self.shutdown_reason = str(data.get("reason", "shutdown"))
+        elif name == "GUEST_PANICKED":
+            self.shutdown_reason = "guest-panic"
+
+    async def _on_connect(self, client: QMPClient) -> None:
+        # Whatever happened while nobody listened, query-status tells.
+        result = await asyncio.wait_for(client.execute("query-status"), 10)
+        if isinstance(result, Mapping):
+            self.status = str(result.get("status", "unknown"))
+        log.info("domain %s: QMP connected, status %s", self.uuid, self.status)
+
+    async def wait_gone(self, timeout: float) -> bool:
+        """True once QEMU has exited, waiting up to ``timeout`` seconds."""
+        if self.gone is None:
+            return not self.alive()
+        try:
+            await asyncio.wait_for(asyncio.shield(self.gone), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def detach(self) -> None:
+        """Stop watching; QEMU runs on."""
+        await self.monitor.close()
+        if self.popen is not None:
+            process.disown(self.popen)
+            self.popen = None
+
+    # -- operations ------------------------------------------------------------------------------
+
+    async def execute(self, command: str, arguments: Mapping[str, object] | None = None, timeout: float = 30) -> object:
+        return await self.monitor.execute(command, arguments, timeout)
+
+    async def query_state(self, timeout: float) -> DomainState:
+        result = await self.execute("query-status", timeout=timeout)
+        if isinstance(result, Mapping):
+            self.status = str(result.get("status", "unknown"))
+        if self.status in _RUNNING:
+            return DomainState.RUNNING
+        return DomainState.HALTED if self.status in _HALTED else DomainState.PAUSED
+
+    async def boot(
+        self, paused: bool, restore_from: Path | None, timeout: float, taps: Sequence[tuple[str, str]] = ()
+    ) -> None:
+        """Bring a just-spawned QEMU (started with ``-S``) to running or paused.
+
+        Args:
+            paused: leave the vCPUs stopped.
+            restore_from: load this saved state first.
+            timeout: for each step.
+            taps: ``(tap, bridge)`` pairs to join before the vCPUs run.
+
+        Raises:
+            DomainError: QEMU exited or did not connect, a tap could not join its bridge, or the
+                restore failed.
+        """
+        await self._connected_or_exited(timeout)
+        for tap, bridge in taps:
+            try:
+                await asyncio.to_thread(process.attach_tap, tap, bridge)
+            except OSError as exc:
+                raise DomainError(self.uuid, f"cannot put NIC {tap} on bridge {bridge}: {exc}") from exc
+        if restore_from is not None:
+            await self._restore(restore_from, timeout)
+        if not paused:
+            await self.execute("cont", timeout=timeout)
+        self.status = "paused" if paused else "running"
+
+    async def _connected_or_exited(self, timeout: float) -> None:
+        assert self.gone is not None
+        connect = asyncio.ensure_future(self.monitor.client(timeout))
+        waiting: set[asyncio.Future[Any]] = {connect, self.gone}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if connect.done():
+            connect.result()
+            return
+        connect.cancel()
+        self.gone.result()  # raises if the watch failed
+        raise DomainError(self.uuid, f"QEMU failed to start: {self.qemu_error()}")
+
+    async def _restore(self, path: Path, timeout: float) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            await self.monitor.send_fd(fd, RESTORE_FD, timeout)
+        finally:
+            os.close(fd)  # QEMU holds its own copy now
+        await self.execute("migrate-incoming", {"uri": f"fd:{RESTORE_FD}"}, timeout)
+        # The incoming side reports no completion event without capabilities; its run state
+        # leaves "inmigrate" when the state is loaded, and QEMU exits if loading fails.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                await self.query_state(timeout)
+            except DomainError as exc:
+                if not await self.wait_gone(EXIT_GRACE_S):
+                    raise
+                raise DomainError(self.uuid, f"restoring from {path} failed: {self.qemu_error()}") from exc
+            if self.status != "inmigrate":
+                return
+            if loop.time() > deadline:
+                raise DomainError(self.uuid, f"restoring from {path} took longer than {timeout:g} s")
+            await asyncio.sleep(POLL_S)
+
+    async def save(self, path: Path, timeout: float) -> None:
+        """Stop the vCPUs and write the whole state to ``path`` (``migrate`` to a passed fd).
+
+        Afterwards QEMU idles in ``postmigrate``; the caller ends it.
+
+        Raises:
+            DomainError: saving failed; the domain is running again if it was running before.
+        """
+        was_running = await self.query_state(timeout) is DomainState.RUNNING
+        await self.execute("stop", timeout=timeout)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            await self.execute("migrate-set-parameters", {"max-bandwidth": SUSPEND_BANDWIDTH}, timeout)
+            await self.monitor.send_fd(fd, SUSPEND_FD, timeout)
+            await self.execute("migrate", {"uri": f"fd:{SUSPEND_FD}"}, timeout)
+            await self._wait_migration(path, timeout)
+            await asyncio.to_thread(os.fsync, fd)
+        except DomainError:
+            if was_running and self.alive():
+                with contextlib.suppress(DomainError):
+                    await self.execute("cont", timeout=timeout)
+            raise
+        finally:
+            os.close(fd)
+
+    async def _wait_migration(self, path: Path, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            info = await self.execute("query-migrate", timeout=timeout)
+            status = info.get("status") if isinstance(info, Mapping) else None
+            if status == "completed":
+                return
+            if status in ("failed", "cancelled"):
+                detail = info.get("error-desc", status) if isinstance(info, Mapping) else status
+                raise DomainError(self.uuid, f"saving to {path} failed: {detail}")
+            if loop.time() > deadline:
+                with contextlib.suppress(DomainError):
+                    await self.execute("migrate_cancel", timeout=timeout)
+                raise DomainError(self.uuid, f"saving to {path} took longer than {timeout:g} s")
+            await asyncio.sleep(POLL_S)
+
+    async def quit(self, timeout: float) -> bool:
+        """Ask QEMU to exit (``quit``, or SIGTERM while QMP is not connected, which QEMU treats
+        alike); True once it has, within ``timeout`` seconds."""
+        self.expected_exit = True
+        if self.monitor.connected:
+            # QEMU may exit before its answer is out; that is success too.
+            with contextlib.suppress(DomainError):
+                await self.execute("quit", timeout=timeout)
+        elif self.pid is not None and self.alive():
+            process.signal_pid(self.pid, signal.SIGTERM)
+        return await self.wait_gone(timeout)
+
+    async def rotate_serial(self, limit: int) -> None:
+        """Start a new serial log once the current one exceeds ``limit`` bytes, losing nothing.
+
+        The full log is renamed to ``serial.log.1``, where QEMU keeps writing until ``chardev-change``
+        points the serial port at a new ``serial.log``; so every byte lands in one of the two, in
+        order. The old log is then cut to its last ``limit`` bytes.
+        """
+        if _size(self.run.serial_log) <= limit or not self.monitor.connected:
+            return
+        os.replace(self.run.serial_log, self.run.serial_log_old)
+        backend = {"type": "file", "data": {"out": str(self.run.serial_log), "append": True}}
+        try:
+            await self.execute("chardev-change", {"id": SERIAL_ID, "backend": backend})
+        except DomainError:
+            os.replace(self.run.serial_log_old, self.run.serial_log)  # QEMU still writes to it
+            raise
+        await asyncio.to_thread(process.keep_tail, self.run.serial_log_old, limit)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

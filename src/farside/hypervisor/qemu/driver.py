@@ -1,0 +1,408 @@
+"""``QemuDriver``: the ``Driver`` contract over QEMU processes; a thin façade.
+
+The work is done elsewhere: ``argv`` builds command lines, ``process`` spawns and checks processes,
+``qmp`` runs the one event loop and each VM's ``Monitor``, ``domain`` holds what one VM needs.
+This module keeps the table of attached domains, the locks, and the translation from the
+synchronous, thread-safe contract to coroutines on the loop.
+
+Threads: callers' threads (the server's workers) block on ``LoopThread.run``; the loop thread
+runs every QMP coroutine and event handler; one more thread runs ``on_halted`` callbacks, in
+order, so that a callback may call the driver. A lock per VM uuid serialises the operations that
+create or end a domain (start, reattach, hard_stop, suspend); the others run concurrently.
+
+One driver per run directory: a second one would steal the QMP sockets, so the constructor takes
+an exclusive lock on ``<run_root>/driver.lock``, held until ``close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import re
+import signal
+import threading
+import uuid as uuidlib
+from collections.abc import Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from farside.hypervisor.driver import DEFAULT_SERIAL_READ_BYTES, DomainState, Driver, HaltedCallback, VMSpec
+from farside.hypervisor.errors import DomainError, DomainNotFound, RunRootBusy, VdiMissing
+from farside.hypervisor.qemu import process
+from farside.hypervisor.qemu.argv import QMP_SOCKET, bridged, build_argv
+from farside.hypervisor.qemu.domain import Domain
+from farside.hypervisor.qemu.process import RunDir
+from farside.hypervisor.qemu.qmp import LoopThread
+
+log = logging.getLogger(__name__)
+
+DEFAULT_QEMU = "qemu-system-x86_64"
+# The serial log is rotated past this size; with the previous log, at most twice this is kept.
+DEFAULT_SERIAL_LOG_LIMIT = 1024 * 1024
+# A guest that prints a line every 100 ms writes about 80 B/s (FACTS.md); checking every few
+# seconds keeps even a chatty guest near the limit.
+DEFAULT_SERIAL_CHECK_S = 5.0
+DEFAULT_COMMAND_TIMEOUT_S = 30.0
+DEFAULT_START_TIMEOUT_S = 30.0
+# QEMU tries to reach a new listener once a second; allow for a few misses.
+DEFAULT_REATTACH_TIMEOUT_S = 5.0
+DEFAULT_STOP_TIMEOUT_S = 5.0
+DEFAULT_SUSPEND_TIMEOUT_S = 600.0
+LOCK_FILE = "driver.lock"
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class QemuDriver(Driver):
+    """Runs each VM as a QEMU process (TCG unless KVM is asked for and real).
+
+    Args:
+        run_root: the directory that holds a run directory per VM (created if missing). It must be
+            short enough for a Unix socket path below it (about 60 bytes).
+        kvm: use KVM; honoured only when the CPU shows vmx or svm and /dev/kvm exists, else TCG
+            with a warning.
+        qemu_binary: the QEMU to run.
+        serial_log_limit: rotate a VM's serial log past this many bytes.
+        serial_check_interval: seconds between checks of the serial logs' sizes.
+
+    Raises:
+        ValueError: ``run_root`` is too long for socket paths.
+        RunRootBusy: another driver holds ``run_root``.
+    """
+
+    def __init__(
+        self,
+        run_root: Path,
+        kvm: bool = False,
+        qemu_binary: str = DEFAULT_QEMU,
+        *,
+        serial_log_limit: int = DEFAULT_SERIAL_LOG_LIMIT,
+        serial_check_interval: float = DEFAULT_SERIAL_CHECK_S,
+        command_timeout: float = DEFAULT_COMMAND_TIMEOUT_S,
+        start_timeout: float = DEFAULT_START_TIMEOUT_S,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT_S,
+        suspend_timeout: float = DEFAULT_SUSPEND_TIMEOUT_S,
+    ) -> None:
+        super().__init__()
+        self.run_root = Path(os.path.abspath(run_root))
+        longest = self.run_root / str(uuidlib.UUID(int=0)) / QMP_SOCKET
+        if len(os.fsencode(longest)) > process.MAX_SOCKET_PATH:
+            raise ValueError(f"run directory {self.run_root} is too long for Unix socket paths below it")
+        # Serial logs can hold what guests print (passwords, keys): for the server's user only.
+        self.run_root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._lock_fd = _lock(self.run_root / LOCK_FILE)
+        self._kvm = kvm and process.kvm_usable()
+        if kvm and not self._kvm:
+            log.warning("KVM asked for, but the CPU shows no vmx/svm or /dev/kvm is missing: using TCG")
+        self.capabilities: Mapping[str, bool] = {
+            "kvm": self._kvm,
+            "suspend": True,
+            "acpi_power_button": True,
+            "reattach": True,
+        }
+        self._qemu = qemu_binary
+        self._serial_limit = serial_log_limit
+        self._serial_check = serial_check_interval
+        self._command_timeout = command_timeout
+        self._start_timeout = start_timeout
+        self._stop_timeout = stop_timeout
+        self._suspend_timeout = suspend_timeout
+        self._domains: dict[str, Domain] = {}
+        self._lock = threading.Lock()
+        self._uuid_locks: dict[str, threading.RLock] = {}
+        self._closed = False
+        self._callbacks = ThreadPoolExecutor(1, thread_name_prefix="farside-qemu-events")
+        self._loop = LoopThread()
+        self._rotation = self._loop.submit(self._rotate_serial_logs())
+
+    # -- the contract ----------------------------------------------------------------------------
+
+    def start(self, spec: VMSpec, paused: bool = False, restore_from: Path | None = None) -> int:
+        uuid = _check_uuid(spec.uuid)
+        with self._uuid_lock(uuid):
+            self._check_open()
+            run = self._run(uuid)
+            if self._get(uuid) is not None or process.find_qemu(run, uuid) is not None:
+                raise DomainError(uuid, "a domain of this VM is running already")
+            for disk in spec.disks:
+                if not disk.path.exists():
+                    raise VdiMissing(disk.vdi_uuid, disk.path)
+            if restore_from is not None and not restore_from.is_file():
+                raise DomainError(uuid, f"no suspend image at {restore_from}")
+            # The name is only a label in QEMU; one the option syntax cannot carry must not stop a VM.
+            label = _CONTROL.sub("?", spec.name) or uuid
+            bridges = process.host_bridges()
+            try:
+                argv = build_argv(
+                    replace(spec, name=label),
+                    run_dir=run.path,
+                    qemu=self._qemu,
+                    kvm=self._kvm,
+                    incoming=restore_from is not None,
+                    bridges=bridges,
+                )
+                taps = bridged(spec, bridges)
+            except ValueError as exc:
+                raise DomainError(uuid, f"cannot start: {exc}") from exc
+            run.prepare(spec, self._serial_limit)
+            domain = Domain(uuid, run, self._domain_gone)
+            # Until start() returns, an exit is start()'s failure to report, not on_halted's.
+            domain.expected_exit = True
+            domain.monitor.listen()  # before QEMU starts, so that it connects at once
+            with self._lock:
+                self._domains[uuid] = domain
+            try:
+                self._loop.run(domain.watch())
+                try:
+                    domain.spawn(argv)
+                except OSError as exc:
+                    raise DomainError(uuid, f"cannot run {self._qemu}: {exc}") from exc
+                self._loop.run(domain.boot(paused, restore_from, self._start_timeout, taps))
+            except BaseException:
+                self._abandon(domain)
+                raise
+            self._loop.run(self._started(domain))
+            assert domain.pid is not None
+            log.info("domain %s started: pid %d%s", uuid, domain.pid, " (restored)" if restore_from else "")
+            return domain.pid
+
+    def state(self, uuid: str) -> DomainState:
+        domain = self._attached(uuid)
+        if domain is None:
+            return DomainState.HALTED
+        try:
+            return self._loop.run(domain.query_state(self._command_timeout))
+        except DomainError:
+            if self._loop.run(domain.wait_gone(0.5)):
+                return DomainState.HALTED
+            raise
+
+    def pause(self, uuid: str) -> None:
+        self._execute(uuid, "stop")
+
+    def unpause(self, uuid: str) -> None:
+        self._execute(uuid, "cont")
+
+    def press_power_button(self, uuid: str) -> None:
+        self._execute(uuid, "system_powerdown")
+
+    def reset(self, uuid: str) -> None:
+        self._execute(uuid, "system_reset")
+
+    def wait_halted(self, uuid: str, timeout: float) -> bool:
+        domain = self._get(_check_uuid(uuid))
+        if domain is not None:
+            return self._loop.run(domain.wait_gone(timeout))
+        pid = process.find_qemu(self._run(uuid), uuid)
+        return pid is None or process.wait_gone(pid, timeout)
+
+    def hard_stop(self, uuid: str) -> None:
+        uuid = _check_uuid(uuid)
+        with self._uuid_lock(uuid):
+            domain = self._get(uuid)
+            if domain is not None:
+                self._end(domain)
+                return
+            run = self._run(uuid)
+            pid = process.find_qemu(run, uuid)
+            if pid is not None:
+                # Not attached (not reattached since a restart): SIGTERM makes QEMU quit as `quit` does.
+                process.signal_pid(pid, signal.SIGTERM)
+                if not process.wait_gone(pid, self._stop_timeout):
+                    process.signal_pid(pid, signal.SIGKILL)
+                    process.wait_gone(pid, self._stop_timeout)
+                log.info("domain %s stopped (pid %d, unattached)", uuid, pid)
+            run.clean()
+
+    def suspend(self, uuid: str, state_path: Path) -> None:
+        uuid = _check_uuid(uuid)
+        with self._uuid_lock(uuid):
+            domain = self._required(uuid)
+            self._loop.run(domain.save(state_path, self._suspend_timeout))
+            self._end(domain)
+            log.info("domain %s suspended to %s", uuid, state_path)
+
+    def running(self) -> dict[str, int]:
+        found = {}
+        for entry in sorted(self.run_root.iterdir()):
+            if not entry.is_dir() or not _is_uuid(entry.name):
+                continue
+            pid = process.find_qemu(RunDir(entry), entry.name)
+            if pid is not None:
+                found[entry.name] = pid
+        return found
+
+    def reattach(self, uuid: str) -> None:
+        domain = self._required(_check_uuid(uuid))
+        self._loop.run(domain.monitor.client(DEFAULT_REATTACH_TIMEOUT_S))
+
+    def serial_log(self, uuid: str) -> Path:
+        return self._run(_check_uuid(uuid)).serial_log
+
+    def read_serial(self, uuid: str, max_bytes: int = DEFAULT_SERIAL_READ_BYTES) -> bytes:
+        return self._run(_check_uuid(uuid)).read_serial(max_bytes)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            domains = list(self._domains.values())
+            self._domains.clear()
+        self._rotation.cancel()
+        if domains:
+            self._loop.run(_gather([d.detach() for d in domains]))
+        self._loop.stop()
+        self._callbacks.shutdown(wait=False)
+        os.close(self._lock_fd)  # releases the flock
+        log.info("QEMU driver closed; %d domain(s) left running", len(domains))
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _run(self, uuid: str) -> RunDir:
+        return RunDir.of(self.run_root, uuid)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the QEMU driver is closed")
+
+    def _uuid_lock(self, uuid: str) -> threading.RLock:
+        with self._lock:
+            return self._uuid_locks.setdefault(uuid, threading.RLock())
+
+    def _get(self, uuid: str) -> Domain | None:
+        with self._lock:
+            return self._domains.get(uuid)
+
+    def _attached(self, uuid: str) -> Domain | None:
+        """The domain of ``uuid``, reattaching to a QEMU that runs unattached; None if none runs."""
+        uuid = _check_uuid(uuid)
+        domain = self._get(uuid)
+        if domain is not None:
+            return domain
+        with self._uuid_lock(uuid):
+            self._check_open()
+            domain = self._get(uuid)
+            if domain is not None:
+                return domain
+            run = self._run(uuid)
+            pid = process.find_qemu(run, uuid)
+            if pid is None:
+                return None
+            domain = Domain(uuid, run, self._domain_gone, pid=pid)
+            domain.monitor.listen()
+            with self._lock:
+                self._domains[uuid] = domain
+            self._loop.run(domain.watch())
+            log.info("domain %s: reattaching to pid %d", uuid, pid)
+            # QEMU retries its connection every second; wait for it here so the caller's command
+            # does not have to. If it does not come, the monitor keeps listening.
+            self._loop.run(domain.monitor.client(DEFAULT_REATTACH_TIMEOUT_S))
+            return domain
+
+    def _required(self, uuid: str) -> Domain:
+        domain = self._attached(uuid)
+        if domain is None:
+            raise DomainNotFound(uuid)
+        return domain
+
+    def _execute(self, uuid: str, command: str) -> None:
+        domain = self._required(uuid)
+        self._loop.run(domain.execute(command, timeout=self._command_timeout))
+
+    def _end(self, domain: Domain) -> None:
+        """End an attached domain: ``quit``, then SIGKILL if QEMU has not exited in time."""
+        if self._loop.run(domain.quit(self._stop_timeout)):
+            return
+        log.warning("domain %s: QEMU did not quit within %g s; killing it", domain.uuid, self._stop_timeout)
+        if domain.pid is not None and domain.alive():
+            process.signal_pid(domain.pid, signal.SIGKILL)
+        if not self._loop.run(domain.wait_gone(self._stop_timeout)):
+            raise DomainError(domain.uuid, f"QEMU (pid {domain.pid}) did not exit after SIGKILL")
+
+    def _abandon(self, domain: Domain) -> None:
+        """Undo a start that failed part-way: no QEMU may be left behind."""
+        domain.expected_exit = True
+        if domain.popen is not None and domain.popen.poll() is None:
+            domain.popen.kill()
+            domain.popen.wait(self._stop_timeout)
+        if domain.gone is not None and domain.pid is not None:  # it was spawned
+            self._loop.run(domain.wait_gone(self._stop_timeout))
+        self._loop.run(domain.detach())
+        with self._lock:
+            if self._domains.get(domain.uuid) is domain:
+                del self._domains[domain.uuid]
+        domain.run.clean()
+
+    async def _started(self, domain: Domain) -> None:
+        """On the loop, so that it cannot interleave with ``_domain_gone``."""
+        domain.expected_exit = False
+        gone = domain.gone
+        if gone is not None and gone.done() and gone.exception() is None:
+            # The guest stopped between booting and now: tell on_halted as if it had been watching.
+            self._report_halted(domain.uuid, gone.result())
+
+    def _report_halted(self, uuid: str, reason: str) -> None:
+        callback = self.on_halted
+        if callback is not None:
+            self._callbacks.submit(_notify, callback, uuid, reason)
+
+    def _domain_gone(self, domain: Domain, reason: str) -> None:
+        """On the loop, when a watched QEMU has exited."""
+        domain.run.clean()  # before a new start of the same VM can begin
+        with self._lock:
+            if self._domains.get(domain.uuid) is domain:
+                del self._domains[domain.uuid]
+        log.info("domain %s halted: %s", domain.uuid, reason)
+        if not domain.expected_exit:
+            self._report_halted(domain.uuid, reason)
+
+    async def _rotate_serial_logs(self) -> None:
+        while True:
+            await asyncio.sleep(self._serial_check)
+            with self._lock:
+                domains = list(self._domains.values())
+            for domain in domains:
+                try:
+                    await domain.rotate_serial(self._serial_limit)
+                except (DomainError, OSError) as exc:
+                    log.warning("domain %s: serial log not rotated: %s", domain.uuid, exc)
+
+
+def _notify(callback: HaltedCallback, uuid: str, reason: str) -> None:
+    try:
+        callback(uuid, reason)
+    except Exception:
+        log.exception("on_halted(%s, %s) failed", uuid, reason)
+
+
+async def _gather(coros: list[Coroutine[Any, Any, None]]) -> None:
+    await asyncio.gather(*coros)
+
+
+def _lock(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise RunRootBusy(path.parent) from None
+    return fd
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        return str(uuidlib.UUID(text)) == text
+    except ValueError:
+        return False
+
+
+def _check_uuid(uuid: str) -> str:
+    """A uuid names a directory below the run root: anything else (``..``) is refused."""
+    if not _is_uuid(uuid):
+        raise DomainError(uuid, "not a VM uuid")
+    return uuid

@@ -1,0 +1,60 @@
+"""Fixtures for the QEMU driver under real QEMU.
+
+Every test gets a short run root under /tmp whose name holds a comma, so every path QEMU sees needs
+escaping (and a Unix socket path below it stays under 108 bytes). A test stops the VMs it starts;
+at teardown the ``lab`` stops whatever its drivers still know, and the autouse ``no_qemu_left``
+guard then finds any QEMU whose command line mentions the run root, SIGKILLs it, and fails the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from e2e.hypervisor.qemu_lab import Lab, qemu_pids, reap, wait_until
+from farside.hypervisor.qemu import QemuDriver
+from farside.hypervisor.qemu.process import is_alive
+
+
+@pytest.fixture
+def run_root() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="fs,q-", dir="/tmp"))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def no_qemu_left(run_root: Path) -> Iterator[None]:
+    """No test leaves a QEMU behind: leftovers are SIGKILLed and fail the test."""
+    yield
+    left = qemu_pids(str(run_root))
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for pid in left:
+        wait_until(lambda pid=pid: not is_alive(pid) or reap(pid) or not is_alive(pid), 5, f"pid {pid} to die")
+        reap(pid)
+    assert not left, f"QEMU processes left running: {left}"
+
+
+@pytest.fixture
+def lab(run_root: Path) -> Iterator[Lab]:
+    lab = Lab(run_root)
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+@pytest.fixture
+def driver(lab: Lab) -> QemuDriver:
+    return lab.driver()

@@ -1,0 +1,191 @@
+"""The QEMU argv builder: golden command lines, escaping, and what it refuses."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from farside.hypervisor.driver import DiskSpec, NicSpec, VMSpec
+from farside.hypervisor.qemu.argv import bridged, build_argv, opt, tap_name
+
+GOLDEN = Path(__file__).parent / "golden"
+UUID = "6f1c3c9e-2a51-4c1e-9a0b-3d2f1e0c4b5a"
+RUN = Path("/var/run/farside,vms") / UUID
+SR = Path("/srv/lun,a/sr")
+
+
+def full_spec() -> VMSpec:
+    """A qcow2 disk, a raw disk, a CD, two NICs (one on an existing bridge); commas everywhere."""
+    return VMSpec(
+        uuid=UUID,
+        name="web,01 (primary)",
+        memory_bytes=512 * 1024 * 1024,
+        vcpus=2,
+        disks=[
+            DiskSpec("vdi-cd", SR / "install,iso.raw", "raw", read_only=True, userdevice=3, cdrom=True),
+            DiskSpec("vdi-data", SR / "data,1.raw", "raw", read_only=False, userdevice=1),
+            DiskSpec("vdi-root", SR / "root,disk.qcow2", "qcow2", read_only=False, userdevice=0, bootable=True),
+        ],
+        nics=[
+            NicSpec("02:00:00:AA:BB:01", "xenbr1", 1),
+            NicSpec("02:00:00:aa:bb:00", "xenbr0", 0),
+        ],
+    )
+
+
+def minimal_spec() -> VMSpec:
+    return VMSpec(
+        UUID, "tiny", 16 * 1024 * 1024, 1, [DiskSpec("vdi-0", SR / "boot.raw", "raw", False, 0, bootable=True)]
+    )
+
+
+CASES = {
+    "full": lambda: build_argv(full_spec(), run_dir=RUN, bridges=frozenset({"xenbr0"})),
+    "minimal": lambda: build_argv(minimal_spec(), run_dir=RUN),
+    "kvm_incoming_virtio": lambda: build_argv(
+        replace(
+            minimal_spec(),
+            disks=[
+                DiskSpec("vdi-0", SR / "boot.raw", "raw", False, 0),
+                DiskSpec("vdi-4", SR / "extra.qcow2", "qcow2", True, 4, bootable=True),
+            ],
+        ),
+        run_dir=RUN,
+        qemu="/usr/bin/qemu-system-x86_64",
+        kvm=True,
+        incoming=True,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden(case: str, regenerate: bool) -> None:
+    """The argv for each reference spec is exactly the golden file's, one argument per line."""
+    text = "\n".join(CASES[case]()) + "\n"
+    path = GOLDEN / f"{case}.argv"
+    if regenerate:
+        path.write_text(text)
+    assert text == path.read_text(), f"{path.name} differs; review, then rerun with --regenerate"
+
+
+def _value(argv: list[str], flag: str, prefix: str = "") -> str:
+    found = [v for f, v in itertools.pairwise(argv) if f == flag and v.startswith(prefix)]
+    assert len(found) == 1, (flag, prefix, found)
+    return found[0]
+
+
+def test_commas_doubled_in_option_strings() -> None:
+    """Every path and the name inside a QEMU option string has its commas doubled."""
+    argv = build_argv(full_spec(), run_dir=RUN)
+    assert _value(argv, "-name") == "guest=web,,01 (primary)"
+    assert "path=/var/run/farside,,vms/" in _value(argv, "-chardev", "socket,")
+    assert "path=/var/run/farside,,vms/" in _value(argv, "-chardev", "file,")
+    assert "file.filename=/srv/lun,,a/sr/root,,disk.qcow2" in _value(argv, "-blockdev", "driver=qcow2")
+
+
+def test_verbatim_arguments_not_escaped() -> None:
+    """-pidfile takes a plain path: its commas stay single."""
+    argv = build_argv(minimal_spec(), run_dir=RUN)
+    assert _value(argv, "-pidfile") == f"/var/run/farside,vms/{UUID}/qemu.pid"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"name": "two\nlines"},
+        {"name": "nul\0byte"},
+        {"name": ""},
+        {"disks": [DiskSpec("v", Path("/srv/a\nb.raw"), "raw", False, 0)]},
+    ],
+    ids=["newline-in-name", "nul-in-name", "empty-name", "newline-in-path"],
+)
+def test_refuses_what_options_cannot_take(change: dict[str, object]) -> None:
+    """Control characters (newlines, NULs) and empty values never reach the command line."""
+    with pytest.raises(ValueError):
+        build_argv(replace(minimal_spec(), **change), run_dir=RUN)  # type: ignore[arg-type]
+
+
+def test_refuses_newline_in_run_dir_and_bridge() -> None:
+    """A run directory or bridge name with a newline is refused too."""
+    with pytest.raises(ValueError):
+        build_argv(minimal_spec(), run_dir=Path("/run/a\nb"))
+    nic = NicSpec("02:00:00:00:00:01", "br\n0", 0)
+    with pytest.raises(ValueError):
+        build_argv(replace(minimal_spec(), nics=[nic]), run_dir=RUN, bridges=frozenset({"br\n0"}))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"uuid": "not-a-uuid"},
+        {"uuid": UUID.upper()},
+        {"vcpus": 0},
+        {"memory_bytes": 1000},
+        {"disks": [DiskSpec("v", SR / "a", "vmdk", False, 0)]},
+        {"disks": [DiskSpec("v", SR / "a", "raw", False, 0), DiskSpec("w", SR / "b", "raw", False, 0)]},
+        {"disks": [DiskSpec("v", SR / "a", "raw", True, 5, cdrom=True)]},
+        {"nics": [NicSpec("02:00:00:00:00", "xenbr0", 0)]},
+        {"nics": [NicSpec("02:00:00:00:00:01", "a", 0), NicSpec("02:00:00:00:00:02", "b", 0)]},
+    ],
+    ids=[
+        "bad-uuid",
+        "uppercase-uuid",
+        "no-vcpu",
+        "tiny-memory",
+        "format",
+        "dup-userdevice",
+        "cd-slot",
+        "mac",
+        "dup-vif",
+    ],
+)
+def test_refuses_bad_specs(change: dict[str, object]) -> None:
+    """Specs QEMU would reject or misread are refused before a process starts."""
+    with pytest.raises(ValueError):
+        build_argv(replace(minimal_spec(), **change), run_dir=RUN)  # type: ignore[arg-type]
+
+
+def test_kvm_flag() -> None:
+    """TCG unless kvm=True asks for KVM."""
+    assert _value(build_argv(minimal_spec(), run_dir=RUN), "-accel") == "tcg"
+    assert _value(build_argv(minimal_spec(), run_dir=RUN, kvm=True), "-accel") == "kvm"
+
+
+def test_bridge_only_when_it_exists() -> None:
+    """A NIC gets a tap on its bridge only when the host has that bridge; else an isolated user network."""
+    spec = replace(minimal_spec(), nics=[NicSpec("02:00:00:00:00:01", "xenbr0", 0)])
+    assert _value(build_argv(spec, run_dir=RUN), "-netdev") == "user,id=vif0,restrict=on"
+    on_bridge = build_argv(spec, run_dir=RUN, bridges=frozenset({"xenbr0"}))
+    assert _value(on_bridge, "-netdev") == "tap,id=vif0,ifname=tap6f1c3c9e.0,script=no,downscript=no"
+    assert bridged(spec, frozenset({"xenbr0"})) == [("tap6f1c3c9e.0", "xenbr0")]
+    assert bridged(spec, frozenset()) == []
+
+
+def test_tap_names_fit_linux() -> None:
+    """Tap names stay within Linux's 15 characters, or the NIC is refused."""
+    assert tap_name(UUID, 999) == "tap6f1c3c9e.999"
+    with pytest.raises(ValueError):
+        tap_name(UUID, 1000)
+
+
+def test_bootable_disk_boots_first() -> None:
+    """The bootable disk gets boot index 0 whatever its userdevice."""
+    disks = [DiskSpec("a", SR / "a", "raw", False, 0), DiskSpec("b", SR / "b", "raw", False, 1, bootable=True)]
+    argv = build_argv(replace(minimal_spec(), disks=disks), run_dir=RUN)
+    assert "drive=vbd1,id=disk1,bus=ide.0,unit=1,bootindex=0" in _value(argv, "-device", "ide-hd,drive=vbd1")
+    assert "bootindex=1" in _value(argv, "-device", "ide-hd,drive=vbd0")
+
+
+def test_memory_rounds_up_to_mib() -> None:
+    """-m is in MiB, rounded up."""
+    assert _value(build_argv(replace(minimal_spec(), memory_bytes=16 * 2**20 + 1), run_dir=RUN), "-m") == "17"
+
+
+def test_opt_escapes_and_refuses() -> None:
+    """opt() doubles commas and refuses control characters."""
+    assert opt("a,b,,c") == "a,,b,,,,c"
+    with pytest.raises(ValueError):
+        opt("a\rb")
