@@ -21,6 +21,9 @@ DEFAULT_EVENT_HISTORY = 100_000
 # xapi's event.from clamps the timeout; so do we, so a client cannot park a request forever.
 MAX_EVENT_TIMEOUT_S = 3600.0
 
+# Each half of a metadata VDI holds a full copy plus deltas (docs/metadata-format.md).
+DEFAULT_METADATA_HALF_BYTES = 64 << 20
+
 DB_FILE = "pool.db"
 TLS_DIR = "tls"
 RUN_DIR = "run"
@@ -53,6 +56,7 @@ class ServerConfig:
         session_timeout_s: idle seconds after which a session is invalid.
         max_body_bytes: larger requests get HTTP 413.
         kvm: run guests under KVM; honoured only where the CPU shows vmx or svm (TCG otherwise).
+        metadata_half_size: bytes in each half of a new metadata VDI.
     """
 
     data_dir: Path
@@ -64,6 +68,7 @@ class ServerConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     event_history: int = DEFAULT_EVENT_HISTORY
     kvm: bool = False
+    metadata_half_size: int = DEFAULT_METADATA_HALF_BYTES
 
     @property
     def db_path(self) -> Path:

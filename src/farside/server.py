@@ -25,6 +25,7 @@ from farside.api import http, jsonrpc, xmlrpc
 from farside.api.context import Services
 from farside.api.dispatcher import Dispatcher, Outcome
 from farside.api.events import EventHub
+from farside.api.metadata import MetadataService
 from farside.api.records import Encoded, RecordCache
 from farside.api.sessions import SessionStore
 from farside.api.storage import StorageService
@@ -60,15 +61,17 @@ def open_services(config: ServerConfig) -> Services:
     db.subscribe(hub.publish)
     storage = StorageService(db, pool, host)
     driver = QemuDriver(_prepare_run_dir(config), kvm=config.kvm)
+    sessions = SessionStore(db, host, config.session_timeout_s)
     return Services(
         config=config,
         db=db,
-        sessions=SessionStore(db, host, config.session_timeout_s),
+        sessions=sessions,
         events=hub,
         tasks=TaskManager(db, host),
         records=RecordCache(db),
         storage=storage,
         vms=VMService(db, driver, storage, pool, host),
+        metadata=MetadataService(db, storage, sessions, pool, config.metadata_half_size),
         pool=pool,
         host=host,
     )
@@ -96,11 +99,13 @@ def build_app(config: ServerConfig) -> Starlette:
         reaper = asyncio.create_task(_expire_sessions(services.sessions))
         services.storage.start_heartbeat()
         await asyncio.to_thread(services.vms.reconcile)
+        await asyncio.to_thread(services.metadata.start)
         try:
             yield
         finally:
             reaper.cancel()
             services.storage.stop_heartbeat()
+            services.metadata.close()
             services.vms.driver.close()  # VMs keep running; the next server reattaches them
             services.tasks.close()
             services.db.close()

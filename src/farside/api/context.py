@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from farside.api.events import EventHub
+from farside.api.metadata import MetadataService
 from farside.api.records import RecordCache
 from farside.api.sessions import Caller, SessionStore
 from farside.api.storage import StorageService
@@ -26,6 +27,7 @@ class Services:
     records: RecordCache
     storage: StorageService
     vms: VMService
+    metadata: MetadataService
     pool: str
     host: str
 
@@ -40,7 +42,14 @@ class Context:
 
     @property
     def db(self) -> Database:
-        return self.services.db
+        """The database this call reads: the pool's, or a foreign one for an open_database session."""
+        return self.caller.database or self.services.db
+
+    @property
+    def records(self) -> RecordCache:
+        if self.caller.database is None:
+            return self.services.records
+        return RecordCache(self.caller.database)
 
     def check_cancelled(self) -> None:
         """Stop with TASK_CANCELLED if this call runs as a task that was cancelled."""

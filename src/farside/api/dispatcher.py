@@ -17,7 +17,7 @@ import anyio.to_thread
 
 from farside.api import implicit
 from farside.api.context import Context, Services
-from farside.api.registry import HANDLERS
+from farside.api.registry import FOREIGN_DB_MESSAGES, HANDLERS
 from farside.errors import (
     FarsideError,
     InternalError,
@@ -69,6 +69,10 @@ class Dispatcher:
         if len(params) != expected:
             raise MessageParameterCountMismatch(method, expected, len(params))
         caller = self.services.sessions.validate(params[0])
+        if caller.database is not None and not _reads_only(sig):
+            raise RbacPermissionDenied(
+                method, "This session reads a foreign pool's metadata; it cannot change anything."
+            )
         if sig.role is not None and not caller.role.allows(sig.role):
             raise RbacPermissionDenied(
                 method,
@@ -102,6 +106,13 @@ class Dispatcher:
         sessions = self.services.sessions
         ref = await anyio.to_thread.run_sync(sessions.login, uname, password, originator)
         return Outcome(ref, sig.result)
+
+
+_READ_KINDS = frozenset({"get_all", "get_all_records", "get_record", "get_by_uuid", "get_by_name_label", "get"})
+
+
+def _reads_only(sig: Signature) -> bool:
+    return sig.kind in _READ_KINDS or sig.wire_name in FOREIGN_DB_MESSAGES
 
 
 def _runner(sig: Signature) -> Callable[..., Any]:

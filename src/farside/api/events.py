@@ -38,7 +38,7 @@ class EventHub:
         return self._generation
 
     def publish(self, commit: Commit) -> None:
-        """The database's change-feed subscriber."""
+        """The database's change-feed subscriber (it never asks the committer to wait)."""
         stamp = now()
         with self._lock:
             for change in commit.changes:

@@ -24,13 +24,13 @@ def call(ctx: Context, sig: Signature, args: list[Any]) -> Any:
     db = ctx.db
     kind = sig.kind
     if kind == "get_all_records":
-        return ctx.services.records.all_records(cls)
+        return ctx.records.all_records(cls)
     if kind in ("get_all", "get_record", "get_by_uuid", "get_by_name_label", "get"):
         with db.read() as tx:
             if kind == "get_all":
                 return tx.refs(cls)
             if kind == "get_record":
-                return ctx.services.records.record(tx, cls, args[0])
+                return ctx.records.record(tx, cls, args[0])
             if kind == "get_by_uuid":
                 return tx.ref_of_uuid(cls, args[0])
             if kind == "get_by_name_label":

@@ -22,7 +22,11 @@ _ACTIVITY_WRITE_S = 60.0
 
 @dataclass
 class Caller:
-    """Who is calling: the session and its user's role."""
+    """Who is calling: the session and its user's role.
+
+    ``database`` is set for a session from ``VDI.open_database``: its calls read that foreign
+    pool's metadata instead of this pool's database, and may not write.
+    """
 
     session: str
     user: str
@@ -30,6 +34,7 @@ class Caller:
     role: Role
     last_active: float
     written_at: float
+    database: Database | None = None
 
 
 class SessionStore:
@@ -68,9 +73,33 @@ class SessionStore:
             self._live[ref] = Caller(ref, user_ref, uname, role, clock, clock)
         return ref
 
+    def login_database(self, owner: Caller, database: Database, originator: str) -> str:
+        """A read-only session on a foreign pool's metadata, for ``owner`` (VDI.open_database)."""
+        stamp = now()
+        with self._db.write() as tx:
+            ref = tx.create(
+                "session",
+                {
+                    "this_host": self._host,
+                    "this_user": owner.user,
+                    "last_active": stamp,
+                    "validation_time": stamp,
+                    "originator": originator,
+                    "auth_user_name": owner.user_name,
+                    "parent": owner.session,
+                    "other_config": {"farside-database": str(database.path)},
+                },
+            )
+        clock = time.monotonic()
+        with self._lock:
+            self._live[ref] = Caller(ref, owner.user, owner.user_name, Role.READ_ONLY, clock, clock, database)
+        return ref
+
     def logout(self, ref: str) -> None:
         with self._lock:
-            self._live.pop(ref, None)
+            caller = self._live.pop(ref, None)
+        if caller is not None and caller.database is not None:
+            caller.database.close()
         with self._db.write() as tx:
             if tx.exists("session", ref):
                 for task in tx.find("task", "session", ref):
@@ -108,10 +137,11 @@ class SessionStore:
         clock = time.monotonic()
         with self._lock:
             idle = [r for r, c in self._live.items() if clock - c.last_active > self.timeout_s]
-            for ref in idle:
-                del self._live[ref]
-        for ref in idle:
-            self._forget(ref)
+            ended = [self._live.pop(ref) for ref in idle]
+        for caller in ended:
+            if caller.database is not None:
+                caller.database.close()
+            self._forget(caller.session)
         return len(idle)
 
     def _forget(self, ref: str) -> None:

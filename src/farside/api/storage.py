@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid as uuidlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,9 @@ from farside.errors import XenAPIFailure
 from farside.model.types import NULL_REF
 from farside.storage import image, lease
 from farside.storage.errors import VdiInUse, path_failure, records_failure
-from farside.storage.lun import Lun, check_usable
+from farside.storage.lun import Lun, check_usable, image_format, new_location
+
+ImageMaker = Callable[[Path, str], None]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,9 @@ class StorageService:
         self._host = host
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        # Told after an SR's PBD is plugged and before it is unplugged (metadata replication).
+        self.after_plug: list[Callable[[str], None]] = []
+        self.before_unplug: list[Callable[[str], None]] = []
 
     # -- identities ----------------------------------------------------------------------------
 
@@ -78,6 +85,8 @@ class StorageService:
         except BaseException:
             lease.release(path, pool_uuid)
             raise
+        for hook in self.after_plug:
+            hook(record["SR"])
 
     def unplug(self, pbd: str) -> None:
         with self._db.read() as tx:
@@ -87,6 +96,8 @@ class StorageService:
             busy = [v for v in tx.get_field("SR", record["SR"], "VDIs") if vdi_busy(tx, v)]
         if busy:
             raise VdiInUse(*busy)
+        for hook in self.before_unplug:
+            hook(record["SR"])
         with self._db.write() as tx:
             tx.set_fields("PBD", pbd, {"currently_attached": False})
         pool_uuid, _, _ = self._owner()
@@ -214,3 +225,37 @@ def refuse_if_plugged(tx: Transaction, sr: str) -> None:
     for pbd in tx.get_field("SR", sr, "PBDs"):
         if tx.get_field("PBD", pbd, "currently_attached"):
             raise XenAPIFailure("SR_HAS_PBD", sr)
+
+
+def lun_record(tx: Transaction, vdi: str, **override: Any) -> dict[str, Any]:
+    """What the LUN keeps of a VDI (its pool ref of metadata_of_pool stored as the pool's uuid)."""
+    record = {**tx.get_record("VDI", vdi), **override}
+    owner = record.get("metadata_of_pool", NULL_REF)
+    record["metadata_of_pool"] = tx.get_field("pool", owner, "uuid") if tx.exists("pool", owner) else ""
+    snap = record.get("snapshot_of", NULL_REF)
+    record["snapshot_of"] = tx.get_field("VDI", snap, "uuid") if tx.exists("VDI", snap) else ""
+    return record
+
+
+def new_vdi(db: Database, pool: str, sr: str, lun: Lun, fields: dict[str, Any], make_image: ImageMaker) -> str:
+    """Make the image, record it on the LUN, then in the pool; undo the LUN work if the last step fails."""
+    vdi_uuid = str(uuidlib.uuid4())
+    fmt = image_format(fields.get("sm_config", {}))
+    location = new_location(vdi_uuid, fmt)
+    path = lun.image_path(location)
+    make_image(path, fmt)
+    try:
+        size = image.info(path).virtual_size
+        with db.write() as tx:
+            ref = tx.create(
+                "VDI",
+                {**fields, "uuid": vdi_uuid, "SR": sr, "location": location, "virtual_size": size, "managed": True},
+            )
+            pool_uuid = tx.get_field("pool", pool, "uuid")
+            lun.write_vdi(lun_record(tx, ref))
+            tx.set_fields("VDI", ref, vdi_values(lun_record(tx, ref), lun, pool_uuid, pool))
+        return ref
+    except BaseException:
+        lun.remove_vdi(vdi_uuid)
+        path.unlink(missing_ok=True)
+        raise

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from farside import __version__
-from farside.cli import image, pool, user
+from farside.cli import image, metadata, pool, user
 from farside.errors import FarsideError
 
 
@@ -18,6 +18,7 @@ def parser() -> argparse.ArgumentParser:
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     pool.register(commands)
     user.register(commands)
+    metadata.register(commands)
     image.register(commands)
     return p
 

@@ -25,6 +25,9 @@ class Commit:
 
     generation: int
     changes: list[Change] = field(default_factory=list)
+    # Who wrote it: "" for ordinary changes; "replication" for the replication machinery's own
+    # status fields, which are not replicated themselves (they would write forever).
+    origin: str = ""
 
     @property
     def persistent(self) -> bool:

@@ -21,7 +21,10 @@ from farside.db.transaction import Transaction
 from farside.errors import DatabaseError
 from farside.model import STORED
 
-Subscriber = Callable[[Commit], None]
+# A subscriber may return a barrier: write() calls it after the lock is released and before it
+# returns, so the caller waits (for metadata to be durable) without holding up other writers.
+Barrier = Callable[[], None]
+Subscriber = Callable[[Commit], Barrier | None]
 # Raised when the file is a database written by another program.
 _MAGIC = "farside-pool-database"
 
@@ -50,6 +53,15 @@ class Database:
             conn.execute(f"INSERT INTO {schema.META_TABLE} VALUES ('generation', '0')")
             conn.execute(f"INSERT INTO {schema.META_TABLE} VALUES ('created_by', ?)", (__version__,))
         return cls(path, conn)
+
+    @classmethod
+    def in_memory(cls, label: str) -> Database:
+        """A private, empty database in memory (a foreign pool's metadata opened for reading)."""
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        schema.ensure(conn)
+        conn.execute(f"INSERT INTO {schema.META_TABLE} VALUES ('magic', ?)", (_MAGIC,))
+        conn.execute(f"INSERT INTO {schema.META_TABLE} VALUES ('generation', '0')")
+        return cls(Path(label), conn)
 
     @classmethod
     def open(cls, path: Path) -> Database:
@@ -96,8 +108,13 @@ class Database:
             yield Transaction(self._conn, writable=False)
 
     @contextmanager
-    def write(self) -> Iterator[Transaction]:
-        """A write transaction: committed when the block ends, rolled back if it raises."""
+    def write(self, origin: str = "") -> Iterator[Transaction]:
+        """A write transaction: committed when the block ends, rolled back if it raises.
+
+        Subscribers see the commit while the lock is held (so in commit order); their barriers
+        run after it is released.
+        """
+        barriers: list[Barrier] = []
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             tx = Transaction(self._conn, writable=True)
@@ -117,14 +134,16 @@ class Database:
                 raise
             self._generation = generation
             if changes:
-                commit = Commit(generation, changes)
+                commit = Commit(generation, changes, origin)
                 for change in changes:
                     self._modified[(change.cls, change.ref)] = generation
                     self._class_modified[change.cls] = generation
-                    if change.op == "del":
-                        self._modified[(change.cls, change.ref)] = generation
                 for subscriber in self._subscribers:
-                    subscriber(commit)
+                    barrier = subscriber(commit)
+                    if barrier is not None:
+                        barriers.append(barrier)
+        for barrier in barriers:
+            barrier()
 
     def reset_runtime_state(self) -> None:
         """Forget what does not outlive a server: sessions, tasks, non-persistent fields.

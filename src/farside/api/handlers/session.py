@@ -8,7 +8,7 @@ from farside.db import users
 from farside.errors import SessionAuthenticationFailed
 
 
-@handles("session.logout")
+@handles("session.logout", foreign_db=True)
 def logout(ctx: Context) -> str:
     ctx.services.sessions.logout(ctx.caller.session)
     return ""

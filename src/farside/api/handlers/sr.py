@@ -173,3 +173,21 @@ def set_name_label(ctx: Context, sr: str, value: str) -> str:
 @handles("SR.set_name_description")
 def set_name_description(ctx: Context, sr: str, value: str) -> str:
     return _rename(ctx, sr, "name_description", value)
+
+
+@handles("SR.assert_supports_database_replication")
+def assert_supports_database_replication(ctx: Context, sr: str) -> str:
+    ctx.services.metadata.assert_supports(sr)
+    return ""
+
+
+@handles("SR.enable_database_replication")
+def enable_database_replication(ctx: Context, sr: str) -> str:
+    ctx.services.metadata.enable(sr)
+    return ""
+
+
+@handles("SR.disable_database_replication")
+def disable_database_replication(ctx: Context, sr: str) -> str:
+    ctx.services.metadata.disable(sr)
+    return ""

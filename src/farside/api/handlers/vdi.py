@@ -2,54 +2,17 @@
 
 from __future__ import annotations
 
-import uuid as uuidlib
 from typing import Any
 
 from farside.api import implicit
 from farside.api.context import Context
 from farside.api.registry import handles
-from farside.api.storage import vdi_busy, vdi_values
-from farside.db import Transaction
+from farside.api.storage import lun_record, new_vdi, vdi_busy
 from farside.errors import InvalidValue, XenAPIFailure
 from farside.model import CLASSES
 from farside.model.types import NULL_REF, now
 from farside.storage import image
 from farside.storage.errors import VdiInUse
-from farside.storage.lun import Lun, image_format, new_location
-
-
-def lun_record(tx: Transaction, vdi: str, **override: Any) -> dict[str, Any]:
-    """What the LUN keeps of a VDI (its pool ref of metadata_of_pool stored as the pool's uuid)."""
-    record = {**tx.get_record("VDI", vdi), **override}
-    owner = record.get("metadata_of_pool", NULL_REF)
-    record["metadata_of_pool"] = tx.get_field("pool", owner, "uuid") if tx.exists("pool", owner) else ""
-    snap = record.get("snapshot_of", NULL_REF)
-    record["snapshot_of"] = tx.get_field("VDI", snap, "uuid") if tx.exists("VDI", snap) else ""
-    return record
-
-
-def _new_vdi(ctx: Context, sr: str, lun: Lun, fields: dict[str, Any], make_image: Any) -> str:
-    """Make the image, record it on the LUN, then in the pool; undo the LUN work if the last step fails."""
-    vdi_uuid = str(uuidlib.uuid4())
-    fmt = image_format(fields.get("sm_config", {}))
-    location = new_location(vdi_uuid, fmt)
-    path = lun.image_path(location)
-    make_image(path, fmt)
-    try:
-        size = image.info(path).virtual_size
-        with ctx.db.write() as tx:
-            ref = tx.create(
-                "VDI",
-                {**fields, "uuid": vdi_uuid, "SR": sr, "location": location, "virtual_size": size, "managed": True},
-            )
-            pool_uuid = tx.get_field("pool", ctx.services.pool, "uuid")
-            lun.write_vdi(lun_record(tx, ref))
-            tx.set_fields("VDI", ref, vdi_values(lun_record(tx, ref), lun, pool_uuid, ctx.services.pool))
-        return ref
-    except BaseException:
-        lun.remove_vdi(vdi_uuid)
-        path.unlink(missing_ok=True)
-        raise
 
 
 @handles("VDI.create")
@@ -63,7 +26,7 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
     if size <= 0:
         raise InvalidValue("virtual_size", size)
     fields.pop("SR")
-    return _new_vdi(ctx, sr, lun, fields, lambda path, fmt: image.create(path, fmt, size))
+    return new_vdi(ctx.db, ctx.services.pool, sr, lun, fields, lambda path, fmt: image.create(path, fmt, size))
 
 
 def _copy(ctx: Context, vdi: str, snapshot: bool) -> str:
@@ -77,7 +40,9 @@ def _copy(ctx: Context, vdi: str, snapshot: bool) -> str:
     if snapshot:
         fields.update(is_a_snapshot=True, snapshot_of=vdi, snapshot_time=now())
     src_path = lun.image_path(source["location"])
-    return _new_vdi(ctx, source["SR"], lun, fields, lambda path, fmt: image.copy(src_path, path, fmt))
+    return new_vdi(
+        ctx.db, ctx.services.pool, source["SR"], lun, fields, lambda path, fmt: image.copy(src_path, path, fmt)
+    )
 
 
 @handles("VDI.clone")
@@ -155,3 +120,13 @@ def set_read_only(ctx: Context, vdi: str, value: bool) -> str:
 @handles("VDI.set_sharable")
 def set_sharable(ctx: Context, vdi: str, value: bool) -> str:
     return _set(ctx, vdi, "sharable", value)
+
+
+@handles("VDI.open_database")
+def open_database(ctx: Context, vdi: str) -> str:
+    return ctx.services.metadata.open_database(ctx.caller, vdi)
+
+
+@handles("VDI.read_database_pool_uuid")
+def read_database_pool_uuid(ctx: Context, vdi: str) -> str:
+    return ctx.services.metadata.pool_uuid_of(vdi)

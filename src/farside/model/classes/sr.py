@@ -31,6 +31,9 @@ SR = ClassDef(
         F("is_tools_sr", "bool", RT),
     ],
     messages=[
+        M("assert_supports_database_replication", Role.POOL_OPERATOR, [("sr", "SR ref")], "void"),
+        M("enable_database_replication", Role.POOL_OPERATOR, [("sr", "SR ref")], "void"),
+        M("disable_database_replication", Role.POOL_OPERATOR, [("sr", "SR ref")], "void"),
         M(
             "create",
             Role.POOL_OPERATOR,

@@ -1,0 +1,1 @@
+"""Metadata replication: the pool's persistent state written onto metadata VDIs, and read back."""

@@ -1,0 +1,74 @@
+"""Which of the pool's state goes onto a metadata VDI, and how a foreign copy is loaded back.
+
+Persistent classes and fields only, as xapi's redo log holds only persistent state; never the
+users and their password hashes (``user`` and the credential table), sessions or tasks. The
+computed inverse sets (``VM.VBDs``) are left out: a reader's database computes them again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from farside import __version__
+from farside.db import Commit, Database, Transaction
+from farside.model import STORED, stored_fields
+
+# Bumped whenever the meaning of replicated records changes; a reader refuses newer ones.
+SCHEMA_VERSION = 1
+NEVER_REPLICATED = frozenset({"user"})
+REPLICATED: dict[str, list[str]] = {
+    name: [f.name for f in stored_fields(c) if f.persist and not f.internal]
+    for name, c in STORED.items()
+    if c.persistent and name not in NEVER_REPLICATED
+}
+
+
+def _strip(cls: str, record: dict[str, Any]) -> dict[str, Any]:
+    return {name: record[name] for name in REPLICATED[cls]}
+
+
+def full_payload(tx: Transaction, pool_uuid: str, pool_name: str, generation: int, written: str) -> dict[str, Any]:
+    """The whole persistent state at ``generation``."""
+    objects = {cls: {ref: _strip(cls, r) for ref, r in tx.get_records(cls).items()} for cls in REPLICATED}
+    return {
+        "format": 1,
+        "farside_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+        "pool_uuid": pool_uuid,
+        "pool_name": pool_name,
+        "generation": generation,
+        "written": written,
+        "objects": objects,
+    }
+
+
+def delta_payload(tx: Transaction, commit: Commit, written: str) -> dict[str, Any] | None:
+    """What one commit changed in replicated state, or None when it changed none of it."""
+    changes: list[dict[str, Any]] = []
+    for change in commit.changes:
+        if not change.persistent or change.cls not in REPLICATED:
+            continue
+        if change.op == "del":
+            changes.append({"op": "del", "cls": change.cls, "ref": change.ref})
+        elif tx.exists(change.cls, change.ref):
+            record = _strip(change.cls, tx.get_record(change.cls, change.ref))
+            changes.append({"op": change.op, "cls": change.cls, "ref": change.ref, "record": record})
+    if not changes:
+        return None
+    return {"generation": commit.generation, "written": written, "changes": changes}
+
+
+def load(objects: dict[str, dict[str, dict[str, Any]]], label: str) -> Database:
+    """A read-only-by-convention in-memory database holding a foreign pool's objects, refs kept.
+
+    Fields a newer writer added are ignored; fields it lacks take their defaults.
+    """
+    db = Database.in_memory(label)
+    with db.write() as tx:
+        for cls, rows in objects.items():
+            if cls not in REPLICATED:
+                continue
+            known = set(REPLICATED[cls])
+            for ref, record in rows.items():
+                tx.create(cls, {k: v for k, v in record.items() if k in known}, ref=ref)
+    return db
