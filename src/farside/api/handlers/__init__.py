@@ -3,6 +3,34 @@
 Importing this package registers them all.
 """
 
-from farside.api.handlers import event, network, pbd, session, sr, task, vbd, vdi, vif, vm, vm_appliance
+from farside.api.handlers import (
+    dr_task,
+    event,
+    network,
+    pbd,
+    recover,
+    session,
+    sr,
+    task,
+    vbd,
+    vdi,
+    vif,
+    vm,
+    vm_appliance,
+)
 
-__all__ = ["event", "network", "pbd", "session", "sr", "task", "vbd", "vdi", "vif", "vm", "vm_appliance"]
+__all__ = [
+    "dr_task",
+    "event",
+    "network",
+    "pbd",
+    "recover",
+    "session",
+    "sr",
+    "task",
+    "vbd",
+    "vdi",
+    "vif",
+    "vm",
+    "vm_appliance",
+]

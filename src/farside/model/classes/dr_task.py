@@ -1,6 +1,7 @@
 """The DR_task class: DR task."""
 
-from farside.model.schema import RT, ClassDef, F
+from farside.model.roles import Role
+from farside.model.schema import RT, ClassDef, F, M
 
 DR_TASK = ClassDef(
     "DR_task",
@@ -8,5 +9,14 @@ DR_TASK = ClassDef(
     fields=[
         F("uuid", "string", RT),
         F("introduced_SRs", "SR ref set", RT),
+    ],
+    messages=[
+        M(
+            "create",
+            Role.POOL_OPERATOR,
+            [("type", "string"), ("device_config", "(string -> string) map"), ("whitelist", "string set")],
+            "DR_task ref",
+        ),
+        M("destroy", Role.POOL_OPERATOR, [("self", "DR_task ref")], "void"),
     ],
 )

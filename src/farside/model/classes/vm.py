@@ -102,6 +102,14 @@ VM = ClassDef(
         F("pending_guidances_full", "enum update_guidances set", RT),
     ],
     messages=[
+        M("recover", Role.READ_ONLY, [("self", "VM ref"), ("session_to", "session ref"), ("force", "bool")], "void"),
+        M("assert_can_be_recovered", Role.READ_ONLY, [("self", "VM ref"), ("session_to", "session ref")], "void"),
+        M(
+            "get_SRs_required_for_recovery",
+            Role.READ_ONLY,
+            [("self", "VM ref"), ("session_to", "session ref")],
+            "SR ref set",
+        ),
         M("start", Role.VM_OPERATOR, [("vm", "VM ref"), ("start_paused", "bool"), ("force", "bool")], "void"),
         M("clean_shutdown", Role.VM_OPERATOR, [("vm", "VM ref")], "void"),
         M("hard_shutdown", Role.VM_OPERATOR, [("vm", "VM ref")], "void"),

@@ -18,6 +18,24 @@ VM_APPLIANCE = ClassDef(
         F("VMs", "VM ref set", RT),
     ],
     messages=[
+        M(
+            "recover",
+            Role.READ_ONLY,
+            [("self", "VM_appliance ref"), ("session_to", "session ref"), ("force", "bool")],
+            "void",
+        ),
+        M(
+            "assert_can_be_recovered",
+            Role.READ_ONLY,
+            [("self", "VM_appliance ref"), ("session_to", "session ref")],
+            "void",
+        ),
+        M(
+            "get_SRs_required_for_recovery",
+            Role.READ_ONLY,
+            [("self", "VM_appliance ref"), ("session_to", "session ref")],
+            "SR ref set",
+        ),
         M("start", Role.POOL_OPERATOR, [("self", "VM_appliance ref"), ("paused", "bool")], "void"),
         M("clean_shutdown", Role.POOL_OPERATOR, [("self", "VM_appliance ref")], "void"),
         M("hard_shutdown", Role.POOL_OPERATOR, [("self", "VM_appliance ref")], "void"),
