@@ -35,3 +35,16 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PoolServ
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture
+def two_pools(tmp_path: Path) -> Iterator[tuple[PoolServer, PoolServer]]:
+    """Site A and Site B: two pool servers on loopback ports, stopped (with their QEMUs) afterwards."""
+    make_pool(tmp_path / "a", "Site A")
+    make_pool(tmp_path / "b", "Site B")
+    a, b = PoolServer(tmp_path / "a").start(), PoolServer(tmp_path / "b").start()
+    try:
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()

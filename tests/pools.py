@@ -21,6 +21,17 @@ from farside.hypervisor import host
 from farside.model.roles import Role
 
 ADMIN_PASSWORD = "secret"
+_MIB16 = str(16 << 20)
+# The smallest VM record xapi's checks accept: 16 MiB, one vCPU (ints as XML-RPC strings).
+MINIMAL_VM = {
+    "name_label": "vm",
+    "memory_static_max": _MIB16,
+    "memory_dynamic_max": _MIB16,
+    "memory_dynamic_min": _MIB16,
+    "memory_static_min": _MIB16,
+    "VCPUs_max": "1",
+    "VCPUs_at_startup": "1",
+}
 
 
 def kill_qemus(run_dir: Path) -> list[int]:

@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import xmlrpc.client
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import XenAPI
 
-from pools import PoolServer, make_pool
+from pools import MINIMAL_VM, PoolServer
 
-MIB = str(16 << 20)
-GOOD_VM = {
-    "name_label": "vm",
-    "memory_static_max": MIB,
-    "memory_dynamic_max": MIB,
-    "memory_dynamic_min": MIB,
-    "memory_static_min": MIB,
-    "VCPUs_max": "1",
-    "VCPUs_at_startup": "1",
-}
+GOOD_VM = MINIMAL_VM
 
 
 def raw(server: PoolServer, method: str, *params: Any) -> list[str]:
@@ -179,18 +168,6 @@ class TestBrokenBodies:
         response = shared_server.post("/jsonrpc", body)
         assert response.status_code == 200
         assert response.json() == {"result": None, "error": ["HANDLE_INVALID", "VM", "OpaqueRef:x"], "id": 7}
-
-
-@pytest.fixture
-def two_pools(tmp_path: Path) -> Iterator[tuple[PoolServer, PoolServer]]:
-    make_pool(tmp_path / "a", "Site A")
-    make_pool(tmp_path / "b", "Site B")
-    a, b = PoolServer(tmp_path / "a").start(), PoolServer(tmp_path / "b").start()
-    try:
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_refs_do_not_cross_pools(two_pools: tuple[PoolServer, PoolServer]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import XenAPI
 from farside.model.roles import Role
 from vms import bootable_vm, make_sr, wait_serial
 
-from pools import PoolServer, kill_qemus, make_pool
+from pools import PoolServer, kill_qemus
 
 
 def value(result: dict[str, Any]) -> Any:
@@ -26,21 +25,9 @@ def failure(result: dict[str, Any]) -> list[str]:
     return list(result["ErrorDescription"])
 
 
-@pytest.fixture
-def sites(tmp_path: Path) -> Iterator[tuple[PoolServer, PoolServer]]:
-    make_pool(tmp_path / "a", "Site A")
-    make_pool(tmp_path / "b", "Site B")
-    a, b = PoolServer(tmp_path / "a").start(), PoolServer(tmp_path / "b").start()
-    try:
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
-
-
-def test_failover_with_xenapi_calls(sites: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
+def test_failover_with_xenapi_calls(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
     """A's VMs, replicated and copied, are recovered on B with DR calls and boot there from the copies."""
-    a, b = sites
+    a, b = two_pools
     sa, sb = a.session(), b.session()
     lun = tmp_path / "lun-a"
     sr = make_sr(sa, lun)
@@ -132,9 +119,9 @@ def _site_a(a: PoolServer) -> dict[str, dict[str, str]]:
     return {"VIF": macs, "VM_appliance": apps}
 
 
-def test_failed_dr_task_leaves_nothing(sites: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
+def test_failed_dr_task_leaves_nothing(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
     """A DR task whose SR cannot be plugged (the LUN is leased live by A) leaves no task and no SR."""
-    a, b = sites
+    a, b = two_pools
     sa, sb = a.session(), b.session()
     lun = tmp_path / "lun"
     sr = make_sr(sa, lun)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +13,9 @@ import XenAPI
 
 from vms import make_sr
 
-from pools import PoolServer, make_pool
+from pools import MINIMAL_VM, PoolServer
 
-MIB = str(16 << 20)
-VM = {
-    "name_label": "vm",
-    "memory_static_max": MIB,
-    "memory_dynamic_max": MIB,
-    "memory_dynamic_min": MIB,
-    "memory_static_min": MIB,
-    "VCPUs_max": "1",
-    "VCPUs_at_startup": "1",
-}
+VM = MINIMAL_VM
 
 
 def value(result: dict[str, object]) -> Any:
@@ -36,18 +26,6 @@ def value(result: dict[str, object]) -> Any:
 
 def metadata_vdis(s: XenAPI.Session, sr: str) -> list[str]:
     return [v for v in s.xenapi.SR.get_VDIs(sr) if s.xenapi.VDI.get_type(v) == "metadata"]
-
-
-@pytest.fixture
-def two_pools(tmp_path: Path) -> Iterator[tuple[PoolServer, PoolServer]]:
-    make_pool(tmp_path / "a", "Site A")
-    make_pool(tmp_path / "b", "Site B")
-    a, b = PoolServer(tmp_path / "a").start(), PoolServer(tmp_path / "b").start()
-    try:
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
 
 
 class TestEnable:

@@ -6,14 +6,13 @@ import hashlib
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import XenAPI
 
-from pools import PoolServer, make_pool
+from pools import PoolServer
 
 MIB = 1 << 20
 
@@ -211,18 +210,6 @@ class TestRawTransfer:
         other = httpx.put(url, params={"session_id": s.handle, "vdi": vdi, "format": "vhd"}, content=b"a")
         assert other.status_code == 400
         assert not [p for p in lun.iterdir() if "import" in p.name]
-
-
-@pytest.fixture
-def two_pools(tmp_path: Path) -> Iterator[tuple[PoolServer, PoolServer]]:
-    make_pool(tmp_path / "a", "Site A")
-    make_pool(tmp_path / "b", "Site B")
-    a, b = PoolServer(tmp_path / "a").start(), PoolServer(tmp_path / "b").start()
-    try:
-        yield a, b
-    finally:
-        a.stop()
-        b.stop()
 
 
 class TestLeases:

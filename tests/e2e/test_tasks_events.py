@@ -9,18 +9,9 @@ from typing import Any
 import pytest
 import XenAPI
 
-from pools import PoolServer
+from pools import MINIMAL_VM, PoolServer
 
-MIB = str(16 << 20)
-VM = {
-    "name_label": "vm",
-    "memory_static_max": MIB,
-    "memory_dynamic_max": MIB,
-    "memory_dynamic_min": MIB,
-    "memory_static_min": MIB,
-    "VCPUs_max": "1",
-    "VCPUs_at_startup": "1",
-}
+VM = MINIMAL_VM
 
 
 def wait_task(s: XenAPI.Session, task: str) -> dict[str, Any]:

@@ -220,6 +220,31 @@ def _images_in_use(lun: Lun) -> bool:
     return False
 
 
+def forget_sr(tx: Transaction, sr: str) -> None:
+    """Drop an SR's records (its VDIs, their VBDs, its PBDs) from the pool; the LUN is untouched."""
+    for vdi in tx.get_field("SR", sr, "VDIs"):
+        for vbd in tx.get_field("VDI", vdi, "VBDs"):
+            tx.destroy("VBD", vbd)
+        tx.destroy("VDI", vdi)
+    for pbd in tx.get_field("SR", sr, "PBDs"):
+        tx.destroy("PBD", pbd)
+    tx.destroy("SR", sr)
+
+
+def sr_record(uuid: str, name_label: str, name_description: str, sr_type: str, content_type: str = "",
+              sm_config: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """A new SR record; file SRs are always shared."""
+    return {
+        "uuid": uuid,
+        "name_label": name_label,
+        "name_description": name_description,
+        "type": sr_type,
+        "content_type": content_type,
+        "shared": True,
+        "sm_config": sm_config or {},
+    }
+
+
 def refuse_if_plugged(tx: Transaction, sr: str) -> None:
     """SR_HAS_PBD [sr] while any PBD of the SR is attached (forget never unplugs by itself)."""
     for pbd in tx.get_field("SR", sr, "PBDs"):

@@ -16,7 +16,7 @@ from xml.sax.saxutils import unescape
 from farside.api.context import Context
 from farside.api.handlers.sr import SR_TYPES
 from farside.api.registry import handles
-from farside.api.storage import lun_path
+from farside.api.storage import forget_sr, lun_path, sr_record
 from farside.errors import OperationNotAllowed, XenAPIFailure
 from farside.storage.probe import probe_xml
 
@@ -44,16 +44,7 @@ def create(ctx: Context, sr_type: str, device_config: dict[str, str], whitelist:
             with ctx.db.write() as tx:
                 if tx.find("SR", "uuid", uuid):
                     continue  # this pool knows the SR already: not the task's to introduce
-                sr = tx.create(
-                    "SR",
-                    {
-                        "uuid": uuid,
-                        "name_label": name_label,
-                        "name_description": name_description,
-                        "type": sr_type,
-                        "shared": True,
-                    },
-                )
+                sr = tx.create("SR", sr_record(uuid, name_label, name_description, sr_type))
                 pbd = tx.create("PBD", {"host": ctx.services.host, "SR": sr, "device_config": dict(device_config)})
             introduced.append((sr, pbd))
             ctx.services.storage.plug(pbd)
@@ -77,15 +68,8 @@ def _undo(ctx: Context, task: str, introduced: list[tuple[str, str]]) -> None:
 
 def _forget(ctx: Context, sr: str) -> None:
     with ctx.db.write() as tx:
-        if not tx.exists("SR", sr):
-            return
-        for vdi in tx.get_field("SR", sr, "VDIs"):
-            for vbd in tx.get_field("VDI", vdi, "VBDs"):
-                tx.destroy("VBD", vbd)
-            tx.destroy("VDI", vdi)
-        for pbd in tx.get_field("SR", sr, "PBDs"):
-            tx.destroy("PBD", pbd)
-        tx.destroy("SR", sr)
+        if tx.exists("SR", sr):
+            forget_sr(tx, sr)
 
 
 @handles("DR_task.destroy")

@@ -6,7 +6,7 @@ import uuid as uuidlib
 
 from farside.api.context import Context
 from farside.api.registry import handles
-from farside.api.storage import lun_path, refuse_if_plugged, vdi_busy
+from farside.api.storage import forget_sr, lun_path, refuse_if_plugged, sr_record, vdi_busy
 from farside.errors import XenAPIFailure
 from farside.storage.errors import VdiInUse
 from farside.storage.lun import Lun
@@ -56,26 +56,13 @@ def create(
     lun.format(sr_uuid, name_label, name_description)
     try:
         with ctx.db.write() as tx:
-            sr = tx.create(
-                "SR",
-                {
-                    "uuid": sr_uuid,
-                    "name_label": name_label,
-                    "name_description": name_description,
-                    "type": sr_type,
-                    "content_type": content_type,
-                    "shared": True,  # a file SR's LUN is always shareable storage
-                    "sm_config": sm_config,
-                },
-            )
+            sr = tx.create("SR", sr_record(sr_uuid, name_label, name_description, sr_type, content_type, sm_config))
             pbd = tx.create("PBD", {"host": host, "SR": sr, "device_config": {"path": str(path)}})
         ctx.services.storage.plug(pbd)
     except BaseException:
         with ctx.db.write() as tx:
             for ref in tx.find("SR", "uuid", sr_uuid):
-                for pbd_ref in tx.get_field("SR", ref, "PBDs"):
-                    tx.destroy("PBD", pbd_ref)
-                tx.destroy("SR", ref)
+                forget_sr(tx, ref)
         lun.wipe()
         raise
     return sr
@@ -97,18 +84,7 @@ def introduce(
     with ctx.db.write() as tx:
         if tx.find("SR", "uuid", sr_uuid):
             raise XenAPIFailure("SR_UUID_EXISTS", sr_uuid)
-        return tx.create(
-            "SR",
-            {
-                "uuid": sr_uuid,
-                "name_label": name_label,
-                "name_description": name_description,
-                "type": sr_type,
-                "content_type": content_type,
-                "shared": True,
-                "sm_config": sm_config,
-            },
-        )
+        return tx.create("SR", sr_record(sr_uuid, name_label, name_description, sr_type, content_type, sm_config))
 
 
 @handles("SR.forget")
@@ -117,13 +93,7 @@ def forget(ctx: Context, sr: str) -> str:
     with ctx.db.write() as tx:
         tx.check("SR", sr)
         refuse_if_plugged(tx, sr)
-        for vdi in tx.get_field("SR", sr, "VDIs"):
-            for vbd in tx.get_field("VDI", vdi, "VBDs"):
-                tx.destroy("VBD", vbd)
-            tx.destroy("VDI", vdi)
-        for pbd in tx.get_field("SR", sr, "PBDs"):
-            tx.destroy("PBD", pbd)
-        tx.destroy("SR", sr)
+        forget_sr(tx, sr)
     return ""
 
 

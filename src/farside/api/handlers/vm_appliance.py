@@ -98,31 +98,31 @@ def start(ctx: Context, appliance: str, paused: bool) -> str:
     return ""
 
 
+def _shut_down(ctx: Context, appliance: str, op: str, operation: Callable[[str], None]) -> str:
+    """A shutdown variant over the members not halted (clean: running), last order group first."""
+    with _claim(ctx, appliance, op) as members:
+        if op == "clean_shutdown":
+            targets = [m for m in members if m["power_state"] == "Running"]
+            nothing = "There are no running VMs in this appliance."
+        else:
+            targets = [m for m in members if m["power_state"] != "Halted"]
+            nothing = "All VMs in this appliance are halted."
+        if not targets:
+            raise OperationNotAllowed(nothing)
+        _run_groups(targets, False, operation, f"VM_appliance.{op}")
+    return ""
+
+
 @handles("VM_appliance.clean_shutdown")
 def clean_shutdown(ctx: Context, appliance: str) -> str:
-    with _claim(ctx, appliance, "clean_shutdown") as members:
-        targets = [m for m in members if m["power_state"] == "Running"]
-        if not targets:
-            raise OperationNotAllowed("There are no running VMs in this appliance.")
-        _run_groups(targets, False, ctx.services.vms.clean_shutdown, "VM_appliance.clean_shutdown")
-    return ""
+    return _shut_down(ctx, appliance, "clean_shutdown", ctx.services.vms.clean_shutdown)
 
 
 @handles("VM_appliance.hard_shutdown")
 def hard_shutdown(ctx: Context, appliance: str) -> str:
-    with _claim(ctx, appliance, "hard_shutdown") as members:
-        targets = [m for m in members if m["power_state"] != "Halted"]
-        if not targets:
-            raise OperationNotAllowed("All VMs in this appliance are halted.")
-        _run_groups(targets, False, ctx.services.vms.hard_shutdown, "VM_appliance.hard_shutdown")
-    return ""
+    return _shut_down(ctx, appliance, "hard_shutdown", ctx.services.vms.hard_shutdown)
 
 
 @handles("VM_appliance.shutdown")
 def shutdown(ctx: Context, appliance: str) -> str:
-    with _claim(ctx, appliance, "shutdown") as members:
-        targets = [m for m in members if m["power_state"] != "Halted"]
-        if not targets:
-            raise OperationNotAllowed("All VMs in this appliance are halted.")
-        _run_groups(targets, False, ctx.services.vms.shutdown, "VM_appliance.shutdown")
-    return ""
+    return _shut_down(ctx, appliance, "shutdown", ctx.services.vms.shutdown)
