@@ -9,14 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 import farside.api.handlers  # noqa: F401 - registers every hand-written message
@@ -26,7 +27,7 @@ from farside.api.context import Services
 from farside.api.dispatcher import Dispatcher, Outcome
 from farside.api.events import EventHub
 from farside.api.metadata import MetadataService
-from farside.api.records import Encoded, RecordCache
+from farside.api.records import AllRecords, Encoded, RecordCache
 from farside.api.sessions import SessionStore
 from farside.api.storage import StorageService
 from farside.api.tasks import TaskManager
@@ -119,6 +120,9 @@ def build_app(config: ServerConfig) -> Starlette:
         except xmlrpc.MalformedRequest as exc:
             return PlainTextResponse(f"400 Bad Request: {exc}\n", status_code=400)
         outcome = await state["dispatcher"].call(method, params)
+        if isinstance(outcome.value, AllRecords):  # encoded on a worker thread, off the event loop
+            answer = await anyio.to_thread.run_sync(_xml_response, outcome)
+            return _large([answer] if isinstance(answer, bytes) else [answer.encode()], "text/xml")
         return Response(_xml_response(outcome), media_type="text/xml")
 
     async def json_endpoint(request: Request) -> Response:
@@ -130,6 +134,15 @@ def build_app(config: ServerConfig) -> Starlette:
         except jsonrpc.MalformedRequest as exc:
             return PlainTextResponse(f"400 Bad Request: {exc}\n", status_code=400)
         outcome = await state["dispatcher"].call(call.method, call.params)
+        if isinstance(outcome.value, AllRecords):
+            try:
+                result = await anyio.to_thread.run_sync(outcome.value.json_result)
+            except Exception:
+                log.exception("bug while encoding a result")
+                failure = InternalError("unexpected error; see the server log").failure
+                return Response(jsonrpc.failure(call, failure), media_type="application/json")
+            head, tail = jsonrpc.envelope(call)
+            return _large([head, result, tail], "application/json")
         return Response(_json_response(call, outcome), media_type="application/json")
 
     async def about(request: Request) -> Response:
@@ -156,10 +169,12 @@ def build_app(config: ServerConfig) -> Starlette:
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-def _xml_response(outcome: Outcome) -> str:
+def _xml_response(outcome: Outcome) -> str | bytes:
     if outcome.failure is not None:
         return xmlrpc.failure(outcome.failure)
     try:
+        if isinstance(outcome.value, AllRecords):
+            return outcome.value.xml_response()
         if isinstance(outcome.value, Encoded):
             return xmlrpc.success(outcome.value.xml)
         assert outcome.result_type is not None
@@ -174,11 +189,38 @@ def _json_response(call: jsonrpc.Request, outcome: Outcome) -> bytes:
         return jsonrpc.failure(call, outcome.failure)
     try:
         value = outcome.value
-        encoded = value.json if isinstance(value, Encoded) else jsonrpc.encode(value)
+        if isinstance(value, AllRecords):
+            encoded = value.json_result()
+        elif isinstance(value, Encoded):
+            encoded = value.json
+        else:
+            encoded = jsonrpc.encode(value)
         return jsonrpc.success(call, encoded)
     except Exception:
         log.exception("bug while encoding a result")
         return jsonrpc.failure(call, InternalError("unexpected error; see the server log").failure)
+
+
+_CHUNK = 1 << 20
+
+
+def _large(parts: Sequence[bytes], media_type: str) -> Response:
+    """A response of already encoded ``parts``, written 1 MiB at a time.
+
+    One write of a whole 100 MB answer makes asyncio (3.11) copy what the socket did not take at
+    once, twice; slices of a memoryview are sent as they are, under uvicorn's flow control.
+    """
+    size = sum(len(p) for p in parts)
+    if size <= _CHUNK:
+        return Response(b"".join(parts), media_type=media_type)
+
+    async def chunks() -> AsyncIterator[memoryview]:
+        for part in parts:
+            view = memoryview(part)
+            for start in range(0, len(view), _CHUNK):
+                yield view[start : start + _CHUNK]
+
+    return StreamingResponse(chunks(), media_type=media_type, headers={"content-length": str(size)})
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

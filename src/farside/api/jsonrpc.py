@@ -53,10 +53,16 @@ def parse_request(body: bytes) -> Request:
 
 def success(request: Request, result_json: bytes) -> bytes:
     """A response carrying ``result_json``, an already encoded JSON value."""
+    head, tail = envelope(request)
+    return b"".join((head, result_json, tail))
+
+
+def envelope(request: Request) -> tuple[bytes, bytes]:
+    """What a success response puts before and after its result."""
     ident = orjson.dumps(request.id)
     if request.v2:
-        return b'{"jsonrpc":"2.0","result":' + result_json + b',"id":' + ident + b"}"
-    return b'{"result":' + result_json + b',"error":null,"id":' + ident + b"}"
+        return b'{"jsonrpc":"2.0","result":', b',"id":' + ident + b"}"
+    return b'{"result":', b',"error":null,"id":' + ident + b"}"
 
 
 def failure(request: Request, description: list[str]) -> bytes:

@@ -158,8 +158,7 @@ class Database:
                     continue
                 volatile = {f.name: f.default for f in c.fields if not f.persist}
                 if volatile:
-                    for ref in tx.refs(name):
-                        tx.set_fields(name, ref, volatile)
+                    tx.reset_fields(name, volatile)
 
     def _read_generation(self) -> int:
         sql = f"SELECT value FROM {schema.META_TABLE} WHERE key = 'generation'"

@@ -97,6 +97,19 @@ class Transaction:
     def get_records(self, cls: str, refs: list[str] | None = None) -> dict[str, dict[str, Any]]:
         """Records of every object of ``cls`` (or of ``refs`` only, skipping dead ones)."""
         t = _table(cls)
+        rows, inverse = self.get_rows(cls, refs)
+        records = {row[0]: _decode(t, row) for row in rows}
+        for field, groups in inverse.items():
+            for ref, record in records.items():
+                record[field] = groups.get(ref, [])
+        return records
+
+    def get_rows(
+        self, cls: str, refs: list[str] | None = None
+    ) -> tuple[list[tuple[Any, ...]], dict[str, dict[str, list[str]]]]:
+        """What ``get_records`` reads, undecoded: rows (ref, then the table's columns in order) and
+        each inverse set as ``{set field: {ref: members}}`` (a ref missing there has none)."""
+        t = _table(cls)
         if refs is None:
             rows = self._conn.execute(f"SELECT {t.columns} FROM {t.name}").fetchall()
         else:
@@ -106,12 +119,13 @@ class Transaction:
                 marks = ",".join("?" * len(chunk))
                 sql = f"SELECT {t.columns} FROM {t.name} WHERE {REF} IN ({marks})"
                 rows += self._conn.execute(sql, chunk).fetchall()
-        records = {row[0]: _decode(t, row) for row in rows}
+        inverse: dict[str, dict[str, list[str]]] = {}
         for rel in _inverses(cls):
-            groups = self._all_members(rel) if refs is None or len(refs) > 50 else None
-            for ref, record in records.items():
-                record[rel.set_field] = groups.get(ref, []) if groups is not None else self._members(rel, ref)
-        return records
+            if refs is None or len(refs) > 50:
+                inverse[rel.set_field] = self._all_members(rel)
+            else:
+                inverse[rel.set_field] = {row[0]: self._members(rel, row[0]) for row in rows}
+        return rows, inverse
 
     def _members(self, rel: Relation, ref: str) -> list[str]:
         many = _table(rel.many)
@@ -171,6 +185,21 @@ class Transaction:
             if old_owners[rel.ref_field] != values[rel.ref_field]:
                 self.touch(rel.one, old_owners[rel.ref_field])
                 self.touch(rel.one, values[rel.ref_field])
+
+    def reset_fields(self, cls: str, values: dict[str, Any]) -> None:
+        """Write the same runtime ``values`` into every object of ``cls``, in one statement.
+
+        For start-up only: no change is logged (nobody is subscribed yet, and the fields are not
+        persistent), and no field may be the ref side of a relation.
+        """
+        self._require_write()
+        t = _table(cls)
+        fields = [t.cls.field(name) for name in values]
+        if any(r.many == cls and r.ref_field in values for r in RELATIONS):
+            raise ValueError(f"reset_fields cannot write the relation fields of {cls}")
+        assignments = ", ".join(f"{quote(f.name)} = ?" for f in fields)
+        params = [f.type.to_db(values[f.name]) for f in fields]
+        self._conn.execute(f"UPDATE {t.name} SET {assignments}", params)
 
     def destroy(self, cls: str, ref: str) -> None:
         """Delete one object; the relations pointing at it are left for the caller to clear."""

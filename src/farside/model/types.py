@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from farside.errors import FieldTypeError, InvalidValue
 from farside.model.enums import ENUMS
 
@@ -221,7 +223,7 @@ class SetType(XType):
         return json.dumps(value, separators=(",", ":"))
 
     def from_db(self, value: Any) -> list[Any]:
-        return json.loads(value)  # type: ignore[no-any-return]
+        return orjson.loads(value)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, repr=False)
@@ -243,7 +245,7 @@ class MapType(XType):
         return json.dumps([[k, v] for k, v in value.items()], separators=(",", ":"))
 
     def from_db(self, value: Any) -> dict[Any, Any]:
-        return {k: v for k, v in json.loads(value)}
+        return dict(orjson.loads(value))
 
 
 @dataclass(frozen=True, repr=False)

@@ -40,7 +40,9 @@ class MetadataFile:
         self.path = path
         self.half_size = half_size
         self.fd = os.open(path, os.O_RDWR)
-        self.half = fmt.NO_HALF
+        # The half holding the newest complete copy must survive until a new full copy is whole
+        # in the other half: find it, so the first write after a restart goes to the other one.
+        self.half = _current_half(path, half_size)
         self.offset = 0
         self.epoch = b""
         self.sequence = 0
@@ -76,6 +78,13 @@ class MetadataFile:
         self.offset += len(data)
         self.sequence = sequence
         return True
+
+
+def _current_half(path: Path, half_size: int) -> int:
+    with open(path, "rb") as fh:
+        reports = [fmt.read_half(fh, index, half_size) for index in (0, 1)]
+    best = max(reports, key=lambda r: r.generation)
+    return best.index if best.full is not None else fmt.NO_HALF
 
 
 @dataclass
