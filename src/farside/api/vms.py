@@ -151,10 +151,13 @@ class VMService:
                 if state == "Running" and domid >= 0:
                     values["start_time"] = now()
                 tx.set_fields("VM_metrics", metrics, values)
-            host_metrics = tx.get_field("host", self._host, "metrics")
-            total = tx.get_field("host_metrics", host_metrics, "memory_total")
-            free = self._free_memory(tx) + HOST_RESERVE_BYTES
-            tx.set_fields("host_metrics", host_metrics, {"memory_free": min(max(free, 0), total)})
+            self._update_host_memory(tx)
+
+    def _update_host_memory(self, tx: Transaction) -> None:
+        host_metrics = tx.get_field("host", self._host, "metrics")
+        total = tx.get_field("host_metrics", host_metrics, "memory_total")
+        free = self._free_memory(tx) + HOST_RESERVE_BYTES
+        tx.set_fields("host_metrics", host_metrics, {"memory_free": min(max(free, 0), total)})
 
     # -- operations -------------------------------------------------------------------------
 
@@ -324,26 +327,37 @@ class VMService:
                 tx.set_fields("VM", vm, {"allowed_operations": ALLOWED["Halted"]})
 
     def reconcile(self) -> None:
-        """At server start: reattach VMs whose QEMU still runs; VMs whose QEMU is gone are Halted."""
+        """At server start: reattach VMs whose QEMU still runs; VMs whose QEMU is gone are Halted.
+
+        One transaction whatever the pool's size: a DR site may hold thousands of VMs.
+        """
         alive = self.driver.running()
         with self._db.read() as tx:
-            vms = {
-                r["uuid"]: (ref, r["power_state"])
-                for ref, r in tx.get_records("VM").items()
-                if r["power_state"] in ("Running", "Paused") or r["uuid"] in alive
+            recorded = {
+                tx.get_field("VM", ref, "uuid"): ref
+                for state in ("Running", "Paused")
+                for ref in tx.find("VM", "power_state", state)
             }
-        for uuid, (vm, recorded) in vms.items():
+            for uuid in alive:
+                for ref in tx.find("VM", "uuid", uuid):
+                    recorded[uuid] = ref
+        states: dict[str, tuple[str, int]] = {}
+        for uuid, vm in recorded.items():
             if uuid in alive:
                 self.driver.reattach(uuid)
                 state = "Paused" if self.driver.state(uuid) is DomainState.PAUSED else "Running"
-                self._record_state(vm, state, alive[uuid])
+                states[vm] = (state, alive[uuid])
                 log.info("VM %s reattached (%s, pid %d)", uuid, state, alive[uuid])
             else:
-                log.warning("VM %s was %s but its QEMU is gone; marking it Halted (disks untouched)", uuid, recorded)
-                self._record_state(vm, "Halted")
+                states[vm] = ("Halted", -1)
+                log.warning("VM %s was running but its QEMU is gone; it is Halted now (disks untouched)", uuid)
         with self._db.write() as tx:
-            for ref, record in tx.get_records("VM").items():
-                tx.set_fields("VM", ref, {"allowed_operations": ALLOWED[record["power_state"]]})
+            for vm, (state, domid) in states.items():
+                resident = self._host if state != "Halted" else NULL_REF
+                tx.set_fields("VM", vm, {"power_state": state, "resident_on": resident, "domid": domid})
+            for state, allowed in ALLOWED.items():
+                tx.reset_fields("VM", {"allowed_operations": allowed}, where=("power_state", state))
+            self._update_host_memory(tx)
 
     def serial_log(self, uuid: str) -> Path:
         return self.driver.serial_log(uuid)

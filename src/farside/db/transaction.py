@@ -186,8 +186,9 @@ class Transaction:
                 self.touch(rel.one, old_owners[rel.ref_field])
                 self.touch(rel.one, values[rel.ref_field])
 
-    def reset_fields(self, cls: str, values: dict[str, Any]) -> None:
-        """Write the same runtime ``values`` into every object of ``cls``, in one statement.
+    def reset_fields(self, cls: str, values: dict[str, Any], where: tuple[str, Any] | None = None) -> None:
+        """Write the same runtime ``values`` into every object of ``cls`` (whose ``where`` field
+        has the given value), in one statement.
 
         For start-up only: no change is logged (nobody is subscribed yet, and the fields are not
         persistent), and no field may be the ref side of a relation.
@@ -199,7 +200,11 @@ class Transaction:
             raise ValueError(f"reset_fields cannot write the relation fields of {cls}")
         assignments = ", ".join(f"{quote(f.name)} = ?" for f in fields)
         params = [f.type.to_db(values[f.name]) for f in fields]
-        self._conn.execute(f"UPDATE {t.name} SET {assignments}", params)
+        sql = f"UPDATE {t.name} SET {assignments}"
+        if where is not None:
+            sql += f" WHERE {quote(where[0])} = ?"
+            params.append(t.cls.field(where[0]).type.to_db(where[1]))
+        self._conn.execute(sql, params)
 
     def destroy(self, cls: str, ref: str) -> None:
         """Delete one object; the relations pointing at it are left for the caller to clear."""
