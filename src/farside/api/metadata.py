@@ -104,7 +104,8 @@ class MetadataService:
             lun = self._storage.attached_lun(tx, sr) if vdis else None
         for vdi in vdis:
             self.replicator.stop(vdi)
-            with self._db.write(origin=ORIGIN) as tx:
+            # An ordinary change: the pool's other metadata VDIs must learn this one is gone.
+            with self._db.write() as tx:
                 record = tx.get_record("VDI", vdi)
                 tx.destroy("VDI", vdi)
             if lun is not None:

@@ -146,6 +146,14 @@ def _read_record(fh: BinaryIO, base: int, offset: int, limit: int) -> tuple[Reco
     return Record(kind, epoch, sequence, generation, payload, offset, size), ""
 
 
+def _names(fh: BinaryIO, at: int, epoch: bytes, sequence: int) -> bool:
+    """Whether the record head at ``at``, though it failed its checks, names this epoch and sequence: damage."""
+    fh.seek(at)
+    head = fh.read(_RECORD_HEAD.size).ljust(_RECORD_HEAD.size, b"\0")
+    _, _, their_epoch, their_sequence, _, _ = _RECORD_HEAD.unpack(head)
+    return bool(their_epoch == epoch and their_sequence == sequence)
+
+
 def read_half(fh: BinaryIO, index: int, half_size: int) -> HalfReport:
     report = HalfReport(index)
     base = half_offset(index, half_size)
@@ -160,8 +168,9 @@ def read_half(fh: BinaryIO, index: int, half_size: int) -> HalfReport:
         record, why = _read_record(fh, base, offset, half_size)
         if record is None:
             report.stopped = why
-            # A torn last delta is a normal crash; count only damage followed by more data.
-            report.checksum_errors += why == "checksum mismatch"
+            report.checksum_errors += why == "checksum mismatch" or (
+                why in ("not a record", "bad record header") and _names(fh, base + offset, report.full.epoch, expected)
+            )
             return report
         if record.kind != DELTA or record.epoch != report.full.epoch or record.sequence != expected:
             report.stopped = "end of this full copy's deltas"
@@ -188,8 +197,14 @@ class Snapshot:
 def newest(fh: BinaryIO, half_size: int | None = None) -> tuple[Snapshot | None, Header, list[HalfReport]]:
     """Read both halves and rebuild the newest complete state (None when neither half is whole)."""
     header = read_header(fh)
-    size = half_size or (header.half_size if header.valid else DEFAULT_HALF_SIZE)
-    reports = [read_half(fh, i, size) for i in (0, 1)]
+    if half_size or header.valid:
+        sizes = [half_size or header.half_size]
+    else:  # no header: the default, or what the image's length implies (a copy may be cut short)
+        implied = (fh.seek(0, 2) - HEADER_SIZE) // 2
+        sizes = [DEFAULT_HALF_SIZE] + ([implied] if 0 < implied != DEFAULT_HALF_SIZE else [])
+    reports = max(
+        ([read_half(fh, i, size) for i in (0, 1)] for size in sizes), key=lambda rs: max(r.generation for r in rs)
+    )
     best = max(reports, key=lambda r: r.generation)
     if best.full is None:
         return None, header, reports
