@@ -43,6 +43,16 @@ ALLOWED = {
 }
 
 
+class _Claim(dict[str, Any]):
+    """A VM's record as claimed by ``_operation``; ``settle`` has the release record the outcome too."""
+
+    outcome: tuple[str, int] | None = None
+
+    def settle(self, state: str, domid: int = -1) -> None:
+        """Record ``state`` in the transaction that releases the claim (one commit instead of two)."""
+        self.outcome = (state, domid)
+
+
 class VMService:
     """Power operations of the VMs resident on this pool's one host."""
 
@@ -57,7 +67,7 @@ class VMService:
     # -- claiming a VM for one operation --------------------------------------------------------
 
     @contextlib.contextmanager
-    def _operation(self, vm: str, op: str, allowed_states: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    def _operation(self, vm: str, op: str, allowed_states: tuple[str, ...]) -> Iterator[_Claim]:
         token = str(uuidlib.uuid4())
         with self._db.write() as tx:
             record = tx.get_record("VM", tx.check("VM", vm))
@@ -66,11 +76,14 @@ class VMService:
             if record["power_state"] not in allowed_states:
                 raise power_state_error(vm, allowed_states[0], record["power_state"])
             tx.set_fields("VM", vm, {"current_operations": {token: op}, "allowed_operations": []})
+        claim = _Claim(record)
         try:
-            yield record
+            yield claim
         finally:
             with self._db.write() as tx:
                 if tx.exists("VM", vm):
+                    if claim.outcome is not None:
+                        self._apply_state(tx, vm, *claim.outcome)
                     state = tx.get_field("VM", vm, "power_state")
                     tx.set_fields("VM", vm, {"current_operations": {}, "allowed_operations": ALLOWED[state]})
 
@@ -141,17 +154,20 @@ class VMService:
 
     def _record_state(self, vm: str, state: str, domid: int = -1) -> None:
         with self._db.write() as tx:
-            if not tx.exists("VM", vm):
-                return
-            resident = self._host if state in ("Running", "Paused") else NULL_REF
-            tx.set_fields("VM", vm, {"power_state": state, "resident_on": resident, "domid": domid})
-            metrics = tx.get_field("VM", vm, "metrics")
-            if tx.exists("VM_metrics", metrics):
-                values: dict[str, Any] = {"state": [state.lower()], "last_updated": now()}
-                if state == "Running" and domid >= 0:
-                    values["start_time"] = now()
-                tx.set_fields("VM_metrics", metrics, values)
-            self._update_host_memory(tx)
+            self._apply_state(tx, vm, state, domid)
+
+    def _apply_state(self, tx: Transaction, vm: str, state: str, domid: int = -1) -> None:
+        if not tx.exists("VM", vm):
+            return
+        resident = self._host if state in ("Running", "Paused") else NULL_REF
+        tx.set_fields("VM", vm, {"power_state": state, "resident_on": resident, "domid": domid})
+        metrics = tx.get_field("VM", vm, "metrics")
+        if tx.exists("VM_metrics", metrics):
+            values: dict[str, Any] = {"state": [state.lower()], "last_updated": now()}
+            if state == "Running" and domid >= 0:
+                values["start_time"] = now()
+            tx.set_fields("VM_metrics", metrics, values)
+        self._update_host_memory(tx)
 
     def _update_host_memory(self, tx: Transaction) -> None:
         host_metrics = tx.get_field("host", self._host, "metrics")
@@ -169,8 +185,12 @@ class VMService:
                 self._check_resources(tx, vm, record)
                 spec = self.spec(tx, vm, record)
             domid = self.driver.start(spec, paused)
-            self._record_state(vm, "Paused" if paused else "Running", domid)
-            time.sleep(record["start_delay"])
+            state = "Paused" if paused else "Running"
+            if record["start_delay"]:
+                self._record_state(vm, state, domid)  # Running during the delay, as in xapi
+                time.sleep(record["start_delay"])
+            else:
+                record.settle(state, domid)
 
     def resume(self, vm: str, paused: bool) -> None:
         with self._operation(vm, "resume", ("Suspended",)) as record:

@@ -66,12 +66,15 @@ class Domain:
         self.monitor = Monitor(uuid, run.qmp_socket, self.alive, self._on_event, self._on_connect)
         self._on_gone = on_gone
         self._log_offset = 0
+        # True from spawn() until QEMU's first QMP connection: the state is known without asking.
+        self._fresh = False
 
     # -- process ---------------------------------------------------------------------------------
 
     def spawn(self, argv: list[str]) -> None:
         """Start QEMU (the monitor must be listening already, so QEMU connects at once)."""
         self._log_offset = _size(self.run.qemu_log)
+        self._fresh = True  # before QEMU runs, so that its first connection finds it set
         self.popen = process.spawn(argv, self.run.qemu_log)
         self.pid = self.popen.pid
 
@@ -138,6 +141,13 @@ class Domain:
             self.shutdown_reason = "guest-panic"
 
     async def _on_connect(self, client: QMPClient) -> None:
+        if self._fresh:
+            # The first connection of a QEMU we just spawned with -S, listened for since before it
+            # ran: nothing has happened that a query could tell, so cont need not wait for one.
+            # (With -incoming defer it is "inmigrate"; _restore asks for itself.)
+            self._fresh = False
+            self.status = "prelaunch"
+            return
         # Whatever happened while nobody listened, query-status tells.
         result = await asyncio.wait_for(client.execute("query-status"), 10)
         if isinstance(result, Mapping):
