@@ -41,6 +41,9 @@ check: setup
 
 bench: setup
 	$(PY) bench/api.py
+	$(PY) bench/events.py
+	$(PY) bench/vm_boot.py
+	$(PY) bench/metadata.py
 
 demo: setup
 	$(PY) demo/pool_demo.py
