@@ -94,6 +94,7 @@ def build_app(config: ServerConfig) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = open_services(config)
         state["dispatcher"] = Dispatcher(services)
+        services.loop, services.dispatch = asyncio.get_running_loop(), state["dispatcher"].call
         state["import_raw_vdi"] = http.import_raw_vdi(services)
         state["export_raw_vdi"] = http.export_raw_vdi(services)
         state["serial"] = http.serial_console(services)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from farside.api.events import EventHub
 from farside.api.metadata import MetadataService
@@ -30,6 +33,9 @@ class Services:
     metadata: MetadataService
     pool: str
     host: str
+    # Set once the server's loop runs: how code on worker threads makes XenAPI calls in-process.
+    loop: asyncio.AbstractEventLoop | None = None
+    dispatch: Callable[[str, list[Any]], Coroutine[Any, Any, Any]] | None = None
 
 
 @dataclass

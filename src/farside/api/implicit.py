@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from farside.api.context import Context
-from farside.api.records import Encoded
 from farside.db import Transaction
 from farside.errors import HandleInvalid, MapDuplicateKey
 from farside.model import STORED, stored_fields
@@ -97,7 +96,3 @@ def check_refs(tx: Transaction, f: Field, value: Any) -> None:
         return
     if f.type.target not in STORED or not tx.exists(f.type.target, value):
         raise HandleInvalid(f.type.target, value)
-
-
-def is_encoded(value: Any) -> bool:
-    return isinstance(value, Encoded)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from farside.model.classes.blob import BLOB
+from farside.model.classes.dr_run import DR_RUN
 from farside.model.classes.dr_task import DR_TASK
 from farside.model.classes.event import EVENT
 from farside.model.classes.host import HOST
@@ -42,7 +43,7 @@ CLASSES: dict[str, ClassDef] = {
     for c in (
         SESSION, ROLE, TASK, EVENT, POOL, HOST, HOST_METRICS, HOST_CPU, SM, SR, PBD, VDI, VBD,
         VBD_METRICS, VM, VM_METRICS, VM_GUEST_METRICS, VIF, NETWORK, VM_APPLIANCE, DR_TASK,
-        MESSAGE, BLOB, USER,
+        MESSAGE, BLOB, USER, DR_RUN,
     )
 }  # fmt: skip
 

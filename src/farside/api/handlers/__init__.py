@@ -4,6 +4,7 @@ Importing this package registers them all.
 """
 
 from farside.api.handlers import (
+    dr_run,
     dr_task,
     event,
     network,
@@ -20,6 +21,7 @@ from farside.api.handlers import (
 )
 
 __all__ = [
+    "dr_run",
     "dr_task",
     "event",
     "network",

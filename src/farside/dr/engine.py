@@ -1,0 +1,535 @@
+"""The DR wizard as a library: discover, attach, choose metadata, select, pre-check, recover,
+start, protect, report, and clean up (xenapi-dr.md §5, improved), written against XenAPI alone.
+
+Every step is journaled in the run's ``DR_run`` record before and after it acts, and each step
+reconciles by uuid before it does anything, so a run that was interrupted at any point is resumed
+(``run`` again) without doing anything twice, and a test failover can always be cleaned up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import unescape
+
+from farside.dr.plan import Options, Problem
+from farside.dr.report import render
+from farside.dr.session import Session
+from farside.errors import XenAPIFailure
+from farside.model.types import now
+from farside.storage.replication import LunReplication, NullReplication, ReplicationState
+
+log = logging.getLogger(__name__)
+
+STEPS = (
+    "discover", "attach", "choose", "load", "select", "precheck", "recover", "start", "protect", "release", "report",
+)  # fmt: skip
+# The classes a test failover must leave as it found them (compared by uuid).
+CHECKED_CLASSES = ("VM", "VM_appliance", "SR", "VDI", "VBD", "VIF", "network", "PBD", "DR_task")
+READY_TIMEOUT_S = 120.0
+READY_KEY = "farside-ready-serial"
+_PROBE_SR = re.compile(
+    r"<SR>.*?<UUID>(.*?)</UUID>.*?<name_label>(.*?)</name_label>.*?<pool_metadata_detected>(\w+)</pool_metadata_detected>",
+    re.S,
+)
+MIB = 1 << 20
+QEMU_OVERHEAD = 32 * MIB
+
+
+class RunFailed(Exception):
+    """A step could not go on; the reason is in the run's journal and report."""
+
+
+class Engine:
+    def __init__(self, session: Session, run: str, replication: LunReplication | None = None) -> None:
+        self.s = session
+        self.run_ref = run
+        self.replication = replication or NullReplication()
+        record = session.call("DR_run.get_record", run)
+        self.options = Options.parse(record["kind"], record["options"])
+        self.journal: dict[str, Any] = json.loads(record["steps"] or "{}")
+
+    # -- the journal -----------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        self.s.call("DR_run.set_steps", self.run_ref, json.dumps(self.journal, sort_keys=True))
+
+    def _data(self, step: str) -> dict[str, Any]:
+        entry: dict[str, Any] = self.journal.setdefault(step, {"state": "pending", "data": {}})
+        data: dict[str, Any] = entry["data"]
+        return data
+
+    def _done(self, step: str) -> bool:
+        return bool(self.journal.get(step, {}).get("state") == "done")
+
+    def _step(self, name: str, action: Callable[[dict[str, Any]], None]) -> None:
+        if self._done(name):
+            return
+        entry = self.journal.setdefault(name, {"state": "pending", "data": {}})
+        entry.update(state="started", started=now(), clock=time.time())
+        self._save()
+        try:
+            action(entry["data"])
+        except (XenAPIFailure, RunFailed, OSError, ValueError) as exc:
+            entry.update(state="failed", error=str(exc))
+            self._save()
+            raise RunFailed(f"{name}: {exc}") from exc
+        entry.update(state="done", finished=now(), seconds=round(time.time() - entry.pop("clock"), 3))
+        self._save()
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Carry out the steps not yet done; on failure the run is marked failed, with its report."""
+        self.s.call("DR_run.set_state", self.run_ref, "running")
+        steps: dict[str, Callable[[dict[str, Any]], None]] = {
+            "discover": self._discover,
+            "attach": self._attach,
+            "choose": self._choose,
+            "load": self._load,
+            "select": self._select,
+            "precheck": self._precheck,
+            "recover": self._recover,
+            "start": self._start,
+            "protect": self._protect,
+            "release": self._release,
+            "report": self._report,
+        }
+        try:
+            for name in STEPS:
+                self._step(name, steps[name])
+        except RunFailed:
+            self._write_report("failed")
+            raise
+        self.s.call("DR_run.set_state", self.run_ref, "done")
+
+    # -- discover and attach ---------------------------------------------------------------
+
+    def _discover(self, data: dict[str, Any]) -> None:
+        pool = self.s.call("pool.get_all")[0]
+        data["pool_uuid"] = self.s.call("pool.get_uuid", pool)
+        data["host"] = self.s.call("pool.get_master", pool)
+        data["baseline"] = self._inventory()
+        srs = []
+        for path in self.options.luns:
+            probe = self.s.call("SR.probe", data["host"], {"path": path}, "file", {"metadata": "true"})
+            for uuid, name, metadata in _PROBE_SR.findall(probe):
+                srs.append(
+                    {"uuid": unescape(uuid), "name": unescape(name), "metadata": metadata == "true", "path": path}
+                )
+        if not srs:
+            raise RunFailed(f"no SR found on {', '.join(self.options.luns)}")
+        data["srs"] = srs
+
+    def _inventory(self) -> dict[str, list[str]]:
+        return {
+            cls: sorted(r["uuid"] for r in self.s.call(f"{cls}.get_all_records").values()) for cls in CHECKED_CLASSES
+        }
+
+    def _sr_by_uuid(self, uuid: str) -> str | None:
+        try:
+            return str(self.s.call("SR.get_by_uuid", uuid))
+        except XenAPIFailure as exc:
+            if exc.failure[0] == "UUID_INVALID":
+                return None
+            raise
+
+    def _attach(self, data: dict[str, Any]) -> None:
+        """New SRs through DR tasks; SRs this pool knows but has unplugged (failback) plugged again."""
+        tasks: dict[str, str] = data.setdefault("tasks", {})
+        plugged: list[str] = data.setdefault("plugged", [])
+        for sr in self._data("discover")["srs"]:
+            if sr["uuid"] in tasks:
+                continue
+            ref = self._sr_by_uuid(sr["uuid"])
+            if ref is not None:
+                introduced_by = self.s.call("SR.get_introduced_by", ref)
+                if introduced_by != "OpaqueRef:NULL" and sr["uuid"] not in plugged:
+                    tasks[sr["uuid"]] = introduced_by  # made by this step before an interruption
+                    self._save()
+                    continue
+                for pbd in self.s.call("SR.get_PBDs", ref):
+                    if not self.s.call("PBD.get_currently_attached", pbd):
+                        self.s.call("PBD.plug", pbd)
+                        plugged.append(sr["uuid"])
+                        self._save()
+                continue
+            tasks[sr["uuid"]] = self.s.call("DR_task.create", "file", {"path": sr["path"]}, [sr["uuid"]])
+            self._save()
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def _choose(self, data: dict[str, Any]) -> None:
+        """Per source pool, the metadata VDI with the highest generation; never this pool's own."""
+        own = self._data("discover")["pool_uuid"]
+        best: dict[str, dict[str, Any]] = {}
+        warnings: list[str] = data.setdefault("warnings", [])
+        for sr in self._data("discover")["srs"]:
+            ref = self._sr_by_uuid(sr["uuid"])
+            for vdi in self.s.call("SR.get_VDIs", ref) if ref else []:
+                record = self.s.call("VDI.get_record", vdi)
+                if record["type"] != "metadata" or not record["metadata_latest"]:
+                    continue
+                pool_uuid = self.s.call("VDI.read_database_pool_uuid", vdi)
+                if pool_uuid == own:
+                    warnings.append(f"SR {sr['name']} holds this pool's own metadata; it is not used")
+                    continue
+                config = record["sm_config"]
+                found = {
+                    "vdi": vdi,
+                    "pool_uuid": pool_uuid,
+                    "pool_name": config.get("farside-pool-name", ""),
+                    "generation": int(config.get("farside-generation", "0")),
+                    "written": config.get("farside-written", ""),
+                }
+                if pool_uuid not in best or found["generation"] > best[pool_uuid]["generation"]:
+                    best[pool_uuid] = found
+        if not best:
+            raise RunFailed("no metadata of another pool was found on the attached SRs")
+        data["metadata"] = list(best.values())
+
+    def _open(self, vdi: str) -> str:
+        return str(self.s.call("VDI.open_database", vdi))
+
+    def _close(self, db: str) -> None:
+        # Already gone (expired, or the server restarted): nothing to release.
+        with contextlib.suppress(XenAPIFailure):
+            self.s.call_as(db, "session.logout")
+
+    def _load(self, data: dict[str, Any]) -> None:
+        """vApps and VMs of each source; one VM uuid in several copies: only the newest is offered."""
+        vms: dict[str, dict[str, Any]] = {}
+        vapps: dict[str, dict[str, Any]] = {}
+        left_out: list[str] = []
+        for meta in self._data("choose")["metadata"]:
+            db = self._open(meta["vdi"])
+            try:
+                apps = self.s.call_as(db, "VM_appliance.get_all_records")
+                records = self.s.call_as(db, "VM.get_all_records")
+                vdis = self.s.call_as(db, "VDI.get_all_records")
+                srs = self.s.call_as(db, "SR.get_all_records")
+                vbds = self.s.call_as(db, "VBD.get_all_records")
+            finally:
+                self._close(db)
+            for ref, app in apps.items():
+                vapps[app["uuid"]] = {"uuid": app["uuid"], "name": app["name_label"], "ref": ref,
+                                      "source": meta["vdi"], "members": []}  # fmt: skip
+            for ref, r in records.items():
+                if r["is_a_template"] or r["is_a_snapshot"] or r["is_control_domain"]:
+                    continue
+                disks = []
+                for vbd in r["VBDs"]:
+                    v = vbds.get(vbd, {})
+                    vdi = vdis.get(v.get("VDI", ""))
+                    if v.get("type") != "CD" and vdi is not None:
+                        sr_uuid = srs.get(vdi["SR"], {}).get("uuid", "")
+                        disks.append({"sr": sr_uuid, "location": vdi["location"], "size": int(vdi["virtual_size"])})
+                vm = {
+                    "uuid": r["uuid"], "name": r["name_label"], "ref": ref, "source": meta["vdi"],
+                    "version": int(r["version"]), "written": meta["written"], "pool_name": meta["pool_name"],
+                    "appliance": apps[r["appliance"]]["uuid"] if r["appliance"] in apps else "",
+                    "order": int(r["order"]), "memory": int(r["memory_static_max"]),
+                    "vcpus": int(r["VCPUs_at_startup"]), "ready": r["other_config"].get(READY_KEY, ""),
+                    "disks": disks,
+                }  # fmt: skip
+                kept = vms.get(r["uuid"])
+                if kept is None or (vm["version"], vm["written"]) > (kept["version"], kept["written"]):
+                    if kept is not None:
+                        left_out.append(f"{kept['name']} ({kept['uuid']}) from {kept['pool_name']}")
+                    vms[r["uuid"]] = vm
+                else:
+                    left_out.append(f"{vm['name']} ({vm['uuid']}) from {vm['pool_name']}")
+        for vm in vms.values():
+            if vm["appliance"] in vapps:
+                vapps[vm["appliance"]]["members"].append(vm["uuid"])
+        data.update(vms=vms, vapps=vapps, left_out=left_out)
+
+    def _select(self, data: dict[str, Any]) -> None:
+        loaded = self._data("load")
+        vms, vapps = loaded["vms"], loaded["vapps"]
+        wanted = self.options.select
+        if not wanted:
+            chosen_apps = [u for u, a in vapps.items() if a["members"]]
+            chosen_vms = [u for u, v in vms.items() if not v["appliance"]]
+        else:
+            chosen_apps, chosen_vms = [], []
+            for item in wanted:
+                apps = [u for u, a in vapps.items() if item in (u, a["name"])]
+                found = [u for u, v in vms.items() if item in (u, v["name"])]
+                if apps:
+                    chosen_apps += apps
+                elif found:
+                    for uuid in found:
+                        if vms[uuid]["appliance"]:
+                            app = vapps[vms[uuid]["appliance"]]["name"]
+                            raise RunFailed(f"VM {item} is part of vApp {app}; select the vApp")
+                    chosen_vms += found
+                else:
+                    raise RunFailed(f"nothing called {item!r} is in the metadata")
+        data.update(vapps=sorted(set(chosen_apps)), vms=sorted(set(chosen_vms)))
+
+    def _selected_vms(self) -> list[dict[str, Any]]:
+        loaded, chosen = self._data("load"), self._data("select")
+        uuids = list(chosen["vms"])
+        for app in chosen["vapps"]:
+            uuids += loaded["vapps"][app]["members"]
+        return [loaded["vms"][u] for u in uuids]
+
+    # -- pre-checks ------------------------------------------------------------------------
+
+    def _precheck(self, data: dict[str, Any]) -> None:
+        problems: list[Problem] = []
+        selected = self._selected_vms()
+        for vm in selected:
+            problems += self._check_existing(vm)
+            problems += self._check_disks(vm)
+        problems += self._check_storage()
+        problems += self._check_replication()
+        if self.options.power != "none":
+            problems += self._check_capacity(selected)
+        data["problems"] = [p.as_dict() for p in problems]
+        errors = [p for p in problems if p.severity == "error"]
+        if errors:
+            raise RunFailed("; ".join(f"{p.subject}: {p.text}" + (f" ({p.fix})" if p.fix else "") for p in errors))
+
+    def _check_existing(self, vm: dict[str, Any]) -> list[Problem]:
+        try:
+            ref = self.s.call("VM.get_by_uuid", vm["uuid"])
+        except XenAPIFailure:
+            return []
+        record = self.s.call("VM.get_record", ref)
+        if record["power_state"] != "Halted":
+            return [Problem("error", vm["name"], f"a VM with its uuid is {record['power_state']} in this pool",
+                            "shut it down (hard_shutdown) before recovering")]  # fmt: skip
+        if int(record["version"]) >= vm["version"]:
+            return [Problem("error", vm["name"], "this pool has a copy at least as new (version rule)",
+                            "destroy the older copy here if the metadata's copy must win")]  # fmt: skip
+        return [Problem("warning", vm["name"], "an older halted copy here will be replaced")]
+
+    def _check_disks(self, vm: dict[str, Any]) -> list[Problem]:
+        """Metadata matches storage: every disk exists on an attached SR with its recorded size."""
+        problems = []
+        for disk in vm["disks"]:
+            sr = self._sr_by_uuid(disk["sr"])
+            found = None
+            if sr is not None:
+                for vdi in self.s.call("SR.get_VDIs", sr):
+                    if self.s.call("VDI.get_location", vdi) == disk["location"]:
+                        found = vdi
+            if found is None:
+                problems.append(Problem("error", vm["name"], f"disk {disk['location']} of SR {disk['sr']} is missing",
+                                        "attach the LUN that holds it"))  # fmt: skip
+            elif int(self.s.call("VDI.get_virtual_size", found)) != disk["size"]:
+                problems.append(Problem("error", vm["name"], f"disk {disk['location']} has another size than recorded"))
+        return problems
+
+    def _check_storage(self) -> list[Problem]:
+        """assert_can_be_recovered for each selected vApp and VM, as XenCenter's storage check."""
+        problems = []
+        loaded, chosen = self._data("load"), self._data("select")
+        items = [(loaded["vapps"][u], "VM_appliance") for u in chosen["vapps"]]
+        items += [(loaded["vms"][u], "VM") for u in chosen["vms"]]
+        for item, cls in items:
+            db = self._open(item["source"])
+            try:
+                self.s.call_as(db, f"{cls}.assert_can_be_recovered", item["ref"], self.s.handle)
+            except XenAPIFailure as exc:
+                problems.append(Problem("error", item["name"], " ".join(exc.failure), "attach the SR it needs"))
+            finally:
+                self._close(db)
+        return problems
+
+    def _check_replication(self) -> list[Problem]:
+        problems = []
+        for path in self.options.luns:
+            state = self.replication.state(Path(path))
+            if state in (ReplicationState.REPLICATING, ReplicationState.RESYNCING) and self.options.kind != "test":
+                problems.append(Problem("error", path, f"the LUN is still {state.value}", "split the mirror first"))
+            elif state is ReplicationState.UNKNOWN and self.options.kind != "test":
+                severity = "warning" if self.options.confirm_split else "error"
+                fix = "confirm that the array's mirroring is stopped (confirm_split=true)"
+                problems.append(Problem(severity, path, "nobody here manages this LUN's replication", fix))
+            elif state is ReplicationState.ERROR:
+                problems.append(Problem("warning", path, "the LUN's replication reports an error"))
+        return problems
+
+    def _check_capacity(self, selected: list[dict[str, Any]]) -> list[Problem]:
+        host = self._data("discover")["host"]
+        metrics = self.s.call("host.get_metrics", host)
+        free = int(self.s.call("host_metrics.get_memory_free", metrics))
+        cpus = len(self.s.call("host.get_host_CPUs", host))
+        needed = sum(vm["memory"] + QEMU_OVERHEAD for vm in selected)
+        problems = []
+        if needed > free:
+            problems.append(Problem("error", "memory", f"the VMs need {needed // MIB} MiB; the host has "
+                                    f"{free // MIB} MiB free", "select fewer VMs or free memory"))  # fmt: skip
+        for vm in selected:
+            if vm["vcpus"] > cpus:
+                problems.append(Problem("error", vm["name"], f"needs {vm['vcpus']} vCPUs; the host has {cpus}"))
+        return problems
+
+    # -- recover, start, protect ------------------------------------------------------------
+
+    def _recovered(self, vm: dict[str, Any]) -> bool:
+        """Whether this VM's recovery already happened (after an interruption): uuid and version."""
+        try:
+            ref = self.s.call("VM.get_by_uuid", vm["uuid"])
+        except XenAPIFailure:
+            return False
+        return bool(int(self.s.call("VM.get_version", ref)) == vm["version"] + 1)
+
+    def _recover(self, data: dict[str, Any]) -> None:
+        """vApps first, then standalone VMs, each journaled on its own."""
+        loaded, chosen = self._data("load"), self._data("select")
+        done: list[str] = data.setdefault("done", [])
+        items = [("VM_appliance", loaded["vapps"][u]) for u in chosen["vapps"]]
+        items += [("VM", loaded["vms"][u]) for u in chosen["vms"]]
+        for cls, item in items:
+            if item["uuid"] in done:
+                continue
+            members = [loaded["vms"][u] for u in item["members"]] if cls == "VM_appliance" else [item]
+            if not all(self._recovered(vm) for vm in members):
+                db = self._open(item["source"])
+                try:
+                    self.s.call_as(db, f"{cls}.recover", item["ref"], self.s.handle, False)
+                finally:
+                    self._close(db)
+            done.append(item["uuid"])
+            self._save()
+
+    def _start(self, data: dict[str, Any]) -> None:
+        """By order groups, ascending, all VMs of a group at once; delays are slept inside VM.start."""
+        if self.options.power == "none":
+            data["skipped"] = "power option: do not start"
+            return
+        paused = self.options.power == "start_paused"
+        results: dict[str, dict[str, Any]] = data.setdefault("vms", {})
+        selected = sorted(self._selected_vms(), key=lambda vm: vm["order"])
+        with ThreadPoolExecutor(max_workers=max(len(selected), 1), thread_name_prefix="dr-start") as pool:
+            for _, group in groupby(selected, key=lambda vm: vm["order"]):
+                pending = [vm for vm in group if results.get(vm["uuid"], {}).get("state") != "started"]
+                for vm, outcome in zip(pending, pool.map(lambda vm: self._start_one(vm, paused), pending), strict=True):
+                    results[vm["uuid"]] = outcome
+                self._save()
+
+    def _start_one(self, vm: dict[str, Any], paused: bool) -> dict[str, Any]:
+        began = time.time()
+        ref = self.s.call("VM.get_by_uuid", vm["uuid"])
+        if self.s.call("VM.get_power_state", ref) == "Halted":
+            try:
+                self.s.call("VM.start", ref, paused, False)
+            except XenAPIFailure as exc:
+                return {"state": "failed", "error": " ".join(exc.failure)}
+        outcome: dict[str, Any] = {"state": "started", "seconds": round(time.time() - began, 3)}
+        if vm["ready"] and not paused:
+            deadline = time.time() + READY_TIMEOUT_S
+            while vm["ready"].encode() not in self.s.serial(vm["uuid"]):
+                if time.time() > deadline:
+                    outcome["ready"] = f"'{vm['ready']}' not seen within {READY_TIMEOUT_S:.0f} s"
+                    return outcome
+                time.sleep(0.1)
+            outcome["ready_seconds"] = round(time.time() - began, 3)
+        return outcome
+
+    def _protect(self, data: dict[str, Any]) -> None:
+        """After a failover or failback that started VMs, this pool's metadata goes onto the SRs."""
+        if self.options.kind == "test" or self.options.power == "none":
+            data["skipped"] = "nothing was started for good"
+            return
+        enabled: list[str] = data.setdefault("enabled", [])
+        for sr in self._data("discover")["srs"]:
+            ref = self._sr_by_uuid(sr["uuid"])
+            if ref is None or sr["uuid"] in enabled:
+                continue
+            try:
+                self.s.call("SR.enable_database_replication", ref)
+                enabled.append(sr["uuid"])
+            except XenAPIFailure as exc:
+                data.setdefault("warnings", []).append(f"{sr['name']}: {' '.join(exc.failure)}")
+            self._save()
+
+    def _release(self, data: dict[str, Any]) -> None:
+        """A failover or failback keeps what it recovered: its DR tasks go (SRs in use stay)."""
+        if self.options.kind == "test":
+            data["skipped"] = "a test failover releases everything at cleanup"
+            return
+        self._destroy_tasks()
+
+    def _destroy_tasks(self) -> None:
+        for task in self._data("attach").get("tasks", {}).values():
+            try:
+                self.s.call("DR_task.destroy", task)
+            except XenAPIFailure as exc:
+                if exc.failure[0] != "HANDLE_INVALID":  # destroyed before an interruption
+                    raise
+
+    # -- report and cleanup -------------------------------------------------------------------
+
+    def _report(self, data: dict[str, Any]) -> None:
+        self._write_report("succeeded")
+
+    def _write_report(self, outcome: str) -> None:
+        text, report = render(self.options, self.journal, outcome)
+        self.s.call("DR_run.set_report", self.run_ref, text)
+        self.s.call("DR_run.set_report_json", self.run_ref, json.dumps(report, sort_keys=True))
+        self.s.call("DR_run.set_finished", self.run_ref, now())
+
+    def cleanup(self) -> None:
+        """Destroy the DR tasks (SRs in use stay). A test failover also removes all it recovered,
+        the networks recovery created and the SRs it introduced, then checks the pool is as before."""
+        entry = self.journal.setdefault("cleanup", {"state": "pending", "data": {}})
+        entry.update(state="started", started=now())
+        self._save()
+        test = self.options.kind == "test"
+        recovered = [vm["uuid"] for vm in self._selected_vms()] if "select" in self.journal and test else []
+        for uuid in recovered:
+            try:
+                ref = self.s.call("VM.get_by_uuid", uuid)
+            except XenAPIFailure:
+                continue
+            if self.s.call("VM.get_power_state", ref) != "Halted":
+                self.s.call("VM.hard_shutdown", ref)
+            self.s.call("VM.destroy", ref)
+        if test and "select" in self.journal:
+            for uuid in self._data("select")["vapps"]:
+                with contextlib.suppress(XenAPIFailure):  # gone already: a cleanup run before this one
+                    self.s.call("VM_appliance.destroy", self.s.call("VM_appliance.get_by_uuid", uuid))
+            for ref, net in self.s.call("network.get_all_records").items():
+                if net["other_config"].get("farside-created-by") == "recovery" and not net["VIFs"]:
+                    self.s.call("network.destroy", ref)
+        tasks = self._data("attach").get("tasks", {})
+        self._destroy_tasks()
+        if test:
+            for uuid in list(tasks) + self._data("attach").get("plugged", []):
+                ref = self._sr_by_uuid(uuid)
+                if ref is None:
+                    continue
+                for pbd in self.s.call("SR.get_PBDs", ref):
+                    self.s.call("PBD.unplug", pbd)
+                if uuid in tasks:
+                    self.s.call("SR.forget", ref)
+            baseline = self._data("discover").get("baseline")
+            if baseline is not None:
+                now_state = self._inventory()
+                differences = {
+                    cls: {"added": sorted(set(now_state[cls]) - set(baseline[cls])),
+                          "removed": sorted(set(baseline[cls]) - set(now_state[cls]))}
+                    for cls in CHECKED_CLASSES if now_state[cls] != baseline[cls]
+                }  # fmt: skip
+                entry["data"]["differences"] = differences
+                if differences:
+                    entry.update(state="failed", error=f"the pool differs from before the test: {differences}")
+                    self._save()
+                    self.s.call("DR_run.set_state", self.run_ref, "cleanup failed")
+                    raise RunFailed(entry["error"])
+        entry.update(state="done", finished=now())
+        self._save()
+        self.s.call("DR_run.set_state", self.run_ref, "cleaned up")

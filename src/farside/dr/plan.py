@@ -1,0 +1,68 @@
+"""What a DR run works with: its options, what it found, and the problems its pre-checks raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+KINDS = ("failover", "failback", "test")
+TITLES_BY_KIND = {"failover": "Failover", "failback": "Failback", "test": "Test failover"}
+POWER = ("start", "start_paused", "none")
+
+
+@dataclass(frozen=True)
+class Options:
+    """A run's options, as kept in ``DR_run.options`` (a string map, so any client can set them).
+
+    Keys: ``luns`` (LUN directory paths, separated by ``:``), ``select`` (vApp and VM names or
+    uuids, separated by ``,``; empty: all), ``power`` (start, start_paused, none; a test failover
+    never starts VMs running), ``confirm_split`` ("true": the operator confirms that the array's
+    mirroring of LUNs whose replication state is unknown is stopped).
+    """
+
+    kind: str
+    luns: list[str]
+    select: list[str]
+    power: str
+    confirm_split: bool
+
+    @classmethod
+    def parse(cls, kind: str, options: dict[str, str]) -> Options:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+        luns = [p for p in options.get("luns", "").split(":") if p]
+        if not luns:
+            raise ValueError("options need 'luns': the LUN directories to recover from, separated by ':'")
+        power = options.get("power", "start_paused" if kind == "test" else "start")
+        if power not in POWER:
+            raise ValueError(f"power must be one of {', '.join(POWER)}, not {power!r}")
+        if kind == "test" and power == "start":
+            raise ValueError("a test failover never starts VMs running: use start_paused or none")
+        select = [s.strip() for s in options.get("select", "").split(",") if s.strip()]
+        return cls(kind, luns, select, power, options.get("confirm_split", "") == "true")
+
+
+@dataclass
+class Problem:
+    """A pre-check's finding: an error stops the run before anything is recovered."""
+
+    severity: str  # "error" or "warning"
+    subject: str
+    text: str
+    fix: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"severity": self.severity, "subject": self.subject, "text": self.text, "fix": self.fix}
+
+
+@dataclass
+class Candidate:
+    """A VM or vApp found in a source pool's metadata."""
+
+    kind: str  # "vm" or "vapp"
+    uuid: str
+    name: str
+    source: str  # the metadata VDI (ref in the target pool)
+    pool_name: str
+    written: str
+    details: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,85 @@
+"""The summary of a DR run, as XenCenter's summary report has it plus timings, as text and JSON."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from farside.dr.plan import TITLES_BY_KIND, Options
+
+POWER = {"start": "Start", "start_paused": "Start paused", "none": "Do not start"}
+
+
+def _age(written: str) -> float | None:
+    try:
+        moment = dt.datetime.strptime(written, "%Y%m%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    except ValueError:
+        return None
+    return (dt.datetime.now(dt.UTC) - moment).total_seconds()
+
+
+def render(options: Options, journal: dict[str, Any], outcome: str) -> tuple[str, dict[str, Any]]:
+    """(text, JSON-ready dict) of a run's journal."""
+    data = {name: entry.get("data", {}) for name, entry in journal.items()}
+    srs = data.get("discover", {}).get("srs", [])
+    metadata = data.get("choose", {}).get("metadata", [])
+    loaded = data.get("load", {})
+    chosen = data.get("select", {})
+    warnings = list(data.get("choose", {}).get("warnings", [])) + list(data.get("protect", {}).get("warnings", []))
+    warnings += [f"left out (an older copy): {item}" for item in loaded.get("left_out", [])]
+    warnings += [f"{p['subject']}: {p['text']}" for p in data.get("precheck", {}).get("problems", [])
+                 if p["severity"] == "warning"]  # fmt: skip
+    groups: dict[str, list[str]] = {}
+    for uuid in chosen.get("vapps", []):
+        app = loaded["vapps"][uuid]
+        members = [loaded["vms"][m]["name"] for m in app["members"]]
+        pool = next((v["pool_name"] for v in loaded["vms"].values() if v["appliance"] == uuid), "?")
+        groups.setdefault(pool, []).append(f"vApp {app['name']}: {', '.join(members)}")
+    for uuid in chosen.get("vms", []):
+        vm = loaded["vms"][uuid]
+        groups.setdefault(vm["pool_name"], []).append(f"VM {vm['name']}")
+    steps = [
+        {"step": name, "state": entry.get("state"), "seconds": entry.get("seconds"), "error": entry.get("error", "")}
+        for name, entry in journal.items()
+    ]
+    ages = {m["pool_name"]: _age(m["written"]) for m in metadata}
+    report = {
+        "kind": options.kind,
+        "outcome": outcome,
+        "srs": [{"uuid": s["uuid"], "name": s["name"], "path": s["path"]} for s in srs],
+        "metadata": metadata,
+        "metadata_age_seconds": ages,
+        "selected": groups,
+        "power": options.power,
+        "srs_introduced": sorted(data.get("attach", {}).get("tasks", {})),
+        "warnings": warnings,
+        "steps": steps,
+        "started": data.get("vms", {}),
+        "start": data.get("start", {}).get("vms", {}),
+        "total_seconds": round(sum(s["seconds"] or 0 for s in steps), 3),
+    }
+    lines = [f"{TITLES_BY_KIND[options.kind]} ({outcome})", "", "Selected SRs:"]
+    lines += [f"  • {s['name']} ({s['uuid']}) at {s['path']}" for s in srs] or ["  None"]
+    lines += ["", "Metadata used:"]
+    for m in metadata:
+        age = ages.get(m["pool_name"])
+        lines.append(f"  • {m['pool_name']}: generation {m['generation']}, written {m['written']}"
+                     + (f" ({age:.0f} s before this report)" if age is not None else ""))  # fmt: skip
+    lines += ["", "Selected VMs and vApps, grouped by pool:"]
+    for pool, items in groups.items():
+        lines.append(f"  • {pool}")
+        lines += [f"    • {item}" for item in items]
+    lines += ["", f"Power state after recovery: {POWER[options.power]}"]
+    introduced = report["srs_introduced"]
+    lines.append(f"SRs introduced during this run: {', '.join(introduced) if introduced else 'None'}")
+    lines.append("Warnings: " + ("None" if not warnings else ""))
+    lines += [f"  • {w}" for w in warnings]
+    lines.append("")
+    for s in steps:
+        result = (
+            "Succeeded" if s["state"] == "done" else f"Failed: {s['error']}" if s["state"] == "failed" else s["state"]
+        )
+        seconds = f" ({s['seconds']:.2f} s)" if s["seconds"] is not None else ""
+        lines.append(f"{s['step']} - {result}{seconds}")
+    lines.append(f"Total: {report['total_seconds']:.2f} s")
+    return "\n".join(lines) + "\n", report

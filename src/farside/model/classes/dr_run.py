@@ -1,0 +1,36 @@
+"""The DR_run class (a Farside extension): one failover, failback or test failover, journaled.
+
+Kept in the target pool's database so that any client, the CLI or the console, can follow,
+resume or clean up a run that another began. ``steps`` is the journal (JSON: each step with its
+state and what it did), ``report`` the summary as text and ``report_json`` the same as JSON.
+"""
+
+from farside.model.roles import Role
+from farside.model.schema import RO, RT, RW, ClassDef, F, M
+
+DR_RUN = ClassDef(
+    "DR_run",
+    "A disaster-recovery run: failover, failback or test failover (Farside extension)",
+    create=None,
+    destroy=Role.POOL_OPERATOR,
+    fields=[
+        F("uuid", "string", RT),
+        F("name_label", "string", RW, setter=Role.POOL_OPERATOR),
+        F("kind", "string", RO),
+        # Written by the engine through XenAPI, wherever it runs (CLI or server): settable.
+        F("state", "string", RW, "created", setter=Role.POOL_OPERATOR),
+        F("options", "(string -> string) map", RO),
+        F("steps", "string", RW, "{}", setter=Role.POOL_OPERATOR),
+        F("report", "string", RW, setter=Role.POOL_OPERATOR),
+        F("report_json", "string", RW, "{}", setter=Role.POOL_OPERATOR),
+        F("created", "datetime", RT),
+        F("finished", "datetime", RW, setter=Role.POOL_OPERATOR),
+    ],
+    messages=[
+        M("create", Role.POOL_OPERATOR, [("kind", "string"), ("options", "(string -> string) map")], "DR_run ref"),
+        M("start", Role.POOL_OPERATOR, [("self", "DR_run ref")], "void"),
+        M("resume", Role.POOL_OPERATOR, [("self", "DR_run ref")], "void"),
+        M("cleanup", Role.POOL_OPERATOR, [("self", "DR_run ref")], "void"),
+    ],
+    farside=True,
+)

@@ -1,0 +1,119 @@
+"""The DR engine run through DR_run on two real sites: a failover that boots VMs, and a test
+failover that leaves the DR site and the replica exactly as they were."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import XenAPI
+
+from vms import bootable_vm, make_sr, wait_serial
+
+from pools import PoolServer, kill_qemus
+
+
+def site_a_with_vms(a: PoolServer, lun: Path) -> tuple[XenAPI.Session, dict[str, str]]:
+    """A vApp of two order groups and a standalone VM on a replicated SR; returns uuid -> tag."""
+    s = a.session()
+    sr = make_sr(s, lun)
+    s.xenapi.SR.enable_database_replication(sr)
+    app = s.xenapi.VM_appliance.create({"name_label": "shop", "name_description": ""})
+    tags = {}
+    for order, tag in enumerate(("shop-db", "shop-web")):
+        vm = bootable_vm(a, s, sr, tag)
+        s.xenapi.VM.set_appliance(vm, app)
+        s.xenapi.VM.set_order(vm, order)
+        tags[s.xenapi.VM.get_uuid(vm)] = tag
+    lone = bootable_vm(a, s, sr, "lone")
+    s.xenapi.VM.add_to_other_config(lone, "farside-ready-serial", "BOOT lone")
+    tags[s.xenapi.VM.get_uuid(lone)] = "lone"
+    return s, tags
+
+
+def run(s: XenAPI.Session, kind: str, options: dict[str, str]) -> str:
+    ref = s.xenapi.DR_run.create(kind, options)
+    task = s.xenapi.Async.DR_run.start(ref)
+    while s.xenapi.task.get_status(task) == "pending":
+        time.sleep(0.1)
+    assert s.xenapi.task.get_status(task) == "success", s.xenapi.task.get_error_info(task)
+    return str(ref)
+
+
+def checksums(lun: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(lun.glob("*.*")) if p.is_file()}
+
+
+def test_failover_boots_the_vms_and_protects_the_site(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
+    """A is lost; a failover run on B attaches the copy, recovers, boots every VM and replicates B's metadata."""
+    a, b = two_pools
+    _, tags = site_a_with_vms(a, tmp_path / "lun")
+    subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
+    a.stop()
+    kill_qemus(a.data_dir / "run")
+    sb = b.session()
+    ref = run(sb, "failover", {"luns": str(tmp_path / "copy"), "confirm_split": "true"})
+    record = sb.xenapi.DR_run.get_record(ref)
+    assert record["state"] == "done"
+    steps = json.loads(record["steps"])
+    assert all(steps[name]["state"] == "done" for name in ("discover", "attach", "recover", "start", "protect"))
+    for uuid, tag in tags.items():
+        vm = sb.xenapi.VM.get_by_uuid(uuid)
+        assert sb.xenapi.VM.get_power_state(vm) == "Running"
+        wait_serial(b, sb, vm, f"BOOT {tag}".encode())
+    assert steps["start"]["data"]["vms"][next(u for u, t in tags.items() if t == "lone")]["ready_seconds"] > 0
+    report = record["report"]
+    assert "Failover (succeeded)" in report and "Site A" in report and "vApp shop" in report
+    assert re.search(r"recover - Succeeded", report)
+    # Protected: B's own metadata now replicates onto the recovered SR.
+    pool_b = sb.xenapi.pool.get_all()[0]
+    assert len(sb.xenapi.pool.get_metadata_VDIs(pool_b)) == 1
+    # DR tasks are gone; the SR the VMs use stays.
+    assert sb.xenapi.DR_task.get_all() == []
+
+
+def test_test_failover_leaves_everything_as_it_was(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
+    """A test failover recovers paused, then cleanup leaves B as before and the replica byte-identical."""
+    a, b = two_pools
+    sa, tags = site_a_with_vms(a, tmp_path / "lun")
+    subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
+    before = checksums(tmp_path / "copy")
+    sb = b.session()
+    inventory = {cls: set(getattr(sb.xenapi, cls).get_all()) for cls in ("VM", "SR", "VDI", "network", "PBD")}
+    ref = run(sb, "test", {"luns": str(tmp_path / "copy")})
+    for uuid in tags:
+        assert sb.xenapi.VM.get_power_state(sb.xenapi.VM.get_by_uuid(uuid)) == "Paused"
+    assert "Site A" in sb.xenapi.DR_run.get_report(ref)
+    sb.xenapi.DR_run.cleanup(ref)
+    assert sb.xenapi.DR_run.get_state(ref) == "cleaned up"
+    assert {cls: set(getattr(sb.xenapi, cls).get_all()) for cls in inventory} == inventory
+    assert checksums(tmp_path / "copy") == before
+    # A never noticed: its VMs are where they were.
+    assert {sa.xenapi.VM.get_uuid(vm) for vm in sa.xenapi.VM.get_all()} >= set(tags)
+
+
+def test_bad_runs_are_refused(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
+    """Options are checked at create; a failover of an unmanaged LUN needs the split confirmed."""
+    a, b = two_pools
+    site_a_with_vms(a, tmp_path / "lun")
+    subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
+    sb = b.session()
+    for kind, options in (("fly", {"luns": "/x"}), ("failover", {}), ("test", {"luns": "/x", "power": "start"})):
+        with pytest.raises(XenAPI.Failure) as info:
+            sb.xenapi.DR_run.create(kind, options)
+        assert info.value.details[0] == "INVALID_VALUE"
+    ref = sb.xenapi.DR_run.create("failover", {"luns": str(tmp_path / "copy")})
+    with pytest.raises(XenAPI.Failure) as info:
+        sb.xenapi.DR_run.start(ref)
+    assert info.value.details[0] == "DR_RUN_FAILED" and "confirm_split" in info.value.details[2]
+    assert sb.xenapi.DR_run.get_state(ref) == "running"
+    assert "precheck - Failed" in sb.xenapi.DR_run.get_report(ref)
+    sb.xenapi.DR_run.cleanup(ref)
+    assert sb.xenapi.VM.get_all_records() == {} or all(
+        r["is_control_domain"] for r in sb.xenapi.VM.get_all_records().values()
+    )
