@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from farside.api.vms import VMService
 from farside.config import ServerConfig
 from farside.db import Database
 from farside.db.bootstrap import ensure_storage_managers
-from farside.errors import DatabaseError, InternalError
+from farside.errors import DatabaseError, FarsideError, InternalError
 from farside.hypervisor.qemu import QemuDriver
 
 log = logging.getLogger(__name__)
@@ -86,13 +87,13 @@ def _prepare_run_dir(config: ServerConfig) -> Path:
     return run_dir
 
 
-def build_app(config: ServerConfig) -> Starlette:
-    """The ASGI app of one pool server."""
+def build_app(config: ServerConfig, prepared: Services | None = None) -> Starlette:
+    """The ASGI app of one pool server (with its services opened already, or at start-up)."""
     state: dict[str, Any] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        services = open_services(config)
+        services = prepared or open_services(config)
         state["dispatcher"] = Dispatcher(services)
         services.loop, services.dispatch = asyncio.get_running_loop(), state["dispatcher"].call
         state["import_raw_vdi"] = http.import_raw_vdi(services)
@@ -252,21 +253,47 @@ async def _expire_sessions(sessions: SessionStore) -> None:
             log.exception("session expiry failed")
 
 
+class ListenError(FarsideError):
+    code = "CANNOT_LISTEN"
+    exit_code = 4
+
+
 def serve(config: ServerConfig) -> None:
-    """Run the pool server until interrupted."""
-    Database.open(config.db_path).close()  # fail fast, with a clear message, before binding
+    """Run the pool server until interrupted.
+
+    Everything that can fail for a reason an operator must fix (no pool, a data directory another
+    server uses, missing TLS files, a port in use) fails here, before anything is served, as one
+    clear error; "serving" is printed only once the port is bound.
+    """
     options: dict[str, Any] = {}
     if config.tls:
         for path in (config.cert_path, config.key_path):
             if not path.is_file():
                 raise DatabaseError(f"TLS file {path} is missing; give --tls-cert and --tls-key")
         options = {"ssl_certfile": str(config.cert_path), "ssl_keyfile": str(config.key_path)}
-    uvicorn.run(
-        build_app(config),
-        host=config.listen.host,
-        port=config.listen.port,
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-        **options,
+    services = open_services(config)
+    try:
+        sock = _bind(config)
+    except OSError as exc:
+        services.vms.driver.close()
+        services.db.close()
+        raise ListenError(f"cannot listen on {config.listen.host}:{config.listen.port}: {exc.strerror or exc}") from exc
+    scheme = "https" if config.tls else "http"
+    print(f"serving pool in {config.data_dir} on {scheme}://{config.listen.host}:{config.listen.port}", flush=True)
+    settings = uvicorn.Config(
+        build_app(config, services), log_level="warning", access_log=False, lifespan="on", **options
     )
+    uvicorn.Server(settings).run(sockets=[sock])
+
+
+def _bind(config: ServerConfig) -> socket.socket:
+    family = socket.AF_INET6 if ":" in config.listen.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((config.listen.host, config.listen.port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
+    return sock

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 import XenAPI
 
-from vms import bootable_vm, make_sr, wait_serial
-
 from pools import PoolServer, kill_qemus
+from vms import bootable_vm, make_sr, wait_serial
 
 
 def site_a_with_vms(a: PoolServer, lun: Path) -> tuple[XenAPI.Session, dict[str, str]]:

@@ -10,9 +10,9 @@ import pytest
 import XenAPI
 
 from farside.model.roles import Role
-from vms import bootable_vm, make_sr, wait_serial
 
 from pools import PoolServer, kill_qemus
+from vms import bootable_vm, make_sr, wait_serial
 
 
 def value(result: dict[str, Any]) -> Any:

@@ -51,9 +51,9 @@ from farside.replication import format as fmt
 from farside.replication.foreign import ForeignCache, read_copy
 from farside.replication.replicator import Replicator
 from farside.replication.state import REPLICATED, full_payload
-from vms import make_sr
 
 from pools import PoolServer, make_pool
+from vms import make_sr
 
 pytestmark = pytest.mark.e2e
 

@@ -11,9 +11,8 @@ from typing import Any
 import pytest
 import XenAPI
 
-from vms import make_sr
-
 from pools import MINIMAL_VM, PoolServer
+from vms import make_sr
 
 VM = MINIMAL_VM
 

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 import XenAPI
 
-from vms import bootable_vm, last_tick, make_sr, qemu_pids, serial, wait_serial
-
 from pools import PoolServer
+from vms import bootable_vm, last_tick, make_sr, qemu_pids, serial, wait_serial
 
 
 @pytest.fixture

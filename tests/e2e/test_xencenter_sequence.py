@@ -18,9 +18,8 @@ from typing import Any
 
 import XenAPI
 
-from vms import bootable_vm, make_sr
-
 from pools import PoolServer
+from vms import bootable_vm, make_sr
 
 
 def value(result: dict[str, Any]) -> Any:

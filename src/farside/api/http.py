@@ -87,7 +87,7 @@ def _vdi_target(services: Services, request: Request) -> tuple[str, Lun, dict[st
             vdi = tx.ref_of_uuid("VDI", vdi) if vdi and not vdi.startswith("OpaqueRef:") else tx.check("VDI", vdi)
         record = tx.get_record("VDI", vdi)
         lun = services.storage.attached_lun(tx, record["SR"])
-        busy = vdi_busy(tx, vdi)
+        busy = vdi_busy(tx, vdi, services.metadata.replicator.active)
     if busy:
         raise VdiInUse(vdi)
     return vdi, lun, record
@@ -107,6 +107,9 @@ def import_raw_vdi(services: Services) -> Endpoint:
         staging = Path(name)
         try:
             received = await _receive(request.stream(), fd, size)
+            with services.db.read() as tx:  # a VM may have started during a long upload
+                if vdi_busy(tx, vdi, services.metadata.replicator.active):
+                    raise VdiInUse(vdi)
             await anyio.to_thread.run_sync(_install, staging, target, size)
         finally:
             os.close(fd)

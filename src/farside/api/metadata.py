@@ -9,6 +9,7 @@ pool the ones with the highest generation get ``metadata_latest``.
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,8 @@ class MetadataService:
         self._pool = pool
         self.replicator = Replicator(db, pool, half_size)
         self.foreign = ForeignCache()
+        # One change of targets at a time: finding and creating a metadata VDI, counting targets.
+        self._lock = threading.RLock()
         storage.after_plug.append(self.sr_plugged)
         storage.before_unplug.append(self.sr_unplugging)
 
@@ -63,6 +66,10 @@ class MetadataService:
                 raise XenAPIFailure("SR_OPERATION_NOT_SUPPORTED", sr)
 
     def enable(self, sr: str) -> None:
+        with self._lock:
+            self._enable(sr)
+
+    def _enable(self, sr: str) -> None:
         self.assert_supports(sr)
         with self._db.read() as tx:
             existing = self._own_vdis(tx, sr)
@@ -98,6 +105,10 @@ class MetadataService:
 
     def disable(self, sr: str) -> None:
         """Stop replicating to this pool's metadata VDIs on the SR and destroy them."""
+        with self._lock:
+            self._disable(sr)
+
+    def _disable(self, sr: str) -> None:
         with self._db.read() as tx:
             tx.check("SR", sr)
             vdis = self._own_vdis(tx, sr)
@@ -125,6 +136,10 @@ class MetadataService:
 
     def sr_plugged(self, sr: str) -> None:
         """Re-arm replication to our metadata VDIs on the SR; read the foreign ones."""
+        with self._lock:
+            self._sr_plugged(sr)
+
+    def _sr_plugged(self, sr: str) -> None:
         with self._db.read() as tx:
             lun = self._storage.attached_lun(tx, sr)
             mine = self._own_vdis(tx, sr)
@@ -134,6 +149,9 @@ class MetadataService:
                 if tx.get_field("VDI", v, "type") == "metadata" and v not in mine
             ]
         for vdi in mine[:1]:  # xapi uses one metadata VDI per SR
+            if len(self.replicator.targets) >= MAX_TARGETS and not self.replicator.active(vdi):
+                log.error("not resuming replication to %s: the pool already writes %d metadata VDIs", vdi, MAX_TARGETS)
+                continue
             try:
                 self._start(vdi, lun)
             except XenAPIFailure as exc:
@@ -151,6 +169,10 @@ class MetadataService:
         self._refresh_foreign()
 
     def sr_unplugging(self, sr: str) -> None:
+        with self._lock:
+            self._sr_unplugging(sr)
+
+    def _sr_unplugging(self, sr: str) -> None:
         with self._db.read() as tx:
             vdis = [v for v in tx.get_field("SR", sr, "VDIs") if tx.get_field("VDI", v, "type") == "metadata"]
         for vdi in vdis:

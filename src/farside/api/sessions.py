@@ -123,6 +123,8 @@ class SessionStore:
                 if stale:
                     caller.written_at = clock
         if expired is not None:
+            if expired.database is not None:
+                expired.database.close()
             self._forget(expired.session)
         if caller is None:
             raise SessionInvalid(ref)

@@ -203,11 +203,17 @@ def vdi_values(record: dict[str, Any], lun: Lun, pool_uuid: str, pool_ref: str) 
     }
 
 
-def vdi_busy(tx: Transaction, vdi: str) -> bool:
-    """Whether a VM that is not halted uses the VDI (running, paused or suspended)."""
+def vdi_busy(tx: Transaction, vdi: str, held: Callable[[str], bool] | None = None) -> bool:
+    """Whether the VDI is in use: by a VM that is not halted (running, paused, suspended), by one
+    in the middle of an operation (being started), or, through ``held``, by something of the
+    server's own (an active metadata VDI)."""
+    if held is not None and held(vdi):
+        return True
     for vbd in tx.get_field("VDI", vdi, "VBDs"):
         vm = tx.get_field("VBD", vbd, "VM")
-        if tx.exists("VM", vm) and tx.get_field("VM", vm, "power_state") != "Halted":
+        if not tx.exists("VM", vm):
+            continue
+        if tx.get_field("VM", vm, "power_state") != "Halted" or tx.get_field("VM", vm, "current_operations"):
             return True
     return False
 

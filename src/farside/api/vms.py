@@ -18,7 +18,7 @@ from typing import Any
 
 from farside.api.storage import StorageService
 from farside.db import Database, Transaction
-from farside.errors import XenAPIFailure
+from farside.errors import FarsideError, XenAPIFailure
 from farside.hypervisor.driver import DiskSpec, DomainState, Driver, NicSpec, VMSpec
 from farside.model.types import NULL_REF, now
 from farside.model.vm_rules import power_state_error
@@ -53,6 +53,13 @@ class _Claim(dict[str, Any]):
         self.outcome = (state, domid)
 
 
+def _holds_disks(tx: Transaction, vm: str) -> bool:
+    """Running, paused, suspended, or being started: its disks are taken."""
+    if tx.get_field("VM", vm, "power_state") != "Halted":
+        return True
+    return bool(tx.get_field("VM", vm, "scheduled_to_be_resident_on") != NULL_REF)
+
+
 class VMService:
     """Power operations of the VMs resident on this pool's one host."""
 
@@ -67,7 +74,9 @@ class VMService:
     # -- claiming a VM for one operation --------------------------------------------------------
 
     @contextlib.contextmanager
-    def _operation(self, vm: str, op: str, allowed_states: tuple[str, ...]) -> Iterator[_Claim]:
+    def _operation(self, vm: str, op: str, allowed_states: tuple[str, ...], reserve: bool = False) -> Iterator[_Claim]:
+        """Claim the VM for ``op``. ``reserve`` (start, resume): check and book the host's memory and
+        the VM's disks in the same transaction, so two starts cannot both take the last of them."""
         token = str(uuidlib.uuid4())
         with self._db.write() as tx:
             record = tx.get_record("VM", tx.check("VM", vm))
@@ -75,7 +84,13 @@ class VMService:
                 raise XenAPIFailure("OTHER_OPERATION_IN_PROGRESS", "VM", vm)
             if record["power_state"] not in allowed_states:
                 raise power_state_error(vm, allowed_states[0], record["power_state"])
-            tx.set_fields("VM", vm, {"current_operations": {token: op}, "allowed_operations": []})
+            claim_fields: dict[str, Any] = {"current_operations": {token: op}, "allowed_operations": []}
+            if reserve:
+                if record["is_a_template"]:
+                    raise XenAPIFailure("VM_IS_TEMPLATE", vm)
+                self._check_resources(tx, vm, record)
+                claim_fields["scheduled_to_be_resident_on"] = self._host
+            tx.set_fields("VM", vm, claim_fields)
         claim = _Claim(record)
         try:
             yield claim
@@ -85,7 +100,15 @@ class VMService:
                     if claim.outcome is not None:
                         self._apply_state(tx, vm, *claim.outcome)
                     state = tx.get_field("VM", vm, "power_state")
-                    tx.set_fields("VM", vm, {"current_operations": {}, "allowed_operations": ALLOWED[state]})
+                    tx.set_fields(
+                        "VM",
+                        vm,
+                        {
+                            "current_operations": {},
+                            "allowed_operations": ALLOWED[state],
+                            "scheduled_to_be_resident_on": NULL_REF,
+                        },
+                    )
 
     # -- building what the driver needs ---------------------------------------------------------
 
@@ -140,16 +163,16 @@ class VMService:
                 continue
             for other in tx.get_field("VDI", vdi, "VBDs"):
                 owner = tx.get_field("VBD", other, "VM")
-                if owner != vm and tx.exists("VM", owner) and tx.get_field("VM", owner, "power_state") != "Halted":
+                if owner != vm and tx.exists("VM", owner) and _holds_disks(tx, owner):
                     raise XenAPIFailure("VDI_IN_USE", vdi, "start")
 
     def _free_memory(self, tx: Transaction) -> int:
         metrics = tx.get_field("host", self._host, "metrics")
         total = tx.get_field("host_metrics", metrics, "memory_total")
-        used = sum(
-            tx.get_field("VM", vm, "memory_static_max") + VM_OVERHEAD_BYTES
-            for vm in tx.get_field("host", self._host, "resident_VMs")
-        )
+        # Running VMs, and VMs being started (booked in their claim).
+        booked = set(tx.get_field("host", self._host, "resident_VMs"))
+        booked.update(tx.find("VM", "scheduled_to_be_resident_on", self._host))
+        used = sum(tx.get_field("VM", vm, "memory_static_max") + VM_OVERHEAD_BYTES for vm in booked)
         return int(total) - HOST_RESERVE_BYTES - int(used)
 
     def _record_state(self, vm: str, state: str, domid: int = -1) -> None:
@@ -178,11 +201,8 @@ class VMService:
     # -- operations -------------------------------------------------------------------------
 
     def start(self, vm: str, paused: bool) -> None:
-        with self._operation(vm, "start", ("Halted",)) as record:
-            if record["is_a_template"]:
-                raise XenAPIFailure("VM_IS_TEMPLATE", vm)
+        with self._operation(vm, "start", ("Halted",), reserve=True) as record:
             with self._db.read() as tx:
-                self._check_resources(tx, vm, record)
                 spec = self.spec(tx, vm, record)
             domid = self.driver.start(spec, paused)
             state = "Paused" if paused else "Running"
@@ -193,9 +213,8 @@ class VMService:
                 record.settle(state, domid)
 
     def resume(self, vm: str, paused: bool) -> None:
-        with self._operation(vm, "resume", ("Suspended",)) as record:
+        with self._operation(vm, "resume", ("Suspended",), reserve=True) as record:
             with self._db.read() as tx:
-                self._check_resources(tx, vm, record)
                 spec = self.spec(tx, vm, record)
                 suspend_vdi = record["suspend_VDI"]
                 if not tx.exists("VDI", suspend_vdi):
@@ -361,6 +380,14 @@ class VMService:
             for uuid in alive:
                 for ref in tx.find("VM", "uuid", uuid):
                     recorded[uuid] = ref
+        with self._db.read() as tx:
+            orphans = [uuid for uuid in alive if not tx.find("VM", "uuid", uuid)]
+        for uuid in orphans:
+            # Its VM was destroyed while it ran (or by hand): nothing can manage it any more.
+            log.warning("QEMU %d runs for VM %s, which no longer exists; stopping it", alive[uuid], uuid)
+            with contextlib.suppress(FarsideError):
+                self.driver.reattach(uuid)
+            self.driver.hard_stop(uuid)
         states: dict[str, tuple[str, int]] = {}
         for uuid, vm in recorded.items():
             if uuid in alive:

@@ -84,10 +84,5 @@ def server(args: argparse.Namespace) -> int:
         session_timeout_s=timeout,
         kvm=args.kvm or kvm_from_env(),
     )
-    scheme = "https" if config.tls else "http"
-    print(
-        f"serving pool in {config.data_dir} on {scheme}://{config.listen.host}:{config.listen.port}",
-        flush=True,
-    )
     serve(config)
     return 0

@@ -126,8 +126,13 @@ class Target:
             self._cond.notify_all()
 
     def wait_for(self, generation: int, deadline: float) -> bool:
-        """Wait until ``generation`` is durable here, or ``deadline`` passes; False on a stall."""
+        """Wait until ``generation`` is durable here, or ``deadline`` passes; False on a stall.
+
+        A target already reported stale holds nobody up: it catches up with a full copy later.
+        """
         with self._cond:
+            if not self._healthy:
+                return self._acked >= generation
             while self._acked < generation and not self._stopping:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
@@ -146,8 +151,14 @@ class Target:
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join(10)
+        if self._thread.is_alive():
+            # Stuck in a write: closing its descriptor now could let the number be reused and the
+            # late write land in another file. The thread closes it when it comes back.
+            log.warning("metadata VDI %s: the writer is stuck; it will close its file when it returns", self.vdi)
+            return
         if self._file is not None:
             self._file.close()
+            self._file = None
 
     @property
     def healthy(self) -> bool:
@@ -181,6 +192,9 @@ class Target:
                 while not self._queue and not self._need_full and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
+                    if self._file is not None and threading.current_thread() is self._thread:
+                        self._file.close()
+                        self._file = None
                     return
                 batch, self._queue = self._queue, []
             try:

@@ -103,7 +103,8 @@ def destroy(ctx: Context, sr: str) -> str:
     storage = ctx.services.storage
     with ctx.db.read() as tx:
         lun = storage.attached_lun(tx, sr)
-        busy = [v for v in tx.get_field("SR", sr, "VDIs") if vdi_busy(tx, v)]
+        held = ctx.services.metadata.replicator.active
+        busy = [v for v in tx.get_field("SR", sr, "VDIs") if vdi_busy(tx, v, held)]
         pbds = tx.get_field("SR", sr, "PBDs")
     if busy:
         raise VdiInUse(*busy)

@@ -7,7 +7,7 @@ from typing import Any
 from farside.api import implicit
 from farside.api.context import Context
 from farside.api.registry import handles
-from farside.errors import InvalidValue, XenAPIFailure
+from farside.errors import InvalidValue, OperationNotAllowed, XenAPIFailure
 from farside.model import CLASSES
 from farside.model.types import NULL_REF
 
@@ -45,3 +45,17 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
         fields["userdevice"] = device
         fields["device"] = "hd" + "abcd"[int(device)]
         return tx.create("VBD", fields)
+
+
+@handles("VBD.destroy")
+def destroy(ctx: Context, ref: str) -> str:
+    """Refused while its VM runs (or is being started): hot-unplug is not supported."""
+    with ctx.db.write() as tx:
+        vm = tx.get_field("VBD", tx.check("VBD", ref), "VM")
+        if tx.exists("VM", vm) and (
+            tx.get_field("VM", vm, "power_state") != "Halted" or tx.get_field("VM", vm, "current_operations")
+        ):
+            uuid = tx.get_field("VBD", ref, "uuid")
+            raise OperationNotAllowed(f"VBD {uuid} belongs to a VM that is not halted; shut the VM down first")
+        tx.destroy("VBD", ref)
+    return ""

@@ -60,7 +60,7 @@ def destroy(ctx: Context, vdi: str) -> str:
     """Delete the image and the VDI's records; refused while a VM that is not halted uses it."""
     with ctx.db.read() as tx:
         record = tx.get_record("VDI", tx.check("VDI", vdi))
-        if vdi_busy(tx, vdi):
+        if vdi_busy(tx, vdi, ctx.services.metadata.replicator.active):
             raise VdiInUse(vdi)
         lun = ctx.services.storage.attached_lun(tx, record["SR"])
     lun.remove_vdi(record["uuid"])
@@ -79,7 +79,7 @@ def resize(ctx: Context, vdi: str, size: int) -> str:
     with ctx.db.read() as tx:
         record = tx.get_record("VDI", tx.check("VDI", vdi))
         lun = ctx.services.storage.attached_lun(tx, record["SR"])
-        if vdi_busy(tx, vdi):
+        if vdi_busy(tx, vdi, ctx.services.metadata.replicator.active):
             raise VdiInUse(vdi)
     if size < record["virtual_size"]:
         raise XenAPIFailure("VDI_TOO_SMALL", vdi, record["virtual_size"])

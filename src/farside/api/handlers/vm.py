@@ -33,8 +33,13 @@ def destroy(ctx: Context, vm: str) -> str:
     """Remove the VM with its VBDs, VIFs and metrics; its disks (VDIs) are kept, as in xapi."""
     with ctx.db.write() as tx:
         record = tx.get_record("VM", tx.check("VM", vm))
+        if record["current_operations"]:
+            raise XenAPIFailure("OTHER_OPERATION_IN_PROGRESS", "VM", vm)
         if record["power_state"] not in ("Halted", "Suspended"):
             raise power_state_error(vm, "halted", record["power_state"])
+        if record["power_state"] == "Suspended":
+            # The suspend image is the guest's memory: it goes with the VM (hard_shutdown's way).
+            raise OperationNotAllowed("The VM is suspended; hard_shutdown it first, which discards its memory image.")
         if record["is_control_domain"]:
             raise OperationNotAllowed("The control domain cannot be destroyed.")
         for vbd in record["VBDs"]:
