@@ -116,3 +116,23 @@ def test_bad_runs_are_refused(two_pools: tuple[PoolServer, PoolServer], tmp_path
     assert sb.xenapi.VM.get_all_records() == {} or all(
         r["is_control_domain"] for r in sb.xenapi.VM.get_all_records().values()
     )
+
+
+def test_a_directory_of_luns_is_searched(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
+    """Given the directory holding the LUN copies, the run finds each LUN below it; the task shows progress."""
+    a, b = two_pools
+    _, tags = site_a_with_vms(a, tmp_path / "lun")
+    (tmp_path / "site-b-luns").mkdir()
+    subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "site-b-luns" / "lun0")], check=True)
+    sb = b.session()
+    ref = sb.xenapi.DR_run.create("test", {"luns": str(tmp_path / "site-b-luns"), "power": "none"})
+    task = sb.xenapi.Async.DR_run.start(ref)
+    while sb.xenapi.task.get_status(task) == "pending":
+        time.sleep(0.1)
+    assert sb.xenapi.task.get_status(task) == "success", sb.xenapi.task.get_error_info(task)
+    assert sb.xenapi.task.get_progress(task) == 1.0
+    steps = json.loads(sb.xenapi.DR_run.get_steps(ref))
+    assert [s["path"] for s in steps["discover"]["data"]["srs"]] == [str(tmp_path / "site-b-luns" / "lun0")]
+    assert {sb.xenapi.VM.get_uuid(vm) for vm in sb.xenapi.VM.get_all()} >= set(tags)
+    sb.xenapi.DR_run.cleanup(ref)
+    assert sb.xenapi.SR.get_all() == []  # site B had no SR before the test

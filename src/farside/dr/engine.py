@@ -37,7 +37,8 @@ CHECKED_CLASSES = ("VM", "VM_appliance", "SR", "VDI", "VBD", "VIF", "network", "
 READY_TIMEOUT_S = 120.0
 READY_KEY = "farside-ready-serial"
 _PROBE_SR = re.compile(
-    r"<SR>.*?<UUID>(.*?)</UUID>.*?<name_label>(.*?)</name_label>.*?<pool_metadata_detected>(\w+)</pool_metadata_detected>",
+    r"<SR>.*?<UUID>(.*?)</UUID>.*?<name_label>(.*?)</name_label>.*?<pool_metadata_detected>(\w+)"
+    r"</pool_metadata_detected>(?:\s*<path>(.*?)</path>)?",
     re.S,
 )
 MIB = 1 << 20
@@ -49,10 +50,17 @@ class RunFailed(Exception):
 
 
 class Engine:
-    def __init__(self, session: Session, run: str, replication: LunReplication | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        run: str,
+        replication: LunReplication | None = None,
+        on_progress: Callable[[float], None] | None = None,
+    ) -> None:
         self.s = session
         self.run_ref = run
         self.replication = replication or NullReplication()
+        self._on_progress = on_progress
         record = session.call("DR_run.get_record", run)
         self.options = Options.parse(record["kind"], record["options"])
         self.journal: dict[str, Any] = json.loads(record["steps"] or "{}")
@@ -84,6 +92,8 @@ class Engine:
             raise RunFailed(f"{name}: {exc}") from exc
         entry.update(state="done", finished=now(), seconds=round(time.time() - entry.pop("clock"), 3))
         self._save()
+        if self._on_progress is not None and name in STEPS:
+            self._on_progress((STEPS.index(name) + 1) / len(STEPS))
 
     # -- running -----------------------------------------------------------------------------
 
@@ -121,10 +131,10 @@ class Engine:
         srs = []
         for path in self.options.luns:
             probe = self.s.call("SR.probe", data["host"], {"path": path}, "file", {"metadata": "true"})
-            for uuid, name, metadata in _PROBE_SR.findall(probe):
-                srs.append(
-                    {"uuid": unescape(uuid), "name": unescape(name), "metadata": metadata == "true", "path": path}
-                )
+            for uuid, name, metadata, where in _PROBE_SR.findall(probe):
+                found = {"uuid": unescape(uuid), "name": unescape(name), "metadata": metadata == "true"}
+                # A directory of LUNs lists each LUN's own path.
+                srs.append({**found, "path": unescape(where) if where else path})
         if not srs:
             raise RunFailed(f"no SR found on {', '.join(self.options.luns)}")
         data["srs"] = srs

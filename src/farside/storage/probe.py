@@ -9,21 +9,28 @@ from farside.storage.lun import Lun, check_usable
 
 
 def probe_xml(path: Path) -> str:
-    """``<SRlist>`` with one ``<SR>`` if the LUN holds an SR, none if it is empty.
+    """``<SRlist>`` with an ``<SR>`` for the LUN at ``path``, or for each LUN directly below it.
 
-    ``pool_metadata_detected`` is true when the SR holds a metadata VDI, the sign that a pool's
-    metadata replicates to it (what the DR wizard looks for).
+    A directory that is not itself a LUN is searched one level down, as probing an iSCSI target
+    lists its LUNs; each ``<SR>`` also names its ``<path>`` (a Farside addition), the
+    device_config to introduce it with. ``pool_metadata_detected`` is true when the SR holds a
+    metadata VDI, the sign that a pool's metadata replicates to it (what the DR wizard looks for).
     """
-    lun = Lun(check_usable(path))
-    if not lun.formatted:
+    root = Lun(check_usable(path))
+    luns = [root] if root.formatted else [Lun(p) for p in sorted(path.iterdir()) if Lun(p).formatted]
+    entries = []
+    for lun in luns:
+        identity = lun.identity()
+        metadata = any(r.get("type") == "metadata" for r in lun.vdi_records().values())
+        entries.append(
+            "\t<SR>\n"
+            f"\t\t<UUID>{escape(identity['uuid'])}</UUID>\n"
+            f"\t\t<name_label>{escape(identity.get('name_label', ''))}</name_label>\n"
+            f"\t\t<name_description>{escape(identity.get('name_description', ''))}</name_description>\n"
+            f"\t\t<pool_metadata_detected>{'true' if metadata else 'false'}</pool_metadata_detected>\n"
+            f"\t\t<path>{escape(str(lun.path))}</path>\n"
+            "\t</SR>\n"
+        )
+    if not entries:
         return '<?xml version="1.0" ?>\n<SRlist/>\n'
-    identity = lun.identity()
-    metadata = any(r.get("type") == "metadata" for r in lun.vdi_records().values())
-    return (
-        '<?xml version="1.0" ?>\n<SRlist>\n\t<SR>\n'
-        f"\t\t<UUID>{escape(identity['uuid'])}</UUID>\n"
-        f"\t\t<name_label>{escape(identity.get('name_label', ''))}</name_label>\n"
-        f"\t\t<name_description>{escape(identity.get('name_description', ''))}</name_description>\n"
-        f"\t\t<pool_metadata_detected>{'true' if metadata else 'false'}</pool_metadata_detected>\n"
-        "\t</SR>\n</SRlist>\n"
-    )
+    return '<?xml version="1.0" ?>\n<SRlist>\n' + "".join(entries) + "</SRlist>\n"

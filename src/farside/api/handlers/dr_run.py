@@ -33,7 +33,7 @@ def _engine(ctx: Context, run: str, states: tuple[str, ...]) -> Engine:
         state = tx.get_field("DR_run", tx.check("DR_run", run), "state")
     if state not in states:
         raise OperationNotAllowed(f"the run is {state}; this needs it to be {' or '.join(states)}")
-    return Engine(LocalSession(ctx.services, ctx.caller.session), run)
+    return Engine(LocalSession(ctx.services, ctx.caller.session), run, on_progress=ctx.progress)
 
 
 def _go(engine: Engine, run: str) -> str:

@@ -22,7 +22,8 @@ from farside.storage.probe import probe_xml
 
 # The probe XML is ours (storage/probe.py), so its shape is fixed; xapi parses SM's the same way.
 _SR = re.compile(
-    r"<SR>.*?<UUID>(.*?)</UUID>.*?<name_label>(.*?)</name_label>.*?<name_description>(.*?)</name_description>",
+    r"<SR>.*?<UUID>(.*?)</UUID>.*?<name_label>(.*?)</name_label>.*?<name_description>(.*?)</name_description>"
+    r".*?<path>(.*?)</path>",
     re.S,
 )
 
@@ -40,12 +41,14 @@ def create(ctx: Context, sr_type: str, device_config: dict[str, str], whitelist:
         task = tx.create("DR_task", {})
     introduced: list[tuple[str, str]] = []
     try:
-        for uuid, name_label, name_description in wanted:
+        for uuid, name_label, name_description, path in wanted:
             with ctx.db.write() as tx:
                 if tx.find("SR", "uuid", uuid):
                     continue  # this pool knows the SR already: not the task's to introduce
                 sr = tx.create("SR", sr_record(uuid, name_label, name_description, sr_type))
-                pbd = tx.create("PBD", {"host": ctx.services.host, "SR": sr, "device_config": dict(device_config)})
+                # The SR's own LUN: the probed directory may be a parent holding several LUNs.
+                config = {**device_config, "path": path}
+                pbd = tx.create("PBD", {"host": ctx.services.host, "SR": sr, "device_config": config})
             introduced.append((sr, pbd))
             ctx.services.storage.plug(pbd)
             with ctx.db.write() as tx:
