@@ -74,9 +74,8 @@ from farside.hypervisor.qemu import process
 from farside.hypervisor.qemu.argv import MONITOR_ID, PID_FILE, QMP_SOCKET, SERIAL_LOG, build_argv
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from vms import bootable_vm, make_sr, qemu_pids
-
 from pools import PoolServer, kill_qemus, make_pool
+from vms import bootable_vm, make_sr, qemu_pids
 
 MEMORY_MIB = 16
 DEFAULT_COUNT = 20

@@ -247,7 +247,7 @@ class MetadataService:
 
 def read_snapshot(path: Path) -> fmt.Snapshot:
     try:
-        with open(path, "rb") as fh:
+        with open(path, "rb") as fh, state.gc_paused():
             snapshot, _, _ = fmt.newest(fh)
     except OSError as exc:
         raise XenAPIFailure("COULD_NOT_IMPORT_DATABASE", f"cannot read {path}: {exc}") from exc

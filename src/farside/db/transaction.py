@@ -7,16 +7,18 @@ changed so the commit can publish it.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import uuid as uuidlib
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from farside.db.changes import Change, ChangeLog
 from farside.db.schema import CREDENTIAL_TABLE, REF, TABLES, Table, quote
 from farside.errors import HandleInvalid, UuidInvalid
 from farside.model import RELATIONS, Relation, inverse_of
-from farside.model.types import NULL_REF, REF_PREFIX
+from farside.model.types import NULL_REF, REF_PREFIX, MapType, SetType
 
 
 def new_ref() -> str:
@@ -127,6 +129,21 @@ class Transaction:
                 inverse[rel.set_field] = {row[0]: self._members(rel, row[0]) for row in rows}
         return rows, inverse
 
+    def select(self, cls: str, fields: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+        """Every object of ``cls`` as a record of ``fields`` only (stored fields, no inverse sets).
+
+        For whole-pool copies: only the columns asked for are read and decoded, and only the
+        columns that need it (bools, sets, maps) go through a decoder.
+        """
+        sql, names, fixups = _select_plan(cls, fields)
+        records: dict[str, dict[str, Any]] = {}
+        for row in self._conn.execute(sql):
+            record = dict(zip(names, row[1:], strict=True))
+            for name, decode in fixups:
+                record[name] = decode(record[name])
+            records[row[0]] = record
+        return records
+
     def _members(self, rel: Relation, ref: str) -> list[str]:
         many = _table(rel.many)
         sql = f"SELECT {REF} FROM {many.name} WHERE {quote(rel.ref_field)} = ?"
@@ -164,6 +181,34 @@ class Transaction:
             if rel.many == cls:
                 self.touch(rel.one, record[rel.ref_field])
         return ref
+
+    def load(self, cls: str, records: dict[str, dict[str, Any]], fields: set[str] | None = None) -> None:
+        """Insert whole objects under their own refs, in one statement: for filling a database
+        nobody watches yet (a foreign pool's metadata). Only ``fields`` (default: all) are taken
+        from the records, the others take their defaults; nothing is logged, no set is touched."""
+        self._require_write()
+        t = _table(cls)
+        cols = ", ".join([REF, *(quote(f.name) for f in t.fields)])
+        marks = ", ".join("?" * (len(t.fields) + 1))
+        taken = [(f.name, f.default) for f in t.fields if fields is None or f.name in fields]
+        fixed = {f.name: f.default for f in t.fields if fields is not None and f.name not in fields}
+        # Only sets and maps change on their way into a column (JSON text); the rest go as they are.
+        encoders = [(i, f.type.to_db) for i, f in enumerate(t.fields) if isinstance(f.type, SetType | MapType)]
+        order = {f.name: i for i, f in enumerate(t.fields)}
+        uuid_at = order.get("uuid")
+        rows = []
+        for ref, record in records.items():
+            values: list[Any] = [None] * len(t.fields)
+            for name, default in taken:
+                values[order[name]] = record.get(name, default)
+            for name, default in fixed.items():
+                values[order[name]] = default
+            if uuid_at is not None and not values[uuid_at]:
+                values[uuid_at] = str(uuidlib.uuid4())
+            for i, encode in encoders:
+                values[i] = encode(values[i])
+            rows.append((ref, *values))
+        self._conn.executemany(f"INSERT INTO {t.name} ({cols}) VALUES ({marks})", rows)
 
     def set_fields(self, cls: str, ref: str, values: dict[str, Any]) -> None:
         """Write stored fields of one object. HANDLE_INVALID for a bad ref."""
@@ -247,6 +292,20 @@ def _fresh(value: Any) -> Any:
     if isinstance(value, dict):
         return dict(value)
     return value
+
+
+@functools.cache
+def _select_plan(
+    cls: str, fields: tuple[str, ...]
+) -> tuple[str, tuple[str, ...], list[tuple[str, Callable[[Any], Any]]]]:
+    t = _table(cls)
+    decoders = {name: decode for _, name, decode in t.decoders}
+    missing = [f for f in fields if f not in decoders]
+    if missing:
+        raise KeyError(f"{cls} has no stored fields {missing}")
+    sql = f"SELECT {', '.join([REF, *(quote(f) for f in fields)])} FROM {t.name}"
+    fixups = [(f, d) for f in fields if (d := decoders[f]) is not None]
+    return sql, fields, fixups
 
 
 def _decode(t: Table, row: tuple[Any, ...]) -> dict[str, Any]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -220,7 +219,7 @@ class SetType(XType):
         return result
 
     def to_db(self, value: Any) -> str:
-        return json.dumps(value, separators=(",", ":"))
+        return orjson.dumps(value).decode()
 
     def from_db(self, value: Any) -> list[Any]:
         return orjson.loads(value)  # type: ignore[no-any-return]
@@ -242,7 +241,7 @@ class MapType(XType):
         return {self.key.check(k, name): self.value.check(v, name) for k, v in value.items()}
 
     def to_db(self, value: Any) -> str:
-        return json.dumps([[k, v] for k, v in value.items()], separators=(",", ":"))
+        return orjson.dumps(list(value.items())).decode()
 
     def from_db(self, value: Any) -> dict[Any, Any]:
         return dict(orjson.loads(value))

@@ -55,10 +55,18 @@ class Replicator:
         with self._lock:
             if vdi in self._targets:
                 return
-        target = Target(vdi, path, self.half_size, self._full, self._status)
-        target.start_and_write_full()
-        with self._lock:
+            target = Target(vdi, path, self.half_size, self._full, self._status)
+            # Registered before its full copy is taken, so every commit after the copy's
+            # generation is queued to it (the copy drops what it already covers). Until the copy
+            # is written the target is not current, and holds no committer up (Target.wait_for).
             self._targets[vdi] = target
+        try:
+            target.start_and_write_full()
+        except BaseException:
+            with self._lock:
+                self._targets.pop(vdi, None)
+            target.stop()
+            raise
 
     def stop(self, vdi: str) -> None:
         with self._lock:
