@@ -44,6 +44,7 @@ class MetadataService:
         self._lock = threading.RLock()
         storage.after_plug.append(self.sr_plugged)
         storage.before_unplug.append(self.sr_unplugging)
+        storage.after_scan.append(self.sr_plugged)
 
     @property
     def vdi_size(self) -> int:

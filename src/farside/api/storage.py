@@ -46,6 +46,8 @@ class StorageService:
         # Told after an SR's PBD is plugged and before it is unplugged (metadata replication).
         self.after_plug: list[Callable[[str], None]] = []
         self.before_unplug: list[Callable[[str], None]] = []
+        # Told after a scan read the LUN again (metadata VDIs that came with a copied-back LUN).
+        self.after_scan: list[Callable[[str], None]] = []
 
     # -- identities ----------------------------------------------------------------------------
 
@@ -111,6 +113,8 @@ class StorageService:
             lun = self.attached_lun(tx, sr)
         with self._db.write() as tx:
             self._sync(tx, sr, lun)
+        for hook in self.after_scan:
+            hook(sr)
 
     def _sync(self, tx: Transaction, sr: str, lun: Lun) -> None:
         """Make the SR's VDI records match the LUN's, and refresh the SR's name and sizes."""

@@ -171,8 +171,18 @@ class Engine:
                         self.s.call("PBD.plug", pbd)
                         plugged.append(sr["uuid"])
                         self._save()
+                # Plugged all along (a server restart keeps it so): the LUN may have been copied
+                # back under it; a scan finds the VDIs, and the metadata, that came with the copy.
+                self.s.call("SR.scan", ref)
                 continue
-            tasks[sr["uuid"]] = self.s.call("DR_task.create", "file", {"path": sr["path"]}, [sr["uuid"]])
+            task = self.s.call("DR_task.create", "file", {"path": sr["path"]}, [sr["uuid"]])
+            ref = self._sr_by_uuid(sr["uuid"])
+            owner = self.s.call("SR.get_introduced_by", ref) if ref is not None else "OpaqueRef:NULL"
+            if owner not in ("OpaqueRef:NULL", task):
+                # A create an interrupted engine had in flight introduced the SR first: adopt its task.
+                self.s.call("DR_task.destroy", task)
+                task = owner
+            tasks[sr["uuid"]] = task
             self._save()
 
     # -- metadata ------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ keeps open the later goal of driving a real XenServer pool's DR.
 from __future__ import annotations
 
 import ssl
+import threading
 import urllib.parse
 import urllib.request
 import xmlrpc.client
@@ -44,10 +45,20 @@ class XmlRpcSession:
         self.url = url.rstrip("/")
         context = None if verify_tls or not url.startswith("https") else ssl._create_unverified_context()
         self._context = context
-        self._proxy = xmlrpc.client.ServerProxy(self.url + "/", allow_none=True, context=context)
+        # One connection per thread: a ServerProxy's HTTP connection carries one request at a time,
+        # and the engine starts an order group's VMs from several threads at once.
+        self._local = threading.local()
         self._handle = str(
             self._unwrap(self._proxy.session.login_with_password(username, password, "1.0", "farside-dr"))
         )
+
+    @property
+    def _proxy(self) -> xmlrpc.client.ServerProxy:
+        proxy: xmlrpc.client.ServerProxy | None = getattr(self._local, "proxy", None)
+        if proxy is None:
+            proxy = xmlrpc.client.ServerProxy(self.url + "/", allow_none=True, context=self._context)
+            self._local.proxy = proxy
+        return proxy
 
     @property
     def handle(self) -> str:

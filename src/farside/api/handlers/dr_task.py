@@ -45,14 +45,13 @@ def create(ctx: Context, sr_type: str, device_config: dict[str, str], whitelist:
             with ctx.db.write() as tx:
                 if tx.find("SR", "uuid", uuid):
                     continue  # this pool knows the SR already: not the task's to introduce
-                sr = tx.create("SR", sr_record(uuid, name_label, name_description, sr_type))
+                # Introduced by this task from the start: a resumed run adopts it even mid-plug.
+                sr = tx.create("SR", {**sr_record(uuid, name_label, name_description, sr_type), "introduced_by": task})
                 # The SR's own LUN: the probed directory may be a parent holding several LUNs.
                 config = {**device_config, "path": path}
                 pbd = tx.create("PBD", {"host": ctx.services.host, "SR": sr, "device_config": config})
             introduced.append((sr, pbd))
             ctx.services.storage.plug(pbd)
-            with ctx.db.write() as tx:
-                tx.set_fields("SR", sr, {"introduced_by": task})
     except BaseException:
         _undo(ctx, task, introduced)
         raise
