@@ -136,3 +136,32 @@ def test_a_directory_of_luns_is_searched(two_pools: tuple[PoolServer, PoolServer
     assert {sb.xenapi.VM.get_uuid(vm) for vm in sb.xenapi.VM.get_all()} >= set(tags)
     sb.xenapi.DR_run.cleanup(ref)
     assert sb.xenapi.SR.get_all() == []  # site B had no SR before the test
+
+
+def test_vms_still_running_at_the_source_stop_a_failover(
+    two_pools: tuple[PoolServer, PoolServer], tmp_path: Path
+) -> None:
+    """Given the source pool, a failover of VMs that still run there is refused; given only its address, warned."""
+    from farside.dr.engine import Engine, RunFailed
+    from farside.dr.session import XmlRpcSession
+
+    from pools import ADMIN_PASSWORD
+
+    a, b = two_pools
+    sa, tags = site_a_with_vms(a, tmp_path / "lun")
+    lone = sa.xenapi.VM.get_by_uuid(next(u for u, t in tags.items() if t == "lone"))
+    sa.xenapi.VM.start(lone, False, False)
+    subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
+    sb = b.session()
+    run_ref = sb.xenapi.DR_run.create(
+        "failover", {"luns": str(tmp_path / "copy"), "confirm_split": "true", "select": "lone", "power": "none"}
+    )
+    engine = Engine(
+        XmlRpcSession(b.url, "root", ADMIN_PASSWORD), run_ref, source=XmlRpcSession(a.url, "root", ADMIN_PASSWORD)
+    )
+    with pytest.raises(RunFailed, match="still Running in the source pool"):
+        engine.run()
+    sb.xenapi.DR_run.cleanup(run_ref)  # the refused run lets go of the SR it attached
+    warned = run(sb, "test", {"luns": str(tmp_path / "copy"), "power": "none", "source_url": a.url})
+    assert "the source pool answers" in sb.xenapi.DR_run.get_report(warned)
+    sb.xenapi.DR_run.cleanup(warned)

@@ -13,6 +13,8 @@ import json
 import logging
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import groupby
@@ -45,6 +47,17 @@ MIB = 1 << 20
 QEMU_OVERHEAD = 32 * MIB
 
 
+def _answers(url: str) -> bool:
+    """Whether anything answers HTTP at ``url`` within a few seconds."""
+    try:
+        with urllib.request.urlopen(url, timeout=3):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered, if only with an error
+    except (OSError, ValueError):
+        return False
+
+
 class RunFailed(Exception):
     """A step could not go on; the reason is in the run's journal and report."""
 
@@ -56,8 +69,12 @@ class Engine:
         run: str,
         replication: LunReplication | None = None,
         on_progress: Callable[[float], None] | None = None,
+        source: Session | None = None,
     ) -> None:
         self.s = session
+        # A session on the source pool, when the operator can give one: the pre-check then asks
+        # it whether the VMs still run there.
+        self.source = source
         self.run_ref = run
         self.replication = replication or NullReplication()
         self._on_progress = on_progress
@@ -313,6 +330,7 @@ class Engine:
             problems += self._check_disks(vm)
         problems += self._check_storage()
         problems += self._check_replication()
+        problems += self._check_source(selected)
         if self.options.power != "none":
             problems += self._check_capacity(selected)
         data["problems"] = [p.as_dict() for p in problems]
@@ -380,6 +398,26 @@ class Engine:
             elif state is ReplicationState.ERROR:
                 problems.append(Problem("warning", path, "the LUN's replication reports an error"))
         return problems
+
+    def _check_source(self, selected: list[dict[str, Any]]) -> list[Problem]:
+        """Whether the VMs still run in the source pool: asked when a session on it was given;
+        otherwise, when ``source_url`` is set and the address answers, the operator is warned."""
+        if self.source is not None:
+            problems = []
+            for vm in selected:
+                try:
+                    state = self.source.call("VM.get_power_state", self.source.call("VM.get_by_uuid", vm["uuid"]))
+                except XenAPIFailure:
+                    continue  # not there any more
+                if state != "Halted":
+                    problems.append(Problem("error", vm["name"], f"it is still {state} in the source pool",
+                                            "shut it down there first: two copies must never run"))  # fmt: skip
+            return problems
+        url = self.options.source_url
+        if url and _answers(url):
+            return [Problem("warning", url, "the source pool answers; its VMs may still run",
+                            "make sure the source pool's VMs are shut down")]  # fmt: skip
+        return []
 
     def _check_capacity(self, selected: list[dict[str, Any]]) -> list[Problem]:
         host = self._data("discover")["host"]

@@ -17,7 +17,8 @@ class Options:
     Keys: ``luns`` (LUN directory paths, separated by ``:``), ``select`` (vApp and VM names or
     uuids, separated by ``,``; empty: all), ``power`` (start, start_paused, none; a test failover
     never starts VMs running), ``confirm_split`` ("true": the operator confirms that the array's
-    mirroring of LUNs whose replication state is unknown is stopped).
+    mirroring of LUNs whose replication state is unknown is stopped), ``source_url`` (the source
+    pool's address: if it answers, the pre-check warns that its VMs may still run).
     """
 
     kind: str
@@ -25,6 +26,7 @@ class Options:
     select: list[str]
     power: str
     confirm_split: bool
+    source_url: str = ""
 
     @classmethod
     def parse(cls, kind: str, options: dict[str, str]) -> Options:
@@ -39,7 +41,7 @@ class Options:
         if kind == "test" and power == "start":
             raise ValueError("a test failover never starts VMs running: use start_paused or none")
         select = [s.strip() for s in options.get("select", "").split(",") if s.strip()]
-        return cls(kind, luns, select, power, options.get("confirm_split", "") == "true")
+        return cls(kind, luns, select, power, options.get("confirm_split", "") == "true", options.get("source_url", ""))
 
 
 @dataclass
