@@ -84,3 +84,22 @@ def qemu_pids(server: PoolServer) -> list[int]:
         except (OSError, ValueError):
             continue
     return pids
+
+
+def shop_site(server: PoolServer, lun: Path) -> tuple[XenAPI.Session, dict[str, str]]:
+    """A site for DR tests: on a replicated SR, vApp "shop" of two order groups (shop-db, shop-web)
+    and a standalone VM "lone" with a serial readiness probe; returns the session and uuid -> tag."""
+    s = server.session()
+    sr = make_sr(s, lun)
+    s.xenapi.SR.enable_database_replication(sr)
+    app = s.xenapi.VM_appliance.create({"name_label": "shop", "name_description": ""})
+    tags = {}
+    for order, tag in enumerate(("shop-db", "shop-web")):
+        vm = bootable_vm(server, s, sr, tag)
+        s.xenapi.VM.set_appliance(vm, app)
+        s.xenapi.VM.set_order(vm, order)
+        tags[s.xenapi.VM.get_uuid(vm)] = tag
+    lone = bootable_vm(server, s, sr, "lone")
+    s.xenapi.VM.add_to_other_config(lone, "farside-ready-serial", "BOOT lone")
+    tags[s.xenapi.VM.get_uuid(lone)] = "lone"
+    return s, tags

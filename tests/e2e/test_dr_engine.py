@@ -14,25 +14,7 @@ import pytest
 import XenAPI
 
 from pools import PoolServer, kill_qemus
-from vms import bootable_vm, make_sr, wait_serial
-
-
-def site_a_with_vms(a: PoolServer, lun: Path) -> tuple[XenAPI.Session, dict[str, str]]:
-    """A vApp of two order groups and a standalone VM on a replicated SR; returns uuid -> tag."""
-    s = a.session()
-    sr = make_sr(s, lun)
-    s.xenapi.SR.enable_database_replication(sr)
-    app = s.xenapi.VM_appliance.create({"name_label": "shop", "name_description": ""})
-    tags = {}
-    for order, tag in enumerate(("shop-db", "shop-web")):
-        vm = bootable_vm(a, s, sr, tag)
-        s.xenapi.VM.set_appliance(vm, app)
-        s.xenapi.VM.set_order(vm, order)
-        tags[s.xenapi.VM.get_uuid(vm)] = tag
-    lone = bootable_vm(a, s, sr, "lone")
-    s.xenapi.VM.add_to_other_config(lone, "farside-ready-serial", "BOOT lone")
-    tags[s.xenapi.VM.get_uuid(lone)] = "lone"
-    return s, tags
+from vms import shop_site, wait_serial
 
 
 def run(s: XenAPI.Session, kind: str, options: dict[str, str]) -> str:
@@ -51,7 +33,7 @@ def checksums(lun: Path) -> dict[str, str]:
 def test_failover_boots_the_vms_and_protects_the_site(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
     """A is lost; a failover run on B attaches the copy, recovers, boots every VM and replicates B's metadata."""
     a, b = two_pools
-    _, tags = site_a_with_vms(a, tmp_path / "lun")
+    _, tags = shop_site(a, tmp_path / "lun")
     subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
     a.stop()
     kill_qemus(a.data_dir / "run")
@@ -79,7 +61,7 @@ def test_failover_boots_the_vms_and_protects_the_site(two_pools: tuple[PoolServe
 def test_test_failover_leaves_everything_as_it_was(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
     """A test failover recovers paused, then cleanup leaves B as before and the replica byte-identical."""
     a, b = two_pools
-    sa, tags = site_a_with_vms(a, tmp_path / "lun")
+    sa, tags = shop_site(a, tmp_path / "lun")
     subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
     before = checksums(tmp_path / "copy")
     sb = b.session()
@@ -99,7 +81,7 @@ def test_test_failover_leaves_everything_as_it_was(two_pools: tuple[PoolServer, 
 def test_bad_runs_are_refused(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
     """Options are checked at create; a failover of an unmanaged LUN needs the split confirmed."""
     a, b = two_pools
-    site_a_with_vms(a, tmp_path / "lun")
+    shop_site(a, tmp_path / "lun")
     subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
     sb = b.session()
     for kind, options in (("fly", {"luns": "/x"}), ("failover", {}), ("test", {"luns": "/x", "power": "start"})):
@@ -121,7 +103,7 @@ def test_bad_runs_are_refused(two_pools: tuple[PoolServer, PoolServer], tmp_path
 def test_a_directory_of_luns_is_searched(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
     """Given the directory holding the LUN copies, the run finds each LUN below it; the task shows progress."""
     a, b = two_pools
-    _, tags = site_a_with_vms(a, tmp_path / "lun")
+    _, tags = shop_site(a, tmp_path / "lun")
     (tmp_path / "site-b-luns").mkdir()
     subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "site-b-luns" / "lun0")], check=True)
     sb = b.session()
@@ -148,7 +130,7 @@ def test_vms_still_running_at_the_source_stop_a_failover(
     from pools import ADMIN_PASSWORD
 
     a, b = two_pools
-    sa, tags = site_a_with_vms(a, tmp_path / "lun")
+    sa, tags = shop_site(a, tmp_path / "lun")
     lone = sa.xenapi.VM.get_by_uuid(next(u for u, t in tags.items() if t == "lone"))
     sa.xenapi.VM.start(lone, False, False)
     subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)

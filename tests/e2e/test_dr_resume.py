@@ -20,7 +20,7 @@ from farside.dr.engine import STEPS
 from farside.storage import lease
 
 from pools import ADMIN_PASSWORD, PoolServer, kill_qemus, make_pool
-from vms import bootable_vm, make_sr, wait_serial
+from vms import shop_site, wait_serial
 
 pytestmark = pytest.mark.e2e
 
@@ -55,24 +55,6 @@ PROGRESS: dict[str, Callable[[dict[str, Any]], bool]] = {
     "recover": lambda data: len(data.get("done", [])) >= 1,
     "start": lambda data: len(data.get("vms", {})) >= 1,
 }
-
-
-def site_a_with_vms(a: PoolServer, lun: Path) -> tuple[XenAPI.Session, dict[str, str]]:
-    """As test_dr_engine: a vApp of two order groups and a standalone VM on a replicated SR."""
-    s = a.session()
-    sr = make_sr(s, lun)
-    s.xenapi.SR.enable_database_replication(sr)
-    app = s.xenapi.VM_appliance.create({"name_label": "shop", "name_description": ""})
-    tags = {}
-    for order, tag in enumerate(("shop-db", "shop-web")):
-        vm = bootable_vm(a, s, sr, tag)
-        s.xenapi.VM.set_appliance(vm, app)
-        s.xenapi.VM.set_order(vm, order)
-        tags[s.xenapi.VM.get_uuid(vm)] = tag
-    lone = bootable_vm(a, s, sr, "lone")
-    s.xenapi.VM.add_to_other_config(lone, "farside-ready-serial", "BOOT lone")
-    tags[s.xenapi.VM.get_uuid(lone)] = "lone"
-    return s, tags
 
 
 def wait_task(s: XenAPI.Session, task: str) -> None:
@@ -152,7 +134,7 @@ def test_a_run_killed_at_every_step_and_resumed_ends_as_an_uninterrupted_one(tmp
     make_pool(tmp_path / "b-template", "Site B")
     a = PoolServer(tmp_path / "a").start()
     try:
-        _, tags = site_a_with_vms(a, tmp_path / "lun")
+        _, tags = shop_site(a, tmp_path / "lun")
         subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "replica")], check=True)
     finally:
         a.stop()  # with its QEMUs
@@ -214,7 +196,7 @@ def test_failback_after_the_luns_are_copied_back_replaces_the_stale_copies(
     """After copying B's LUNs back, a failback to A replaces A's stale copies (version rule)."""
     a, b = two_pools
     lun_a, lun_b = tmp_path / "lun", tmp_path / "copy"
-    _, tags = site_a_with_vms(a, lun_a)
+    _, tags = shop_site(a, lun_a)
     subprocess.run(["cp", "-a", str(lun_a), str(lun_b)], check=True)
     a.stop()
     kill_qemus(a.data_dir / "run")

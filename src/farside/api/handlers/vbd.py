@@ -47,15 +47,20 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
         return tx.create("VBD", fields)
 
 
-@handles("VBD.destroy")
-def destroy(ctx: Context, ref: str) -> str:
-    """Refused while its VM runs (or is being started): hot-unplug is not supported."""
+def destroy_device(ctx: Context, cls: str, ref: str) -> str:
+    """VBD.destroy and VIF.destroy: refused while the VM runs (or is being started), as Farside
+    has no hot-unplug; its disks then stay in use as long as it runs."""
     with ctx.db.write() as tx:
-        vm = tx.get_field("VBD", tx.check("VBD", ref), "VM")
+        vm = tx.get_field(cls, tx.check(cls, ref), "VM")
         if tx.exists("VM", vm) and (
             tx.get_field("VM", vm, "power_state") != "Halted" or tx.get_field("VM", vm, "current_operations")
         ):
-            uuid = tx.get_field("VBD", ref, "uuid")
-            raise OperationNotAllowed(f"VBD {uuid} belongs to a VM that is not halted; shut the VM down first")
-        tx.destroy("VBD", ref)
+            uuid = tx.get_field(cls, ref, "uuid")
+            raise OperationNotAllowed(f"{cls} {uuid} belongs to a VM that is not halted; shut the VM down first")
+        tx.destroy(cls, ref)
     return ""
+
+
+@handles("VBD.destroy")
+def destroy(ctx: Context, ref: str) -> str:
+    return destroy_device(ctx, "VBD", ref)

@@ -8,8 +8,9 @@ from typing import Any
 
 from farside.api import implicit
 from farside.api.context import Context
+from farside.api.handlers.vbd import destroy_device
 from farside.api.registry import handles
-from farside.errors import InvalidValue, OperationNotAllowed, XenAPIFailure
+from farside.errors import InvalidValue, XenAPIFailure
 from farside.model import CLASSES
 from farside.model.types import NULL_REF
 
@@ -50,13 +51,4 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
 
 @handles("VIF.destroy")
 def destroy(ctx: Context, ref: str) -> str:
-    """Refused while its VM runs (or is being started): hot-unplug is not supported."""
-    with ctx.db.write() as tx:
-        vm = tx.get_field("VIF", tx.check("VIF", ref), "VM")
-        if tx.exists("VM", vm) and (
-            tx.get_field("VM", vm, "power_state") != "Halted" or tx.get_field("VM", vm, "current_operations")
-        ):
-            uuid = tx.get_field("VIF", ref, "uuid")
-            raise OperationNotAllowed(f"VIF {uuid} belongs to a VM that is not halted; shut the VM down first")
-        tx.destroy("VIF", ref)
-    return ""
+    return destroy_device(ctx, "VIF", ref)
