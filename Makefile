@@ -44,6 +44,7 @@ bench: setup
 	$(PY) bench/events.py
 	$(PY) bench/vm_boot.py
 	$(PY) bench/metadata.py
+	$(PY) bench/failover.py
 
 demo: setup
 	$(PY) demo/pool_demo.py

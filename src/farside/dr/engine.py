@@ -15,7 +15,7 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import groupby
 from pathlib import Path
@@ -209,11 +209,11 @@ class Engine:
         own = self._data("discover")["pool_uuid"]
         best: dict[str, dict[str, Any]] = {}
         warnings: list[str] = data.setdefault("warnings", [])
+        vdis = self.s.call("VDI.get_all_records")
         for sr in self._data("discover")["srs"]:
             ref = self._sr_by_uuid(sr["uuid"])
-            for vdi in self.s.call("SR.get_VDIs", ref) if ref else []:
-                record = self.s.call("VDI.get_record", vdi)
-                if record["type"] != "metadata" or not record["metadata_latest"]:
+            for vdi, record in vdis.items() if ref else []:
+                if record["SR"] != ref or record["type"] != "metadata" or not record["metadata_latest"]:
                     continue
                 pool_uuid = self.s.call("VDI.read_database_pool_uuid", vdi)
                 if pool_uuid == own:
@@ -325,9 +325,12 @@ class Engine:
     def _precheck(self, data: dict[str, Any]) -> None:
         problems: list[Problem] = []
         selected = self._selected_vms()
+        here = {r["uuid"]: r for r in self.s.call("VM.get_all_records").values()}
+        srs = {r["uuid"]: ref for ref, r in self.s.call("SR.get_all_records").items()}
+        disks = {(r["SR"], r["location"]): r for r in self.s.call("VDI.get_all_records").values()}
         for vm in selected:
-            problems += self._check_existing(vm)
-            problems += self._check_disks(vm)
+            problems += self._check_existing(vm, here.get(vm["uuid"]))
+            problems += self._check_disks(vm, srs, disks)
         problems += self._check_storage()
         problems += self._check_replication()
         problems += self._check_source(selected)
@@ -338,12 +341,9 @@ class Engine:
         if errors:
             raise RunFailed("; ".join(f"{p.subject}: {p.text}" + (f" ({p.fix})" if p.fix else "") for p in errors))
 
-    def _check_existing(self, vm: dict[str, Any]) -> list[Problem]:
-        try:
-            ref = self.s.call("VM.get_by_uuid", vm["uuid"])
-        except XenAPIFailure:
+    def _check_existing(self, vm: dict[str, Any], record: dict[str, Any] | None) -> list[Problem]:
+        if record is None:
             return []
-        record = self.s.call("VM.get_record", ref)
         if record["power_state"] != "Halted":
             return [Problem("error", vm["name"], f"a VM with its uuid is {record['power_state']} in this pool",
                             "shut it down (hard_shutdown) before recovering")]  # fmt: skip
@@ -352,20 +352,18 @@ class Engine:
                             "destroy the older copy here if the metadata's copy must win")]  # fmt: skip
         return [Problem("warning", vm["name"], "an older halted copy here will be replaced")]
 
-    def _check_disks(self, vm: dict[str, Any]) -> list[Problem]:
-        """Metadata matches storage: every disk exists on an attached SR with its recorded size."""
+    def _check_disks(
+        self, vm: dict[str, Any], srs: dict[str, str], vdis: dict[tuple[str, str], dict[str, Any]]
+    ) -> list[Problem]:
+        """Metadata matches storage: every disk exists on an attached SR with its recorded size.
+        ``srs``: this pool's SR refs by uuid; ``vdis``: its VDI records by (SR ref, location)."""
         problems = []
         for disk in vm["disks"]:
-            sr = self._sr_by_uuid(disk["sr"])
-            found = None
-            if sr is not None:
-                for vdi in self.s.call("SR.get_VDIs", sr):
-                    if self.s.call("VDI.get_location", vdi) == disk["location"]:
-                        found = vdi
+            found = vdis.get((srs.get(disk["sr"], ""), disk["location"]))
             if found is None:
                 problems.append(Problem("error", vm["name"], f"disk {disk['location']} of SR {disk['sr']} is missing",
                                         "attach the LUN that holds it"))  # fmt: skip
-            elif int(self.s.call("VDI.get_virtual_size", found)) != disk["size"]:
+            elif int(found["virtual_size"]) != disk["size"]:
                 problems.append(Problem("error", vm["name"], f"disk {disk['location']} has another size than recorded"))
         return problems
 
@@ -375,15 +373,30 @@ class Engine:
         loaded, chosen = self._data("load"), self._data("select")
         items = [(loaded["vapps"][u], "VM_appliance") for u in chosen["vapps"]]
         items += [(loaded["vms"][u], "VM") for u in chosen["vms"]]
-        for item, cls in items:
-            db = self._open(item["source"])
-            try:
-                self.s.call_as(db, f"{cls}.assert_can_be_recovered", item["ref"], self.s.handle)
-            except XenAPIFailure as exc:
-                problems.append(Problem("error", item["name"], " ".join(exc.failure), "attach the SR it needs"))
-            finally:
-                self._close(db)
+        with self._databases() as database:
+            for item, cls in items:
+                db = database(item["source"])
+                try:
+                    self.s.call_as(db, f"{cls}.assert_can_be_recovered", item["ref"], self.s.handle)
+                except XenAPIFailure as exc:
+                    problems.append(Problem("error", item["name"], " ".join(exc.failure), "attach the SR it needs"))
         return problems
+
+    @contextlib.contextmanager
+    def _databases(self) -> Iterator[Callable[[str], str]]:
+        """Sessions on metadata VDIs, each opened at its first use and all closed at the end."""
+        opened: dict[str, str] = {}
+
+        def database(vdi: str) -> str:
+            if vdi not in opened:
+                opened[vdi] = self._open(vdi)
+            return opened[vdi]
+
+        try:
+            yield database
+        finally:
+            for db in opened.values():
+                self._close(db)
 
     def _check_replication(self) -> list[Problem]:
         problems = []
@@ -404,11 +417,9 @@ class Engine:
         otherwise, when ``source_url`` is set and the address answers, the operator is warned."""
         if self.source is not None:
             problems = []
+            there = {r["uuid"]: r["power_state"] for r in self.source.call("VM.get_all_records").values()}
             for vm in selected:
-                try:
-                    state = self.source.call("VM.get_power_state", self.source.call("VM.get_by_uuid", vm["uuid"]))
-                except XenAPIFailure:
-                    continue  # not there any more
+                state = there.get(vm["uuid"], "Halted")  # not there any more: nothing runs
                 if state != "Halted":
                     problems.append(Problem("error", vm["name"], f"it is still {state} in the source pool",
                                             "shut it down there first: two copies must never run"))  # fmt: skip
@@ -436,13 +447,10 @@ class Engine:
 
     # -- recover, start, protect ------------------------------------------------------------
 
-    def _recovered(self, vm: dict[str, Any]) -> bool:
+    @staticmethod
+    def _recovered(vm: dict[str, Any], versions: dict[str, int]) -> bool:
         """Whether this VM's recovery already happened (after an interruption): uuid and version."""
-        try:
-            ref = self.s.call("VM.get_by_uuid", vm["uuid"])
-        except XenAPIFailure:
-            return False
-        return bool(int(self.s.call("VM.get_version", ref)) == vm["version"] + 1)
+        return bool(versions.get(vm["uuid"]) == vm["version"] + 1)
 
     def _recover(self, data: dict[str, Any]) -> None:
         """vApps first, then standalone VMs, each journaled on its own."""
@@ -450,18 +458,16 @@ class Engine:
         done: list[str] = data.setdefault("done", [])
         items = [("VM_appliance", loaded["vapps"][u]) for u in chosen["vapps"]]
         items += [("VM", loaded["vms"][u]) for u in chosen["vms"]]
-        for cls, item in items:
-            if item["uuid"] in done:
-                continue
-            members = [loaded["vms"][u] for u in item["members"]] if cls == "VM_appliance" else [item]
-            if not all(self._recovered(vm) for vm in members):
-                db = self._open(item["source"])
-                try:
-                    self.s.call_as(db, f"{cls}.recover", item["ref"], self.s.handle, False)
-                finally:
-                    self._close(db)
-            done.append(item["uuid"])
-            self._save()
+        versions = {r["uuid"]: int(r["version"]) for r in self.s.call("VM.get_all_records").values()}
+        with self._databases() as database:
+            for cls, item in items:
+                if item["uuid"] in done:
+                    continue
+                members = [loaded["vms"][u] for u in item["members"]] if cls == "VM_appliance" else [item]
+                if not all(self._recovered(vm, versions) for vm in members):
+                    self.s.call_as(database(item["source"]), f"{cls}.recover", item["ref"], self.s.handle, False)
+                done.append(item["uuid"])
+                self._save()
 
     def _start(self, data: dict[str, Any]) -> None:
         """By order groups, ascending, all VMs of a group at once; delays are slept inside VM.start."""
@@ -548,12 +554,13 @@ class Engine:
         self._save()
         test = self.options.kind == "test"
         recovered = [vm["uuid"] for vm in self._selected_vms()] if "select" in self.journal and test else []
+        records = self.s.call("VM.get_all_records") if recovered else {}
+        here = {r["uuid"]: (ref, r["power_state"]) for ref, r in records.items()}
         for uuid in recovered:
-            try:
-                ref = self.s.call("VM.get_by_uuid", uuid)
-            except XenAPIFailure:
-                continue
-            if self.s.call("VM.get_power_state", ref) != "Halted":
+            if uuid not in here:
+                continue  # not recovered, or destroyed by a cleanup before this one
+            ref, power_state = here[uuid]
+            if power_state != "Halted":
                 self.s.call("VM.hard_shutdown", ref)
             self.s.call("VM.destroy", ref)
         if test and "select" in self.journal:
