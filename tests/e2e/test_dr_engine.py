@@ -147,3 +147,20 @@ def test_vms_still_running_at_the_source_stop_a_failover(
     warned = run(sb, "test", {"luns": str(tmp_path / "copy"), "power": "none", "source_url": a.url})
     assert "the source pool answers" in sb.xenapi.DR_run.get_report(warned)
     sb.xenapi.DR_run.cleanup(warned)
+
+
+def test_test_failover_keeps_suspend_images(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
+    """A VM suspended at the source is recovered suspended; the test's cleanup leaves its memory image."""
+    a, b = two_pools
+    sa, tags = shop_site(a, tmp_path / "lun")
+    lone = sa.xenapi.VM.get_by_uuid(next(u for u, t in tags.items() if t == "lone"))
+    sa.xenapi.VM.start(lone, False, False)
+    sa.xenapi.VM.suspend(lone)
+    subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
+    before = checksums(tmp_path / "copy")
+    sb = b.session()
+    ref = run(sb, "test", {"luns": str(tmp_path / "copy"), "power": "none"})
+    assert sb.xenapi.VM.get_power_state(sb.xenapi.VM.get_by_uuid(sa.xenapi.VM.get_uuid(lone))) == "Suspended"
+    sb.xenapi.DR_run.cleanup(ref)
+    assert sb.xenapi.DR_run.get_state(ref) == "cleaned up"
+    assert checksums(tmp_path / "copy") == before

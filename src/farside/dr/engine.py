@@ -560,6 +560,10 @@ class Engine:
             if uuid not in here:
                 continue  # not recovered, or destroyed by a cleanup before this one
             ref, power_state = here[uuid]
+            if power_state == "Suspended":
+                # The memory image belongs to the replica: forget its record, so that the
+                # hard shutdown below has nothing to delete (nothing replicated is ever lost).
+                self.s.call("VDI.forget", self.s.call("VM.get_suspend_VDI", ref))
             if power_state != "Halted":
                 self.s.call("VM.hard_shutdown", ref)
             self.s.call("VM.destroy", ref)

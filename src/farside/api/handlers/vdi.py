@@ -130,3 +130,18 @@ def open_database(ctx: Context, vdi: str) -> str:
 @handles("VDI.read_database_pool_uuid")
 def read_database_pool_uuid(ctx: Context, vdi: str) -> str:
     return ctx.services.metadata.pool_uuid_of(vdi)
+
+
+@handles("VDI.forget")
+def forget(ctx: Context, vdi: str) -> str:
+    """Drop the VDI's record from the pool; its image and its record on the LUN stay (SR.scan
+    brings it back)."""
+    with ctx.db.write() as tx:
+        if vdi_busy(tx, tx.check("VDI", vdi), ctx.services.metadata.replicator.active):
+            raise VdiInUse(vdi)
+        for vbd in tx.get_field("VDI", vdi, "VBDs"):
+            tx.destroy("VBD", vbd)
+        for vm in tx.find("VM", "suspend_VDI", vdi):
+            tx.set_fields("VM", vm, {"suspend_VDI": NULL_REF})
+        tx.destroy("VDI", vdi)
+    return ""

@@ -44,6 +44,7 @@ VDI = ClassDef(
         F("cbt_enabled", "bool", RT),
     ],
     messages=[
+        M("forget", Role.VM_ADMIN, [("vdi", "VDI ref")], "void"),
         M("open_database", Role.POOL_OPERATOR, [("self", "VDI ref")], "session ref"),
         M("read_database_pool_uuid", Role.READ_ONLY, [("self", "VDI ref")], "string"),
         M("clone", Role.VM_ADMIN, [("vdi", "VDI ref"), ("driver_params", "(string -> string) map")], "VDI ref"),
