@@ -87,6 +87,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import bigpool
 import vm_boot
+from bigpool import server_cpu_s
+from vm_boot import fmt_s
 
 from pools import ADMIN_PASSWORD, PoolServer, kill_qemus, make_pool
 from vms import bootable_vm, make_sr
@@ -124,7 +126,7 @@ class Mark:
     @classmethod
     def now(cls, server: PoolServer) -> Mark:
         assert server.process is not None
-        return cls(time.perf_counter(), vm_boot.cpu_s(server.process.pid), vm_boot.own_cpu_s())
+        return cls(time.perf_counter(), server_cpu_s(server.process.pid), vm_boot.own_cpu_s())
 
 
 @dataclass
@@ -588,14 +590,6 @@ def boot_rep(root: Path, lun: Path, tags: list[str], floor_root: Path, rep: int)
 
 
 # -- the report -------------------------------------------------------------------------------
-
-
-def fmt_s(seconds: float) -> str:
-    if math.isnan(seconds):
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    return f"{seconds:.2f} s"
 
 
 def verdict(ok: bool) -> str:

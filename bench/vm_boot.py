@@ -69,6 +69,7 @@ from typing import BinaryIO
 
 import XenAPI
 
+from bigpool import server_cpu_s as cpu_s
 from farside.hypervisor.driver import VMSpec
 from farside.hypervisor.qemu import process
 from farside.hypervisor.qemu.argv import MONITOR_ID, PID_FILE, QMP_SOCKET, SERIAL_LOG, build_argv
@@ -134,16 +135,6 @@ class Run:
 
 
 # -- measuring ----------------------------------------------------------------------------------
-
-
-def cpu_s(pid: int) -> float:
-    """User plus system CPU seconds used so far by process ``pid`` (NaN once it is gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return math.nan
-    fields = stat.rsplit(")", 1)[1].split()  # after the command name; fields[0] is the state
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def own_cpu_s() -> float:

@@ -233,12 +233,7 @@ class VMService:
 
     def hard_shutdown(self, vm: str) -> None:
         with self._operation(vm, "hard_shutdown", ("Running", "Paused", "Suspended")) as record:
-            if record["power_state"] == "Suspended":
-                self._drop_suspend_vdi(vm, record["suspend_VDI"])
-            else:
-                self.driver.hard_stop(record["uuid"])
-            self._record_state(vm, "Halted")
-            time.sleep(record["shutdown_delay"])
+            self._power_off(vm, record)
 
     def shutdown(self, vm: str) -> None:
         """Clean shutdown within shutdown_delay (or the default timeout), then hard."""
@@ -247,12 +242,16 @@ class VMService:
                 timeout = float(record["shutdown_delay"]) or DEFAULT_CLEAN_SHUTDOWN_S
                 with contextlib.suppress(XenAPIFailure):
                     self._press_until_halted(vm, record, timeout)
-            if record["power_state"] == "Suspended":
-                self._drop_suspend_vdi(vm, record["suspend_VDI"])
-            else:
-                self.driver.hard_stop(record["uuid"])
-            self._record_state(vm, "Halted")
-            time.sleep(record["shutdown_delay"])
+            self._power_off(vm, record)
+
+    def _power_off(self, vm: str, record: dict[str, Any]) -> None:
+        """The hard end of a shutdown: no domain (or no memory image) left, Halted, shutdown_delay."""
+        if record["power_state"] == "Suspended":
+            self._drop_suspend_vdi(vm, record["suspend_VDI"])
+        else:
+            self.driver.hard_stop(record["uuid"])
+        self._record_state(vm, "Halted")
+        time.sleep(record["shutdown_delay"])
 
     def clean_reboot(self, vm: str) -> None:
         """The guest shuts down through ACPI and boots again (HVM guests have no reboot request)."""
