@@ -262,9 +262,9 @@ def refuse_if_plugged(tx: Transaction, sr: str) -> None:
             raise XenAPIFailure("SR_HAS_PBD", sr)
 
 
-def lun_record(tx: Transaction, vdi: str, **override: Any) -> dict[str, Any]:
+def lun_record(tx: Transaction, vdi: str) -> dict[str, Any]:
     """What the LUN keeps of a VDI (its pool ref of metadata_of_pool stored as the pool's uuid)."""
-    record = {**tx.get_record("VDI", vdi), **override}
+    record = tx.get_record("VDI", vdi)
     owner = record.get("metadata_of_pool", NULL_REF)
     record["metadata_of_pool"] = tx.get_field("pool", owner, "uuid") if tx.exists("pool", owner) else ""
     snap = record.get("snapshot_of", NULL_REF)
@@ -287,8 +287,9 @@ def new_vdi(db: Database, pool: str, sr: str, lun: Lun, fields: dict[str, Any], 
                 {**fields, "uuid": vdi_uuid, "SR": sr, "location": location, "virtual_size": size, "managed": True},
             )
             pool_uuid = tx.get_field("pool", pool, "uuid")
-            lun.write_vdi(lun_record(tx, ref))
-            tx.set_fields("VDI", ref, vdi_values(lun_record(tx, ref), lun, pool_uuid, pool))
+            record = lun_record(tx, ref)
+            lun.write_vdi(record)
+            tx.set_fields("VDI", ref, vdi_values(record, lun, pool_uuid, pool))
         return ref
     except BaseException:
         lun.remove_vdi(vdi_uuid)

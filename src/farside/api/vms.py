@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from farside.api.storage import StorageService
+from farside.api.storage import StorageService, lun_record
 from farside.db import Database, Transaction
 from farside.errors import FarsideError, XenAPIFailure
 from farside.hypervisor.driver import DiskSpec, DomainState, Driver, NicSpec, VMSpec
@@ -307,7 +307,7 @@ class VMService:
                             "sm_config": {"type": "raw"},
                         },
                     )
-                    lun.write_vdi({**tx.get_record("VDI", vdi), "metadata_of_pool": "", "snapshot_of": ""})
+                    lun.write_vdi(lun_record(tx, vdi))
                     tx.set_fields("VM", vm, {"suspend_VDI": vdi})
             except BaseException:
                 path.unlink(missing_ok=True)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 KINDS = ("failover", "failback", "test")
 TITLES_BY_KIND = {"failover": "Failover", "failback": "Failback", "test": "Test failover"}
@@ -55,16 +54,3 @@ class Problem:
 
     def as_dict(self) -> dict[str, str]:
         return {"severity": self.severity, "subject": self.subject, "text": self.text, "fix": self.fix}
-
-
-@dataclass
-class Candidate:
-    """A VM or vApp found in a source pool's metadata."""
-
-    kind: str  # "vm" or "vapp"
-    uuid: str
-    name: str
-    source: str  # the metadata VDI (ref in the target pool)
-    pool_name: str
-    written: str
-    details: dict[str, Any] = field(default_factory=dict)
