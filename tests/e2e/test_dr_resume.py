@@ -31,8 +31,12 @@ pytestmark = pytest.mark.e2e
 THROTTLE_S = 0.15
 CHILD = """
 import json, sys, time
+from farside.dr import engine
 from farside.dr.engine import Engine
 from farside.dr.session import XmlRpcSession
+
+# Every item's progress written at once, so that a kill can land between two items of a step.
+engine.SAVE_INTERVAL_S = 0
 
 url, password, run, step, throttle = sys.argv[1:5] + [float(sys.argv[5])]
 
@@ -47,7 +51,7 @@ class Throttled(XmlRpcSession):
 Engine(Throttled(url, "root", password), run).run()
 """
 # After the kill the server finishes the calls the dead engine had in flight (a DR_task.create,
-# a VM.start); an operator never resumes faster than this.
+# a VM.start); an operator never resumes faster than this, but a VM.start may well take longer.
 SETTLE_S = 0.3
 # Where the kill lands: as soon as the step is journaled "started", or once its data shows that
 # part of it is done (recover: the vApp; start: the first order group), so the rest is in flight.
@@ -119,14 +123,6 @@ def kill_in(s: XenAPI.Session, child: subprocess.Popen[bytes], ref: str, step: s
     return dict(json.loads(s.xenapi.DR_run.get_steps(ref)))
 
 
-def settle(s: XenAPI.Session) -> None:
-    time.sleep(SETTLE_S)
-    deadline = time.monotonic() + 30
-    while any(r["current_operations"] for r in s.xenapi.VM.get_all_records().values()):
-        assert time.monotonic() < deadline, "a VM operation the killed engine began never ended"
-        time.sleep(0.05)
-
-
 def test_a_run_killed_at_every_step_and_resumed_ends_as_an_uninterrupted_one(tmp_path: Path) -> None:
     """The engine is killed once at every step and resumed; the final state equals that of an uninterrupted run."""
     make_pool(tmp_path / "a", "Site A")
@@ -175,7 +171,9 @@ def test_a_run_killed_at_every_step_and_resumed_ends_as_an_uninterrupted_one(tmp
                 child = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
             journal = kill_in(sb, child, ref, step, log)
             caught[step] = journal.get(step, {}).get("state") == "started"
-            settle(sb)
+            # Resumed at once: a VM.start the dead engine had in flight may still be going on in
+            # the server, and the resumed engine must wait for it rather than count it failed.
+            time.sleep(SETTLE_S)
             sb.xenapi.DR_run.resume(ref)
             record = sb.xenapi.DR_run.get_record(ref)
             assert record["state"] == "done", (step, record["report"])

@@ -11,7 +11,11 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import re
+import secrets
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,12 +36,25 @@ from farside.storage.replication import LunReplication, NullReplication, Replica
 log = logging.getLogger(__name__)
 
 STEPS = (
-    "discover", "attach", "choose", "load", "select", "precheck", "recover", "start", "protect", "release", "report",
+    "discover", "split", "attach", "choose", "load", "select", "precheck", "recover", "start", "protect", "release",
+    "report",
 )  # fmt: skip
+# What each step's outcome depends on among the options: changing them while the run is paused
+# (DR_run.set_options) makes these steps run again; nothing before recover has changed the pool.
+REDONE_BY = {"source_pool": ("choose", "load", "select", "precheck"), "pause_after": ()}
+REDONE_BY_DEFAULT = ("select", "precheck")
 # The classes a test failover must leave as it found them (compared by uuid).
 CHECKED_CLASSES = ("VM", "VM_appliance", "SR", "VDI", "VBD", "VIF", "network", "PBD", "DR_task")
 READY_TIMEOUT_S = 120.0
+READY_POLL_S = 0.02
 READY_KEY = "farside-ready-serial"
+# The journal is written at each step's start and end, and within a step at most this often:
+# anything done since the last write is found again by uuid when a run is resumed.
+SAVE_INTERVAL_S = 1.0
+# How long a dead engine's in-flight operation on a VM is waited for when a run is resumed.
+OPERATION_WAIT_S = 300.0
+# A claim not renewed for this long is taken over (its engine is gone without a word).
+CLAIM_RENEW_S = 10.0
 _PROBE_SR = re.compile(
     r"<SR>.*?<UUID>(.*?)</UUID>.*?<name_label>(.*?)</name_label>.*?<pool_metadata_detected>(\w+)"
     r"</pool_metadata_detected>(?:\s*<path>(.*?)</path>)?",
@@ -62,6 +79,36 @@ class RunFailed(Exception):
     """A step could not go on; the reason is in the run's journal and report."""
 
 
+class Paused(Exception):
+    """The run stopped after a step the options name in ``pause_after``."""
+
+
+def runner_id() -> str:
+    """Who runs an engine: host and process, so that a claim of a dead engine on this host is
+    recognised as stale at once (the pool server checks, DR_run.claim)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+# An event for a client's progress display: {"step", "state" (started, done, failed, paused,
+# progress), "done" and "total" for steps that work through items}.
+StepEvent = dict[str, Any]
+
+
+def reopened(journal: dict[str, Any], old: dict[str, str], new: dict[str, str]) -> dict[str, Any]:
+    """The journal after a run's options change from ``old`` to ``new`` while it is stopped: the
+    steps whose outcome depends on a changed option are dropped, to run again on resume.
+
+    Raises ValueError when the change comes too late: the LUNs once discovery has run, anything
+    once recovery has begun (the pool has changed by then)."""
+    changed = {k for k in set(old) | set(new) if old.get(k, "") != new.get(k, "")}
+    if "recover" in journal and changed - {"pause_after"}:
+        raise ValueError("recovery has begun: the options can no longer change")
+    if "luns" in changed and "discover" in journal:
+        raise ValueError("the LUNs were discovered already: create a new run for other LUNs")
+    dropped = {step for key in changed for step in REDONE_BY.get(key, REDONE_BY_DEFAULT)}
+    return {name: entry for name, entry in journal.items() if name not in dropped}
+
+
 class Engine:
     def __init__(
         self,
@@ -70,6 +117,7 @@ class Engine:
         replication: LunReplication | None = None,
         on_progress: Callable[[float], None] | None = None,
         source: Session | None = None,
+        on_step: Callable[[StepEvent], None] | None = None,
     ) -> None:
         self.s = session
         # A session on the source pool, when the operator can give one: the pre-check then asks
@@ -78,14 +126,45 @@ class Engine:
         self.run_ref = run
         self.replication = replication or NullReplication()
         self._on_progress = on_progress
+        self._on_step = on_step
+        self.runner = runner_id()
+        self._saved_at = 0.0
         record = session.call("DR_run.get_record", run)
         self.options = Options.parse(record["kind"], record["options"])
         self.journal: dict[str, Any] = json.loads(record["steps"] or "{}")
 
     # -- the journal -----------------------------------------------------------------------------
 
-    def _save(self) -> None:
+    def _save(self, force: bool = True) -> None:
+        if not force and time.monotonic() - self._saved_at < SAVE_INTERVAL_S:
+            return
         self.s.call("DR_run.set_steps", self.run_ref, json.dumps(self.journal, sort_keys=True))
+        self._saved_at = time.monotonic()
+
+    def _emit(self, step: str, state: str, **counts: int) -> None:
+        if self._on_step is not None:
+            self._on_step({"step": step, "state": state, **counts})
+
+    @contextlib.contextmanager
+    def _claimed(self) -> Iterator[None]:
+        """Hold the run's claim while acting on it, so that two engines never run it at once."""
+        self.s.call("DR_run.claim", self.run_ref, self.runner)
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(CLAIM_RENEW_S):
+                with contextlib.suppress(XenAPIFailure, OSError):
+                    self.s.call("DR_run.claim", self.run_ref, self.runner)
+
+        keeper = threading.Thread(target=renew, name="dr-claim", daemon=True)
+        keeper.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            keeper.join()
+            with contextlib.suppress(XenAPIFailure, OSError):
+                self.s.call("DR_run.unclaim", self.run_ref, self.runner)
 
     def _data(self, step: str) -> dict[str, Any]:
         entry: dict[str, Any] = self.journal.setdefault(step, {"state": "pending", "data": {}})
@@ -100,25 +179,36 @@ class Engine:
             return
         entry = self.journal.setdefault(name, {"state": "pending", "data": {}})
         entry.update(state="started", started=now(), clock=time.time())
+        entry.pop("error", None)
         self._save()
+        self._emit(name, "started")
         try:
             action(entry["data"])
         except (XenAPIFailure, RunFailed, OSError, ValueError) as exc:
             entry.update(state="failed", error=str(exc))
             self._save()
+            self._emit(name, "failed")
             raise RunFailed(f"{name}: {exc}") from exc
         entry.update(state="done", finished=now(), seconds=round(time.time() - entry.pop("clock"), 3))
         self._save()
+        self._emit(name, "done")
         if self._on_progress is not None and name in STEPS:
             self._on_progress((STEPS.index(name) + 1) / len(STEPS))
 
     # -- running -----------------------------------------------------------------------------
 
-    def run(self) -> None:
-        """Carry out the steps not yet done; on failure the run is marked failed, with its report."""
+    def run(self) -> str:
+        """Carry out the steps not yet done, up to the end or the next pause; the run's state after.
+
+        On failure the run is marked failed, with its report, and RunFailed is raised."""
+        with self._claimed():
+            return self._run()
+
+    def _run(self) -> str:
         self.s.call("DR_run.set_state", self.run_ref, "running")
         steps: dict[str, Callable[[dict[str, Any]], None]] = {
             "discover": self._discover,
+            "split": self._split,
             "attach": self._attach,
             "choose": self._choose,
             "load": self._load,
@@ -133,10 +223,19 @@ class Engine:
         try:
             for name in STEPS:
                 self._step(name, steps[name])
+                entry = self.journal[name]
+                if name in self.options.pause_after and not entry.get("paused"):
+                    entry["paused"] = True  # paused once: a resume goes on past it
+                    self._save()
+                    self.s.call("DR_run.set_state", self.run_ref, "paused")
+                    self._emit(name, "paused")
+                    return "paused"
         except RunFailed:
             self._write_report("failed")
+            self.s.call("DR_run.set_state", self.run_ref, "failed")
             raise
         self.s.call("DR_run.set_state", self.run_ref, "done")
+        return "done"
 
     # -- discover and attach ---------------------------------------------------------------
 
@@ -154,7 +253,35 @@ class Engine:
                 srs.append({**found, "path": unescape(where) if where else path})
         if not srs:
             raise RunFailed(f"no SR found on {', '.join(self.options.luns)}")
+        for sr in srs:
+            sr["replication"] = self.replication.state(Path(sr["path"])).value
         data["srs"] = srs
+
+    def _split(self, data: dict[str, Any]) -> None:
+        """With ``split_mirrors``, split the replication of LUNs still replicating into this site.
+
+        Without it, a LUN still being replicated into stops the run here, before anything is
+        attached: two writers must never share a LUN, and splitting is the operator's decision."""
+        split: list[str] = data.setdefault("split", [])
+        live = (ReplicationState.REPLICATING, ReplicationState.PAUSED, ReplicationState.RESYNCING)
+        waiting = []
+        for sr in self._data("discover")["srs"]:
+            if sr["path"] in split or self.options.kind == "test":
+                continue
+            state = self.replication.state(Path(sr["path"]))
+            if state not in live:
+                continue
+            if not self.options.split_mirrors:
+                waiting.append(f"{sr['path']} ({state.value})")
+                continue
+            self.replication.split(Path(sr["path"]))
+            split.append(sr["path"])
+            self._save()
+        if waiting:
+            raise RunFailed(
+                f"the replication into {', '.join(waiting)} is not split: split the mirrors first, "
+                "or let the run split them (split_mirrors=true)"
+            )
 
     def _inventory(self) -> dict[str, list[str]]:
         return {
@@ -231,7 +358,11 @@ class Engine:
                     best[pool_uuid] = found
         if not best:
             raise RunFailed("no metadata of another pool was found on the attached SRs")
-        data["metadata"] = list(best.values())
+        wanted = self.options.source_pool
+        if wanted and wanted not in best:
+            pools = ", ".join(f"{m['pool_name']} ({p})" for p, m in best.items())
+            raise RunFailed(f"no metadata of pool {wanted} on the attached SRs; found: {pools}")
+        data["metadata"] = [m for p, m in best.items() if not wanted or p == wanted]
 
     def _open(self, vdi: str) -> str:
         return str(self.s.call("VDI.open_database", vdi))
@@ -400,14 +531,16 @@ class Engine:
 
     def _check_replication(self) -> list[Problem]:
         problems = []
-        for path in self.options.luns:
+        for path in sorted({sr["path"] for sr in self._data("discover")["srs"]}):
             state = self.replication.state(Path(path))
             if state in (ReplicationState.REPLICATING, ReplicationState.RESYNCING) and self.options.kind != "test":
-                problems.append(Problem("error", path, f"the LUN is still {state.value}", "split the mirror first"))
+                problems.append(Problem("error", path, f"the LUN is still {state.value}", "split the mirror first",
+                                        {"split_mirrors": "true"}))  # fmt: skip
             elif state is ReplicationState.UNKNOWN and self.options.kind != "test":
                 severity = "warning" if self.options.confirm_split else "error"
                 fix = "confirm that the array's mirroring is stopped (confirm_split=true)"
-                problems.append(Problem(severity, path, "nobody here manages this LUN's replication", fix))
+                problems.append(Problem(severity, path, "nobody here manages this LUN's replication", fix,
+                                        {} if self.options.confirm_split else {"confirm_split": "true"}))  # fmt: skip
             elif state is ReplicationState.ERROR:
                 problems.append(Problem("warning", path, "the LUN's replication reports an error"))
         return problems
@@ -456,6 +589,9 @@ class Engine:
         """vApps first, then standalone VMs, each journaled on its own."""
         loaded, chosen = self._data("load"), self._data("select")
         done: list[str] = data.setdefault("done", [])
+        # Each item's outcome, for the report's one line per action; a failed item does not stop
+        # the others, and a resume tries it again.
+        failed: dict[str, str] = {}
         items = [("VM_appliance", loaded["vapps"][u]) for u in chosen["vapps"]]
         items += [("VM", loaded["vms"][u]) for u in chosen["vms"]]
         versions = {r["uuid"]: int(r["version"]) for r in self.s.call("VM.get_all_records").values()}
@@ -465,9 +601,18 @@ class Engine:
                     continue
                 members = [loaded["vms"][u] for u in item["members"]] if cls == "VM_appliance" else [item]
                 if not all(self._recovered(vm, versions) for vm in members):
-                    self.s.call_as(database(item["source"]), f"{cls}.recover", item["ref"], self.s.handle, False)
+                    try:
+                        self.s.call_as(database(item["source"]), f"{cls}.recover", item["ref"], self.s.handle, False)
+                    except XenAPIFailure as exc:
+                        failed[item["uuid"]] = " ".join(exc.failure)
+                        continue
                 done.append(item["uuid"])
-                self._save()
+                self._save(force=False)
+                self._emit("recover", "progress", done=len(done), total=len(items))
+        data["failed"] = failed
+        if failed:
+            names = {item["uuid"]: item["name"] for _, item in items}
+            raise RunFailed("; ".join(f"{names[u]}: {error}" for u, error in failed.items()))
 
     def _start(self, data: dict[str, Any]) -> None:
         """By order groups, ascending, all VMs of a group at once; delays are slept inside VM.start."""
@@ -483,15 +628,26 @@ class Engine:
                 for vm, outcome in zip(pending, pool.map(lambda vm: self._start_one(vm, paused), pending), strict=True):
                     results[vm["uuid"]] = outcome
                 self._save()
+                started = sum(1 for r in results.values() if r.get("state") == "started")
+                self._emit("start", "progress", done=started, total=len(selected))
+
+    def _settled_power_state(self, ref: str) -> str:
+        """The VM's power state once no operation is in flight on it: a resumed run may meet the
+        VM.start (or another operation) that the interrupted engine had asked for, still going on."""
+        deadline = time.monotonic() + OPERATION_WAIT_S
+        while self.s.call("VM.get_current_operations", ref) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return str(self.s.call("VM.get_power_state", ref))
 
     def _start_one(self, vm: dict[str, Any], paused: bool) -> dict[str, Any]:
         began = time.time()
         ref = self.s.call("VM.get_by_uuid", vm["uuid"])
-        if self.s.call("VM.get_power_state", ref) == "Halted":
+        if self._settled_power_state(ref) == "Halted":
             try:
                 self.s.call("VM.start", ref, paused, False)
             except XenAPIFailure as exc:
-                return {"state": "failed", "error": " ".join(exc.failure)}
+                if exc.failure[0] != "OTHER_OPERATION_IN_PROGRESS" or self._settled_power_state(ref) == "Halted":
+                    return {"state": "failed", "error": " ".join(exc.failure)}
         outcome: dict[str, Any] = {"state": "started", "seconds": round(time.time() - began, 3)}
         if vm["ready"] and not paused:
             deadline = time.time() + READY_TIMEOUT_S
@@ -499,7 +655,7 @@ class Engine:
                 if time.time() > deadline:
                     outcome["ready"] = f"'{vm['ready']}' not seen within {READY_TIMEOUT_S:.0f} s"
                     return outcome
-                time.sleep(0.1)
+                time.sleep(READY_POLL_S)
             outcome["ready_seconds"] = round(time.time() - began, 3)
         return outcome
 
@@ -549,6 +705,10 @@ class Engine:
     def cleanup(self) -> None:
         """Destroy the DR tasks (SRs in use stay). A test failover also removes all it recovered,
         the networks recovery created and the SRs it introduced, then checks the pool is as before."""
+        with self._claimed():
+            self._cleanup()
+
+    def _cleanup(self) -> None:
         entry = self.journal.setdefault("cleanup", {"state": "pending", "data": {}})
         entry.update(state="started", started=now())
         self._save()

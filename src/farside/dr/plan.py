@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 KINDS = ("failover", "failback", "test")
 TITLES_BY_KIND = {"failover": "Failover", "failback": "Failback", "test": "Test failover"}
 POWER = ("start", "start_paused", "none")
+# Steps a run may stop after, so that a wizard can show what was found and let the operator
+# choose (the selection, the power option, fixes) before anything is recovered.
+PAUSE_POINTS = ("discover", "load", "precheck")
+OPTION_KEYS = ("luns", "select", "power", "confirm_split", "source_url", "source_pool", "split_mirrors", "pause_after")
+
+
+def _list(value: str, sep: str) -> list[str]:
+    return [s.strip() for s in value.split(sep) if s.strip()]
 
 
 @dataclass(frozen=True)
@@ -17,7 +26,11 @@ class Options:
     uuids, separated by ``,``; empty: all), ``power`` (start, start_paused, none; a test failover
     never starts VMs running), ``confirm_split`` ("true": the operator confirms that the array's
     mirroring of LUNs whose replication state is unknown is stopped), ``source_url`` (the source
-    pool's address: if it answers, the pre-check warns that its VMs may still run).
+    pool's address: if it answers, the pre-check warns that its VMs may still run),
+    ``source_pool`` (a pool uuid: use only that pool's metadata), ``split_mirrors`` ("true": split
+    the replication of LUNs that are still replicating, through the storage adapter, before
+    attaching them), ``pause_after`` (steps, separated by ``,``, after which the run stops in state
+    ``paused`` until it is resumed; see PAUSE_POINTS).
     """
 
     kind: str
@@ -26,12 +39,18 @@ class Options:
     power: str
     confirm_split: bool
     source_url: str = ""
+    source_pool: str = ""
+    split_mirrors: bool = False
+    pause_after: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, kind: str, options: dict[str, str]) -> Options:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
-        luns = [p for p in options.get("luns", "").split(":") if p]
+        unknown = sorted(set(options) - set(OPTION_KEYS))
+        if unknown:
+            raise ValueError(f"unknown options {', '.join(unknown)}; known: {', '.join(OPTION_KEYS)}")
+        luns = _list(options.get("luns", ""), ":")
         if not luns:
             raise ValueError("options need 'luns': the LUN directories to recover from, separated by ':'")
         power = options.get("power", "start_paused" if kind == "test" else "start")
@@ -39,8 +58,24 @@ class Options:
             raise ValueError(f"power must be one of {', '.join(POWER)}, not {power!r}")
         if kind == "test" and power == "start":
             raise ValueError("a test failover never starts VMs running: use start_paused or none")
-        select = [s.strip() for s in options.get("select", "").split(",") if s.strip()]
-        return cls(kind, luns, select, power, options.get("confirm_split", "") == "true", options.get("source_url", ""))
+        split_mirrors = options.get("split_mirrors", "") == "true"
+        if kind == "test" and split_mirrors:
+            raise ValueError("a test failover never splits mirrors: recover from a snapshot of the mirror instead")
+        pause_after = tuple(_list(options.get("pause_after", ""), ","))
+        wrong = [p for p in pause_after if p not in PAUSE_POINTS]
+        if wrong:
+            raise ValueError(f"pause_after takes {', '.join(PAUSE_POINTS)}, not {', '.join(wrong)}")
+        return cls(
+            kind,
+            luns,
+            _list(options.get("select", ""), ","),
+            power,
+            options.get("confirm_split", "") == "true",
+            options.get("source_url", ""),
+            options.get("source_pool", "").strip(),
+            split_mirrors,
+            pause_after,
+        )
 
 
 @dataclass
@@ -51,6 +86,10 @@ class Problem:
     subject: str
     text: str
     fix: str = ""
+    # Where the fix is a change of the run's options, those options: a wizard offers it as a
+    # button (DR_run.set_options, then resume), the CLI as a flag.
+    options: dict[str, str] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, str]:
-        return {"severity": self.severity, "subject": self.subject, "text": self.text, "fix": self.fix}
+    def as_dict(self) -> dict[str, Any]:
+        return {"severity": self.severity, "subject": self.subject, "text": self.text, "fix": self.fix,
+                "options": self.options}  # fmt: skip

@@ -81,5 +81,32 @@ def render(options: Options, journal: dict[str, Any], outcome: str) -> tuple[str
         )
         seconds = f" ({s['seconds']:.2f} s)" if s["seconds"] is not None else ""
         lines.append(f"{s['step']} - {result}{seconds}")
+    actions = _actions(data)
+    report["actions"] = actions
+    if actions:
+        lines += ["", "Actions:"]
+        lines += [f"  {a['action']} - {a['result']}" + (f": {a['message']}" if a["message"] else "") for a in actions]
     lines.append(f"Total: {report['total_seconds']:.2f} s")
     return "\n".join(lines) + "\n", report
+
+
+def _actions(data: dict[str, Any]) -> list[dict[str, str]]:
+    """One line per action, as XenCenter's summary lists them: each recovery, then each start."""
+    loaded, chosen = data.get("load", {}), data.get("select", {})
+    recover, start = data.get("recover", {}), data.get("start", {})
+    if not recover:
+        return []
+    done, failed = set(recover.get("done", [])), recover.get("failed", {})
+    actions = []
+    items = [(f"vApp {loaded['vapps'][u]['name']}", u) for u in chosen.get("vapps", [])]
+    items += [(f"VM {loaded['vms'][u]['name']}", u) for u in chosen.get("vms", [])]
+    for label, uuid in items:
+        if uuid in done or uuid in failed:
+            result = "Succeeded" if uuid in done else "Failed"
+            actions.append({"action": f"Recover {label}", "result": result, "message": failed.get(uuid, "")})
+    for uuid, outcome in start.get("vms", {}).items():
+        name = loaded["vms"].get(uuid, {}).get("name", uuid)
+        message = outcome.get("error", "") or outcome.get("ready", "")
+        result = "Succeeded" if outcome.get("state") == "started" else "Failed"
+        actions.append({"action": f"Start VM {name}", "result": result, "message": message})
+    return actions

@@ -1,18 +1,27 @@
 """DR_run (a Farside extension): create a run, start it, resume it, clean it up; each as an Async task.
 
 The engine (``farside.dr.engine``) runs here in the server, making its XenAPI calls in-process as
-the caller's session; the CLI can run the same engine over HTTP against the same record.
+the caller's session; the CLI can run the same engine over HTTP against the same record. Either
+way the engine claims the run first (``DR_run.claim``), so two engines never act on one run.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import os
+import socket
+
 from farside.api.context import Context
 from farside.api.local import LocalSession
 from farside.api.registry import handles
-from farside.dr.engine import Engine, RunFailed
+from farside.dr.engine import CLAIM_RENEW_S, Engine, RunFailed, reopened
 from farside.dr.plan import TITLES_BY_KIND, Options
 from farside.errors import InvalidValue, OperationNotAllowed, XenAPIFailure
-from farside.model.types import now
+from farside.model.types import format_datetime, now
+
+# A claim unheard of for this long belongs to an engine that is gone.
+CLAIM_STALE_S = 3 * CLAIM_RENEW_S
 
 
 @handles("DR_run.create")
@@ -51,14 +60,76 @@ def start(ctx: Context, run: str) -> str:
 
 @handles("DR_run.resume")
 def resume(ctx: Context, run: str) -> str:
-    return _go(_engine(ctx, run, ("running", "failed")), run)
+    return _go(_engine(ctx, run, ("running", "paused", "failed")), run)
 
 
 @handles("DR_run.cleanup")
 def cleanup(ctx: Context, run: str) -> str:
-    engine = _engine(ctx, run, ("created", "running", "failed", "done", "cleanup failed"))
+    engine = _engine(ctx, run, ("created", "running", "paused", "failed", "done", "cleanup failed"))
     try:
         engine.cleanup()
     except RunFailed as exc:
         raise XenAPIFailure("DR_RUN_FAILED", run, str(exc)) from None
+    return ""
+
+
+@handles("DR_run.set_options")
+def set_options(ctx: Context, run: str, value: dict[str, str]) -> str:
+    """New options for a run that is stopped (created, paused, or failed before recovery); the
+    steps that depend on what changed run again when it is resumed."""
+    with ctx.db.write() as tx:
+        row = tx.check("DR_run", run)
+        record = tx.get_record("DR_run", row)
+        if record["state"] not in ("created", "paused", "failed") or record["runner"]:
+            raise OperationNotAllowed(f"the run is {record['state']}; options change only while it is stopped")
+        try:
+            Options.parse(record["kind"], value)
+            journal = reopened(json.loads(record["steps"] or "{}"), record["options"], value)
+        except ValueError as exc:
+            raise InvalidValue("options", str(exc)) from None
+        tx.set_fields("DR_run", row, {"options": value, "steps": json.dumps(journal, sort_keys=True)})
+    return ""
+
+
+def _gone(runner: str, heartbeat: str) -> bool:
+    """Whether the engine that holds a claim is gone: its process on this host has ended, or it
+    has not renewed the claim for CLAIM_STALE_S."""
+    host, _, rest = runner.partition(":")
+    pid = rest.partition(":")[0]
+    if host == socket.gethostname() and pid.isdigit():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass  # alive, another user's
+    heard = dt.datetime.strptime(heartbeat, "%Y%m%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    age = (dt.datetime.now(dt.UTC) - heard).total_seconds()
+    return age > CLAIM_STALE_S
+
+
+@handles("DR_run.claim")
+def claim(ctx: Context, run: str, runner: str) -> str:
+    """Take (or renew) the right to act on the run; refused while another live engine holds it."""
+    if not runner:
+        raise InvalidValue("runner", "an engine names itself (host:pid:nonce)")
+    with ctx.db.write() as tx:
+        row = tx.check("DR_run", run)
+        record = tx.get_record("DR_run", row)
+        holder = record["runner"]
+        if holder and holder != runner and not _gone(holder, record["runner_heartbeat"]):
+            raise OperationNotAllowed(
+                f"the run is being carried out by {holder} (heard from at {record['runner_heartbeat']}); "
+                "wait for it to finish, or for it to be gone"
+            )
+        tx.set_fields("DR_run", row, {"runner": runner, "runner_heartbeat": format_datetime(dt.datetime.now(dt.UTC))})
+    return ""
+
+
+@handles("DR_run.unclaim")
+def unclaim(ctx: Context, run: str, runner: str) -> str:
+    with ctx.db.write() as tx:
+        row = tx.check("DR_run", run)
+        if tx.get_field("DR_run", row, "runner") == runner:
+            tx.set_fields("DR_run", row, {"runner": ""})
     return ""

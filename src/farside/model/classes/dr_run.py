@@ -20,6 +20,9 @@ DR_RUN = ClassDef(
         # Written by the engine through XenAPI, wherever it runs (CLI or server): settable.
         F("state", "string", RW, "created", setter=Role.POOL_OPERATOR),
         F("options", "(string -> string) map", RO),
+        # The engine carrying the run out (host:pid:nonce) and when it last said so: one at a time.
+        F("runner", "string", RO),
+        F("runner_heartbeat", "datetime", RO),
         F("steps", "string", RW, "{}", setter=Role.POOL_OPERATOR),
         F("report", "string", RW, setter=Role.POOL_OPERATOR),
         F("report_json", "string", RW, "{}", setter=Role.POOL_OPERATOR),
@@ -31,6 +34,9 @@ DR_RUN = ClassDef(
         M("start", Role.POOL_OPERATOR, [("self", "DR_run ref")], "void"),
         M("resume", Role.POOL_OPERATOR, [("self", "DR_run ref")], "void"),
         M("cleanup", Role.POOL_OPERATOR, [("self", "DR_run ref")], "void"),
+        M("set_options", Role.POOL_OPERATOR, [("self", "DR_run ref"), ("value", "(string -> string) map")], "void"),
+        M("claim", Role.POOL_OPERATOR, [("self", "DR_run ref"), ("runner", "string")], "void"),
+        M("unclaim", Role.POOL_OPERATOR, [("self", "DR_run ref"), ("runner", "string")], "void"),
     ],
     farside=True,
 )

@@ -1,0 +1,160 @@
+"""A DR run driven step by step, as the terminal and browser wizards drive it: pauses, option
+changes between steps, fixes offered by the pre-checks, one engine at a time, mirrors split."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import XenAPI
+
+from farside.dr.engine import Engine, RunFailed
+from farside.dr.session import XmlRpcSession
+from farside.storage.replication import LunReplication, ReplicationState
+
+from pools import ADMIN_PASSWORD, PoolServer, kill_qemus
+from vms import shop_site
+
+
+def wait(s: XenAPI.Session, task: str) -> str:
+    while s.xenapi.task.get_status(task) == "pending":
+        time.sleep(0.05)
+    return str(s.xenapi.task.get_status(task))
+
+
+def site_b_with_copy(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> tuple[XenAPI.Session, dict[str, str]]:
+    a, b = two_pools
+    _, tags = shop_site(a, tmp_path / "lun")
+    subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
+    a.stop()
+    kill_qemus(a.data_dir / "run")
+    return b.session(), tags
+
+
+def test_a_paused_run_takes_new_options_and_the_precheck_fix(
+    two_pools: tuple[PoolServer, PoolServer], tmp_path: Path
+) -> None:
+    sb, tags = site_b_with_copy(two_pools, tmp_path)
+    options = {"luns": str(tmp_path / "copy"), "power": "none", "pause_after": "discover,load,precheck"}
+    run = sb.xenapi.DR_run.create("failover", options)
+    assert wait(sb, sb.xenapi.Async.DR_run.start(run)) == "success"
+    record = sb.xenapi.DR_run.get_record(run)
+    assert record["state"] == "paused" and record["runner"] == ""
+    steps = json.loads(record["steps"])
+    assert [s["replication"] for s in steps["discover"]["data"]["srs"]] == ["unknown"]
+    assert "attach" not in steps  # nothing attached while the operator looks
+    assert sb.xenapi.SR.get_all() == []
+
+    assert wait(sb, sb.xenapi.Async.DR_run.resume(run)) == "success"
+    steps = json.loads(sb.xenapi.DR_run.get_steps(run))
+    assert sb.xenapi.DR_run.get_state(run) == "paused" and set(steps) >= {"attach", "choose", "load"}
+    assert {v["name"] for v in steps["load"]["data"]["vms"].values()} == set(tags.values())
+
+    # The operator ticks only "lone"; the pre-check refuses the unknown replication state and offers the fix.
+    sb.xenapi.DR_run.set_options(run, {**options, "select": "lone"})
+    assert wait(sb, sb.xenapi.Async.DR_run.resume(run)) == "failure"
+    steps = json.loads(sb.xenapi.DR_run.get_steps(run))
+    assert sb.xenapi.DR_run.get_state(run) == "failed"
+    fixes = [p["options"] for p in steps["precheck"]["data"]["problems"] if p["options"]]
+    assert fixes == [{"confirm_split": "true"}]
+    sb.xenapi.DR_run.set_options(run, {**options, "select": "lone", **fixes[0]})
+    assert wait(sb, sb.xenapi.Async.DR_run.resume(run)) == "success"
+    assert sb.xenapi.DR_run.get_state(run) == "paused"  # after the pre-check, for the last word
+    assert wait(sb, sb.xenapi.Async.DR_run.resume(run)) == "success"
+    assert sb.xenapi.DR_run.get_state(run) == "done"
+    recovered = {sb.xenapi.VM.get_name_label(vm) for vm in sb.xenapi.VM.get_all()}
+    assert recovered == {"lone"}
+    report = json.loads(sb.xenapi.DR_run.get_report_json(run))
+    assert report["actions"] == [{"action": "Recover VM lone", "result": "Succeeded", "message": ""}]
+    assert "Recover VM lone - Succeeded" in sb.xenapi.DR_run.get_report(run)
+
+    # Once recovery has begun, the options are fixed.
+    with pytest.raises(XenAPI.Failure) as info:
+        sb.xenapi.DR_run.set_options(run, {**options, "select": "shop"})
+    assert info.value.details[0] == "OPERATION_NOT_ALLOWED"
+
+
+def test_bad_options_and_late_changes_are_refused(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
+    sb, _ = site_b_with_copy(two_pools, tmp_path)
+    luns = str(tmp_path / "copy")
+    for options, text in [
+        ({"luns": luns, "pause_after": "recover"}, "pause_after takes"),
+        ({"luns": luns, "colour": "red"}, "unknown options colour"),
+    ]:
+        with pytest.raises(XenAPI.Failure) as info:
+            sb.xenapi.DR_run.create("failover", options)
+        assert info.value.details[0] == "INVALID_VALUE" and text in info.value.details[2]
+    with pytest.raises(XenAPI.Failure) as info:
+        sb.xenapi.DR_run.create("test", {"luns": luns, "split_mirrors": "true"})
+    assert "snapshot" in info.value.details[2]
+    run = sb.xenapi.DR_run.create("test", {"luns": luns, "pause_after": "discover", "power": "none"})
+    assert wait(sb, sb.xenapi.Async.DR_run.start(run)) == "success"
+    with pytest.raises(XenAPI.Failure) as info:
+        sb.xenapi.DR_run.set_options(run, {"luns": str(tmp_path / "lun"), "power": "none"})
+    assert "create a new run" in info.value.details[2]
+    # Metadata of a pool that is not on the LUNs.
+    sb.xenapi.DR_run.set_options(run, {"luns": luns, "power": "none", "source_pool": "no-such-pool"})
+    assert wait(sb, sb.xenapi.Async.DR_run.resume(run)) == "failure"
+    assert "no metadata of pool no-such-pool" in sb.xenapi.DR_run.get_report(run)
+    sb.xenapi.DR_run.cleanup(run)
+    assert sb.xenapi.DR_run.get_state(run) == "cleaned up"
+
+
+def test_one_engine_at_a_time(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
+    sb, _ = site_b_with_copy(two_pools, tmp_path)
+    run = sb.xenapi.DR_run.create("test", {"luns": str(tmp_path / "copy"), "power": "none"})
+    alive = f"{socket.gethostname()}:{os.getpid()}:other"  # this test's own process: alive
+    sb.xenapi.DR_run.claim(run, alive)
+    with pytest.raises(XenAPI.Failure) as info:
+        sb.xenapi.DR_run.start(run)
+    assert info.value.details[0] == "DR_RUN_FAILED" or info.value.details[0] == "OPERATION_NOT_ALLOWED"
+    assert "being carried out by" in " ".join(info.value.details)
+    with pytest.raises(XenAPI.Failure):
+        sb.xenapi.DR_run.set_options(run, {"luns": str(tmp_path / "copy")})
+    # An engine whose process has ended holds nothing: its claim is taken over at once.
+    dead = subprocess.run(["true"], check=True)
+    del dead
+    gone = f"{socket.gethostname()}:{2**22 + 7}:gone"
+    sb.xenapi.DR_run.unclaim(run, alive)
+    sb.xenapi.DR_run.claim(run, gone)
+    sb.xenapi.DR_run.start(run)
+    assert sb.xenapi.DR_run.get_state(run) == "done" and sb.xenapi.DR_run.get_runner(run) == ""
+    sb.xenapi.DR_run.cleanup(run)
+
+
+class Mirrors(LunReplication):
+    """Replication as an array would report it (test double): every LUN replicating until split."""
+
+    def __init__(self) -> None:
+        self.split_luns: list[Path] = []
+
+    def state(self, lun: Path) -> ReplicationState:
+        return ReplicationState.SPLIT if lun in self.split_luns else ReplicationState.REPLICATING
+
+    def split(self, lun: Path) -> None:
+        self.split_luns.append(lun)
+
+
+def test_mirrors_are_split_only_when_the_operator_says_so(
+    two_pools: tuple[PoolServer, PoolServer], tmp_path: Path
+) -> None:
+    sb, _ = site_b_with_copy(two_pools, tmp_path)
+    b = two_pools[1]
+    mirrors = Mirrors()
+    options = {"luns": str(tmp_path / "copy"), "power": "none"}
+    run = sb.xenapi.DR_run.create("failover", options)
+    with pytest.raises(RunFailed, match="not split: split the mirrors first"):
+        Engine(XmlRpcSession(b.url, "root", ADMIN_PASSWORD), run, replication=mirrors).run()
+    assert sb.xenapi.SR.get_all() == [] and mirrors.split_luns == []
+    sb.xenapi.DR_run.set_options(run, {**options, "split_mirrors": "true"})
+    events: list[dict[str, object]] = []
+    Engine(XmlRpcSession(b.url, "root", ADMIN_PASSWORD), run, replication=mirrors, on_step=events.append).run()
+    assert mirrors.split_luns == [tmp_path / "copy"]
+    assert sb.xenapi.DR_run.get_state(run) == "done"
+    assert {"step": "split", "state": "done"} in events
+    assert {"step": "recover", "state": "progress", "done": 2, "total": 2} in events
