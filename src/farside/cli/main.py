@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from farside import __version__
-from farside.cli import image, metadata, pool, user
+from farside.cli import image, metadata, mirror, pool, user
 from farside.errors import FarsideError
 
 
@@ -20,6 +20,7 @@ def parser() -> argparse.ArgumentParser:
     user.register(commands)
     metadata.register(commands)
     image.register(commands)
+    mirror.register(commands)
     return p
 
 

@@ -45,6 +45,19 @@ class LunLeased(StateError):
     code = "LUN_LEASED_BY_OTHER_POOL"
 
 
+class LunIsMirrorTarget(StateError):
+    """``[path, mirror name]``: a storage mirror is replicating into the LUN, so no pool may plug it."""
+
+    code = "LUN_IS_MIRROR_TARGET"
+
+    def describe(self) -> str:
+        path, mirror = [*self.params, "?", "?"][:2]
+        return (
+            f"{self.code} {path} {mirror}: the LUN is the target of mirror {mirror!r}, which is still "
+            f"replicating into it; split the mirror first (farside mirror split {mirror})"
+        )
+
+
 class VdiInUse(StateError):
     code = "VDI_IN_USE"
 
@@ -56,6 +69,7 @@ class SrNotEmpty(StateError):
 __all__ = [
     "BackendFailure",
     "FarsideError",
+    "LunIsMirrorTarget",
     "LunLeased",
     "SrNotEmpty",
     "VdiInUse",

@@ -22,6 +22,7 @@ from pathlib import Path
 from farside.storage.errors import LunLeased
 from farside.storage.files import read_json, write_json
 from farside.storage.lun import META_DIR
+from farside.storage.mirror_marker import refuse_mirror_target
 
 # A lease lives this long without a heartbeat; the holder renews it every third of that.
 DEFAULT_LEASE_S = 30.0
@@ -80,10 +81,12 @@ def acquire(
     """Take (or renew) the lease for this pool.
 
     Raises:
+        LunIsMirrorTarget: a storage mirror is replicating into the LUN (split it first).
         LunLeased: another pool's lease on this very directory is live, or it has expired but a
             running QEMU still holds one of the LUN's images.
     """
     with _locked(lun):
+        refuse_mirror_target(lun)
         now = time.time()
         current = read(lun)
         if current is not None and current.pool_uuid != pool_uuid:

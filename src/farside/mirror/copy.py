@@ -1,0 +1,161 @@
+"""Reading one source file into the journal: only its data, chunk by chunk, re-read if it moved.
+
+A file the mirror has not copied before (or whose target copy is gone) is written whole and sparse
+into the journal's ``new/`` and renamed into place at apply: one write per byte, as ``cp`` does. A
+file the target already has is compared chunk by chunk with the manifest; only the chunks whose
+hash changed, or that the target changed on its own, go into the journal. Holes are never read:
+SEEK_DATA finds the data, and chunks of zeros are kept as holes too.
+
+A file is read between two fstat calls; if its size or times moved in between, something wrote it
+while it was read, and it is read again, up to ``MAX_READS`` times. A file still moving after that
+is left for the next cycle (lagging); its target copy stays as it was.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from farside.mirror.journal import CHUNK, CorruptJournal, JournalWriter, digest, stat_key
+from farside.mirror.sparse import data_chunks
+from farside.mirror.state import FileEntry
+
+MAX_READS = 3
+_ZEROS = bytes(CHUNK)
+
+
+@dataclass
+class Copied:
+    """What reading one file produced: the journal operation, and its manifest entry."""
+
+    op: dict[str, Any]
+    entry: FileEntry
+    bytes_read: int
+    changed: bool
+
+
+def chunk_hashes(fd: int, size: int) -> list[str | None]:
+    """The hash of every chunk of an open file (None for holes and zeros): to see what a target changed."""
+    hashes: list[str | None] = [None] * _count(size)
+    for index in data_chunks(fd, size, CHUNK):
+        data = os.pread(fd, min(CHUNK, size - index * CHUNK), index * CHUNK)
+        if data != _ZEROS[: len(data)]:
+            hashes[index] = digest(data)
+    return hashes
+
+
+def _count(size: int) -> int:
+    return (size + CHUNK - 1) // CHUNK
+
+
+def copy_new(path: str, rel: str, journal: JournalWriter, now: float) -> Copied | None:
+    """Read a file whole into a new journal file; None if it kept changing while read."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for _ in range(MAX_READS):
+            st0 = os.fstat(fd)
+            staged_name, staged = journal.new_file()
+            out = os.open(staged, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                hashes: list[str | None] = [None] * _count(st0.st_size)
+                read = 0
+                for index in data_chunks(fd, st0.st_size, CHUNK):
+                    data = os.pread(fd, min(CHUNK, st0.st_size - index * CHUNK), index * CHUNK)
+                    read += len(data)
+                    if data == _ZEROS[: len(data)]:
+                        continue
+                    hashes[index] = digest(data)
+                    journal.writer.send(out, data, index * CHUNK)
+                st1 = os.fstat(fd)
+                if stat_key(st0) != stat_key(st1):
+                    os.close(out)
+                    out = -1
+                    staged.unlink()
+                    continue
+                os.ftruncate(out, st0.st_size)
+                os.fchmod(out, st0.st_mode & 0o7777)
+                os.utime(out, ns=(st0.st_mtime_ns, st0.st_mtime_ns))
+                os.fsync(out)
+                _verify(out, hashes, st0.st_size, rel)
+            finally:
+                if out >= 0:
+                    os.close(out)
+            op = {"op": "place", "path": rel, "staged": staged_name}
+            entry = FileEntry(st0.st_size, hashes, stat_key(st0), [], st0.st_mode & 0o7777, now)
+            return Copied(op, entry, read, True)
+        return None
+    finally:
+        os.close(fd)
+
+
+def copy_changes(
+    path: str, rel: str, old: FileEntry, dirty: set[int], journal: JournalWriter, now: float
+) -> Copied | None:
+    """Read a file and journal the chunks that differ from ``old`` or are ``dirty`` at the target.
+
+    Returns None if the file kept changing while read.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for _ in range(MAX_READS):
+            st0 = os.fstat(fd)
+            mark = journal.mark()
+            size = st0.st_size
+            hashes: list[str | None] = [None] * _count(size)
+            writes: list[list[object]] = []
+            read = 0
+            for index in data_chunks(fd, size, CHUNK):
+                data = os.pread(fd, min(CHUNK, size - index * CHUNK), index * CHUNK)
+                read += len(data)
+                if data == _ZEROS[: len(data)]:
+                    continue
+                hash_ = digest(data)
+                hashes[index] = hash_
+                if _old(old, index) != hash_ or index in dirty:
+                    writes.append([index, journal.add_chunk(data, hash_), len(data), hash_])
+            holes = [i for i, h in enumerate(hashes) if h is None and (_old(old, i) is not None or i in dirty)]
+            st1 = os.fstat(fd)
+            if stat_key(st0) != stat_key(st1):
+                journal.rollback(mark)
+                continue
+            mode = st0.st_mode & 0o7777
+            changed = bool(writes or holes) or size != old.size or mode != old.mode
+            op: dict[str, Any] = {
+                "op": "chunks",
+                "path": rel,
+                "size": size,
+                "mode": mode,
+                "mtime_ns": st0.st_mtime_ns,
+                "writes": writes,
+                "holes": holes,
+            }
+            entry = FileEntry(size, hashes, stat_key(st0), [], mode, now)
+            return Copied(op, entry, read, changed)
+        return None
+    finally:
+        os.close(fd)
+
+
+def reserve_target(path: str, op: dict[str, Any], journal: JournalWriter) -> None:
+    """Allocate the target ranges a chunk operation will write, so applying it cannot hit ENOSPC."""
+    writes = op["writes"]
+    if not writes:
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        for index, _offset, length, _hash in writes:
+            journal.writer.reserve(fd, index * CHUNK, length)
+    finally:
+        os.close(fd)
+
+
+def _old(entry: FileEntry, index: int) -> str | None:
+    return entry.chunks[index] if index < len(entry.chunks) else None
+
+
+def _verify(fd: int, hashes: list[str | None], size: int, rel: str) -> None:
+    """Read a new file back and check each chunk against the hash taken at the source."""
+    for index, hash_ in enumerate(hashes):
+        if hash_ is not None and digest(os.pread(fd, min(CHUNK, size - index * CHUNK), index * CHUNK)) != hash_:
+            raise CorruptJournal(f"the copy of {rel} in the journal does not match its source at chunk {index}")

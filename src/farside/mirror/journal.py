@@ -1,0 +1,220 @@
+"""The target-side journal: a cycle's changes made durable first, then applied in place.
+
+    TARGET/.farside-mirror/journal/
+      data          the changed chunks, one after the other
+      new/<n>       whole new files, written sparse, to be renamed into place
+      index.json    the commit: the operations, the manifest changes and the record update
+
+Nothing in the target's own files changes until ``index.json`` exists, and ``index.json`` is
+written (atomically) only once ``data`` and every new file are fsynced and read back against their
+chunk hashes. Applying is idempotent (writes of the same bytes, renames that are skipped once done,
+removals of what is gone), so a crash while applying is finished by applying again: ``replay``
+runs before anything else touches the target. A journal without ``index.json`` was never committed
+and is thrown away; the target still holds the previous cycle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from farside.mirror import sparse
+from farside.mirror.writer import TargetWriter
+from farside.storage.files import fsync_dir, read_json, write_json
+from farside.storage.mirror_marker import MARKER_DIR
+
+CHUNK = 1 << 20
+JOURNAL_DIR = "journal"
+INDEX_FILE = "index.json"
+
+
+def digest(data: bytes | memoryview) -> str:
+    """A chunk's BLAKE2b hash, 128 bits: enough to tell chunks apart, and half the manifest."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def journal_dir(target: Path) -> Path:
+    return target / MARKER_DIR / JOURNAL_DIR
+
+
+def safe_path(root: Path, rel: str) -> Path:
+    """``root/rel``, refusing anything that would leave ``root`` (a damaged or foreign journal)."""
+    parts = Path(rel).parts
+    if not parts or Path(rel).is_absolute() or ".." in parts or parts[0] == MARKER_DIR:
+        raise ValueError(f"journal path {rel!r} is not inside the mirrored directory")
+    return root / rel
+
+
+class CorruptJournal(Exception):
+    """A journal chunk does not match its hash: the copy was damaged on its way."""
+
+
+class JournalWriter:
+    """Builds one cycle's journal at the target."""
+
+    def __init__(self, target: Path, writer: TargetWriter) -> None:
+        self.dir = journal_dir(target)
+        self.writer = writer
+        if self.dir.exists():
+            # Only an uncommitted journal can be here: a committed one is replayed before a cycle.
+            shutil.rmtree(self.dir)
+        (self.dir / "new").mkdir(parents=True)
+        self._data_fd = os.open(self.dir / "data", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.data_size = 0
+        self._chunks: list[tuple[int, int, str]] = []  # (offset in data, length, hash)
+        self._staged = 0
+
+    def close(self) -> None:
+        if self._data_fd >= 0:
+            os.close(self._data_fd)
+            self._data_fd = -1
+
+    def discard(self) -> None:
+        self.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- chunks --------------------------------------------------------------------------------
+
+    def add_chunk(self, data: bytes, hash_: str) -> int:
+        """Append a changed chunk; its offset in ``data``."""
+        offset = self.data_size
+        self.writer.send(self._data_fd, data, offset)
+        self.data_size += len(data)
+        self._chunks.append((offset, len(data), hash_))
+        return offset
+
+    def mark(self) -> tuple[int, int]:
+        return self.data_size, len(self._chunks)
+
+    def rollback(self, mark: tuple[int, int]) -> None:
+        """Forget the chunks added since ``mark`` (a file that changed while it was read)."""
+        self.data_size, count = mark
+        del self._chunks[count:]
+        os.ftruncate(self._data_fd, self.data_size)
+
+    # -- new files -----------------------------------------------------------------------------
+
+    def new_file(self) -> tuple[str, Path]:
+        """A path for a whole new file, and its name in the journal."""
+        self._staged += 1
+        name = f"new/{self._staged}"
+        return name, self.dir / name
+
+    # -- commit --------------------------------------------------------------------------------
+
+    def commit(self, index: dict[str, Any]) -> None:
+        """Make the journal durable, check every chunk against its hash, then write the index.
+
+        Raises:
+            CorruptJournal: a chunk read back does not match the hash taken at the source.
+        """
+        os.fsync(self._data_fd)
+        for offset, length, hash_ in self._chunks:
+            if digest(os.pread(self._data_fd, length, offset)) != hash_:
+                raise CorruptJournal(f"journal chunk at {offset} does not match its source hash")
+        self.close()
+        fsync_dir(self.dir / "new")
+        fsync_dir(self.dir)
+        write_json(self.dir / INDEX_FILE, index)
+
+
+def pending(target: Path) -> dict[str, Any] | None:
+    """The committed journal waiting at ``target``, or None; an uncommitted one is removed."""
+    path = journal_dir(target)
+    if not path.exists():
+        return None
+    try:
+        index: dict[str, Any] = read_json(path / INDEX_FILE)
+        return index
+    except (OSError, ValueError):
+        shutil.rmtree(path, ignore_errors=True)
+        return None
+
+
+def apply(target: Path, index: dict[str, Any], writer: TargetWriter) -> dict[str, list[int]]:
+    """Apply a committed journal in place; the stat key of each file it wrote or placed.
+
+    Raises:
+        CorruptJournal: a chunk in the journal no longer matches its hash (nothing of that file
+            is written).
+    """
+    jdir = journal_dir(target)
+    touched: dict[str, Path] = {}
+    dirs: set[Path] = set()
+    data_fd = os.open(jdir / "data", os.O_RDONLY) if (jdir / "data").exists() else -1
+    try:
+        for op in index["ops"]:
+            kind = op["op"]
+            path = safe_path(target, op["path"])
+            if kind == "mkdir":
+                path.mkdir(parents=True, exist_ok=True)
+                dirs.add(path.parent)
+            elif kind == "place":
+                staged = jdir / op["staged"]
+                if staged.exists():  # gone once placed: the rename is the whole apply
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staged, path)
+                dirs.add(path.parent)
+                touched[op["path"]] = path
+            elif kind == "chunks":
+                _apply_chunks(path, op, data_fd, writer)
+                touched[op["path"]] = path
+            elif kind == "remove":
+                if path.is_file() or path.is_symlink():
+                    path.unlink()
+                dirs.add(path.parent)
+            elif kind == "rmdir":
+                if path.is_dir():
+                    # Something not ours may be left in it; then the directory stays.
+                    with contextlib.suppress(OSError):
+                        path.rmdir()
+                dirs.add(path.parent)
+            else:
+                raise ValueError(f"unknown journal operation {kind!r}")
+    finally:
+        if data_fd >= 0:
+            os.close(data_fd)
+    for d in dirs:
+        if d.is_dir():
+            fsync_dir(d)
+    return {rel: stat_key(os.stat(path)) for rel, path in touched.items()}
+
+
+def _apply_chunks(path: Path, op: dict[str, Any], data_fd: int, writer: TargetWriter) -> None:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        for index, offset, length, hash_ in op["writes"]:
+            data = os.pread(data_fd, length, offset)
+            if digest(data) != hash_:
+                raise CorruptJournal(f"journal chunk {index} of {op['path']} does not match its source hash")
+            writer.write(fd, data, index * CHUNK)
+        for index in op["holes"]:
+            start = index * CHUNK
+            sparse.punch_hole(fd, start, min(CHUNK, op["size"] - start))
+        os.ftruncate(fd, op["size"])
+        os.fchmod(fd, op["mode"])
+        os.utime(fd, ns=(op["mtime_ns"], op["mtime_ns"]))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def finish(target: Path) -> None:
+    """Remove an applied journal."""
+    shutil.rmtree(journal_dir(target), ignore_errors=True)
+    parent = target / MARKER_DIR
+    if parent.is_dir():
+        fsync_dir(parent)
+
+
+def stat_key(st: os.stat_result) -> list[int]:
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def pending_exists(target: Path) -> bool:
+    """Whether a committed journal waits at ``target`` (read-only: nothing is removed)."""
+    return (journal_dir(target) / INDEX_FILE).is_file()

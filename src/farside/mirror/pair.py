@@ -1,0 +1,280 @@
+"""A mirror: a source directory replicated into a target directory, and what an operator does with it.
+
+Every operation that changes the mirror or its target takes the mirror lock and first replays any
+journal a crash left at the target, so no command ever sees (or makes a pool see) a half-applied
+cycle. State changes are written to the record atomically; markers on both directories say which
+mirror they belong to and whether the target is being written (docs/mirror.md).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from farside.errors import FarsideError
+from farside.mirror import cycle, journal, lock, snapshot
+from farside.mirror.cycle import CycleResult
+from farside.mirror.errors import CycleStopped, MirrorExists, MirrorInvalid, MirrorState
+from farside.mirror.state import Record, State, StateDir, check_name
+from farside.mirror.writer import TargetWriter
+from farside.storage import lease
+from farside.storage.mirror_marker import MARKER_DIR, SOURCE, TARGET, Marker, clear_marker, read_marker, write_marker
+
+DEFAULT_INTERVAL_S = 30.0
+
+
+class Mirrors:
+    """The mirrors kept in one state directory."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = StateDir(state_dir)
+
+    @property
+    def path(self) -> Path:
+        return self.state_dir.path
+
+    def names(self) -> list[str]:
+        return self.state_dir.names()
+
+    def load(self, name: str) -> Record:
+        return self.state_dir.load(name)
+
+    @contextmanager
+    def locked(self, name: str) -> Iterator[Record]:
+        """Hold the mirror lock, finish any interrupted apply, and give the current record."""
+        self.state_dir.load(name)  # MIRROR_UNKNOWN before creating a lock file
+        with lock.held(self.state_dir.mirror_dir(name) / lock.MIRROR_LOCK):
+            record = self.state_dir.load(name)
+            cycle.replay(self.state_dir, record)
+            yield record
+
+    # -- create and delete ---------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        source: Path,
+        target: Path,
+        interval: float = DEFAULT_INTERVAL_S,
+        bwlimit: float | None = None,
+    ) -> Record:
+        """A new mirror from ``source`` to ``target``; the first cycle copies everything."""
+        check_name(name)
+        if interval < 0:
+            raise MirrorInvalid(f"--interval must be 0 or more seconds, not {interval}")
+        if bwlimit is not None and bwlimit <= 0:
+            raise MirrorInvalid(f"--bwlimit must be a positive number of MiB/s, not {bwlimit}")
+        source, target = _absolute(source), _absolute(target)
+        if not source.is_dir():
+            raise MirrorInvalid(f"the source {source} is not a directory")
+        if source == target or source in target.parents or target in source.parents:
+            raise MirrorInvalid(f"the source {source} and target {target} must not contain one another")
+        if not target.exists():
+            if not target.parent.is_dir():
+                raise MirrorInvalid(f"the target's parent {target.parent} does not exist")
+            target.mkdir()
+        elif not target.is_dir():
+            raise MirrorInvalid(f"the target {target} is not a directory")
+        for role, path in (("source", source), ("target", target)):
+            marker = read_marker(path)
+            if marker is not None and (marker.mirror, marker.state_dir) != (name, str(self.path)):
+                owner = f"mirror {marker.mirror!r} ({marker.state_dir})"
+                raise MirrorInvalid(f"the {role} {path} already belongs to {owner}; delete that mirror first")
+        _refuse_plugged(name, target)
+        if self.state_dir.exists(name):
+            raise MirrorExists(name, str(self.path))
+        mdir = self.state_dir.mirror_dir(name)
+        mdir.mkdir(parents=True, exist_ok=True)
+        record = Record(name, str(source), str(target), interval, bwlimit)
+        # Markers before the record: a record always has its markers, and a create that died
+        # halfway can simply be run again.
+        write_marker(source, Marker(name, str(self.path), SOURCE, False))
+        write_marker(target, Marker(name, str(self.path), TARGET, True))
+        self.state_dir.save(record)
+        return record
+
+    def delete(self, name: str) -> None:
+        """Forget the mirror; both directories stay as they are, the target a complete cycle and pluggable."""
+        with self.locked(name) as record:
+            for path in (Path(record.source), Path(record.target)):
+                if read_marker(path) is not None:
+                    clear_marker(path)
+                _remove_empty(path / MARKER_DIR)
+            mdir = self.state_dir.mirror_dir(name)
+            for f in (mdir / "mirror.json", mdir / "manifest.json"):
+                f.unlink(missing_ok=True)
+        for f in mdir.iterdir():
+            f.unlink()
+        mdir.rmdir()
+
+    # -- replication ---------------------------------------------------------------------------
+
+    def sync(self, name: str, writer: TargetWriter | None = None, stop: threading.Event | None = None) -> CycleResult:
+        """Run one cycle now and wait for it.
+
+        Raises:
+            MirrorState: the mirror is paused or split.
+            MirrorTargetFull, MirrorIoError: the cycle failed; the target holds the previous cycle.
+        """
+        with self.locked(name) as record:
+            if record.state_enum in (State.PAUSED, State.SPLIT):
+                hint = "unpause it first" if record.state_enum is State.PAUSED else "resync it to replicate again"
+                raise MirrorState(name, record.state, hint)
+            return self._cycle(record, writer, stop)
+
+    def _cycle(self, record: Record, writer: TargetWriter | None, stop: threading.Event | None) -> CycleResult:
+        try:
+            return cycle.run_cycle(self.state_dir, record, writer or TargetWriter(record.bwlimit), stop)
+        except _NOT_ERRORS:
+            raise
+        except Exception as exc:
+            fresh = self.state_dir.load(record.name)
+            fresh.last_attempt = record.last_attempt
+            fresh.add_error(exc.describe() if isinstance(exc, FarsideError) else str(exc))
+            self.state_dir.save(fresh)
+            raise
+
+    def pause(self, name: str) -> None:
+        with self.locked(name) as record:
+            if record.state_enum not in (State.REPLICATING, State.RESYNCING, State.PAUSED):
+                raise MirrorState(name, record.state, "only a replicating mirror can be paused")
+            record.state = State.PAUSED.value
+            self.state_dir.save(record)
+
+    def unpause(self, name: str) -> None:
+        with self.locked(name) as record:
+            if record.state_enum not in (State.PAUSED, State.REPLICATING):
+                raise MirrorState(name, record.state, "only a paused mirror can be unpaused")
+            record.state = State.REPLICATING.value
+            self.state_dir.save(record)
+
+    # -- split, reverse, resync ----------------------------------------------------------------
+
+    def split(self, name: str) -> Record:
+        """Stop replicating; the target, a complete cycle, becomes writable and pluggable."""
+        with self.locked(name) as record:
+            if record.state_enum is State.SPLIT:
+                return record
+            record.state = State.SPLIT.value
+            self.state_dir.save(record)
+            write_marker(Path(record.target), Marker(name, str(self.path), TARGET, False))
+            return record
+
+    def reverse(self, name: str) -> Record:
+        """Swap source and target (for failback); only while split. The mirror stays split."""
+        with self.locked(name) as record:
+            if record.state_enum is not State.SPLIT:
+                raise MirrorState(name, record.state, "split the mirror before reversing it")
+            manifest = self.state_dir.load_manifest(name)
+            for entry in manifest.values():
+                entry.src, entry.dst = entry.dst, entry.src
+            # The manifest first: a crash before the record is saved leaves it swapped while the
+            # record is not, which only makes the next cycle re-read the swapped files.
+            self.state_dir.save_manifest(name, manifest)
+            record.source, record.target = record.target, record.source
+            self.state_dir.save(record)
+            write_marker(Path(record.source), Marker(name, str(self.path), SOURCE, False))
+            write_marker(Path(record.target), Marker(name, str(self.path), TARGET, False))
+            return record
+
+    def resync(self, name: str, writer: TargetWriter | None = None) -> CycleResult:
+        """From split back to replicating, copying only changed chunks.
+
+        What the target changed on its own is listed in the result's warnings, then overwritten.
+
+        Raises:
+            MirrorState: the mirror is not split.
+            LunLeased-like MirrorState: a pool still has the target plugged.
+        """
+        with self.locked(name) as record:
+            if record.state_enum not in (State.SPLIT, State.RESYNCING):
+                raise MirrorState(name, record.state, "only a split mirror can be resynchronised")
+            _refuse_plugged(name, Path(record.target))
+            write_marker(Path(record.target), Marker(name, str(self.path), TARGET, True))
+            record.state = State.RESYNCING.value
+            self.state_dir.save(record)
+            return self._cycle(record, writer, None)
+
+    # -- snapshots -----------------------------------------------------------------------------
+
+    def snapshot(self, name: str, dest: Path) -> int:
+        """Copy the target's last complete cycle to the new directory ``dest``; bytes copied."""
+        dest = _absolute(dest)
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise MirrorInvalid(f"{dest} exists and is not an empty directory; give a new path")
+        if not dest.parent.is_dir():
+            raise MirrorInvalid(f"the snapshot's parent {dest.parent} does not exist")
+        with self.locked(name) as record:
+            target = Path(record.target)
+            if dest == target or target in dest.parents:
+                raise MirrorInvalid(f"the snapshot {dest} must be outside the target {target}")
+            return snapshot.copy_tree(target, dest)
+
+    # -- status --------------------------------------------------------------------------------
+
+    def status(self, name: str, now: float | None = None) -> dict[str, Any]:
+        """What ``farside mirror status`` shows; read without the lock, so it never waits."""
+        record = self.state_dir.load(name)
+        now = time.time() if now is None else now
+        last = record.last_cycle
+        mdir = self.state_dir.mirror_dir(name)
+        daemon = lock.holder(mdir / lock.DAEMON_LOCK)
+        return {
+            "name": record.name,
+            "state": record.state,
+            "source": record.source,
+            "target": record.target,
+            "interval": record.interval,
+            "bwlimit": record.bwlimit,
+            "daemon_pid": daemon,
+            "cycle": last.number,
+            "last_cycle_started": last.started or None,
+            "last_cycle_finished": last.finished or None,
+            "rpo_seconds": round(now - last.started, 3) if last.number else None,
+            "bytes_read": last.bytes_read,
+            "bytes_sent": last.bytes_sent,
+            "bytes_written": last.bytes_written,
+            "bytes_sent_total": record.bytes_sent_total,
+            "files_changed": last.files_changed,
+            "apply_pending": journal.pending_exists(Path(record.target)),
+            "failing": record.failing,
+            "errors": record.errors,
+            "warnings": record.warnings,
+            "lagging": {
+                rel: {"since": since, "rpo_seconds": None if since is None else round(now - since, 3)}
+                for rel, since in record.lagging.items()
+            },
+        }
+
+
+# Refusals and a stopping daemon are not failures of replication.
+_NOT_ERRORS = (MirrorState, CycleStopped)
+
+
+def _absolute(path: Path) -> Path:
+    return path if path.is_absolute() else Path(os.path.abspath(path))
+
+
+def _refuse_plugged(name: str, target: Path) -> None:
+    """A target a pool has plugged (a live lease on that very directory) is never written."""
+    if not target.is_dir():
+        return
+    candidates = [target, *(p for p in target.iterdir() if p.is_dir())]
+    for lun in candidates:
+        current = lease.read(lun)
+        if current is not None and current.live_on(lun, time.time()):
+            raise MirrorState(
+                name,
+                "plugged",
+                f"{lun} is plugged in pool {current.pool_name!r} ({current.pool_uuid}); unplug its SR first",
+            )
+
+
+def _remove_empty(path: Path) -> None:
+    with suppress(OSError):
+        path.rmdir()
