@@ -118,3 +118,14 @@ def session_timeout_from_env(default: float = DEFAULT_SESSION_TIMEOUT_S) -> floa
 def kvm_from_env() -> bool:
     """``FARSIDE_KVM=1`` asks for KVM (still honoured only where the CPU supports it)."""
     return os.environ.get("FARSIDE_KVM") == "1"
+    )
+
+
+# Where ``farside mirror`` keeps its mirrors' state when neither --state-dir nor FARSIDE_MIRROR_DIR says.
+DEFAULT_MIRROR_DIR = Path("/var/lib/farside/mirror")
+
+
+def mirror_dir_from_env(default: Path = DEFAULT_MIRROR_DIR) -> Path:
+    """``FARSIDE_MIRROR_DIR`` when set, else ``default``."""
+    text = os.environ.get("FARSIDE_MIRROR_DIR")
+    return Path(text) if text else default
