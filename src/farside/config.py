@@ -118,6 +118,44 @@ def session_timeout_from_env(default: float = DEFAULT_SESSION_TIMEOUT_S) -> floa
 def kvm_from_env() -> bool:
     """``FARSIDE_KVM=1`` asks for KVM (still honoured only where the CPU supports it)."""
     return os.environ.get("FARSIDE_KVM") == "1"
+
+
+# Where a client (``farside xe``, ``farside dr``) finds its pool server when no flag says.
+DEFAULT_CLIENT_CONFIG = "~/.farside/xe.conf"
+
+
+@dataclass(frozen=True)
+class ClientEnv:
+    """A client's connection settings from the environment (None where a variable is unset).
+
+    Args:
+        server: ``FARSIDE_SERVER``, a URL (``https://host:8440``) or ``host[:port]``.
+        user: ``FARSIDE_USER``.
+        password: ``FARSIDE_PASSWORD``.
+        password_file: ``FARSIDE_PASSWORD_FILE``.
+        no_verify: ``FARSIDE_NO_VERIFY=1`` accepts a server certificate that does not verify
+            (the self-signed one ``farside init`` makes).
+        config: ``FARSIDE_XE_CONFIG``, the settings file to read instead of ``~/.farside/xe.conf``.
+    """
+
+    server: str | None = None
+    user: str | None = None
+    password: str | None = None
+    password_file: str | None = None
+    no_verify: bool = False
+    config: str | None = None
+
+
+def client_env() -> ClientEnv:
+    """The ``FARSIDE_*`` connection settings of this process."""
+    env = os.environ
+    return ClientEnv(
+        server=env.get("FARSIDE_SERVER") or None,
+        user=env.get("FARSIDE_USER") or None,
+        password=env.get("FARSIDE_PASSWORD") or None,
+        password_file=env.get("FARSIDE_PASSWORD_FILE") or None,
+        no_verify=env.get("FARSIDE_NO_VERIFY", "") in ("1", "true", "yes"),
+        config=env.get("FARSIDE_XE_CONFIG") or None,
     )
 
 

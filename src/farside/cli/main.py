@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from farside import __version__
-from farside.cli import image, metadata, mirror, pool, user
+from farside.cli import image, metadata, mirror, pool, user, xe
 from farside.errors import FarsideError
 
 
@@ -21,6 +21,7 @@ def parser() -> argparse.ArgumentParser:
     metadata.register(commands)
     image.register(commands)
     mirror.register(commands)
+    xe.register(commands)
     return p
 
 
