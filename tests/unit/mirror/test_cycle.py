@@ -1,0 +1,177 @@
+"""Cycles: the first copies everything sparse, later ones only changed chunks, each checked end to end."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from farside.mirror.copy import MAX_READS
+from farside.mirror.errors import MirrorState
+from farside.mirror.pair import Mirrors
+from farside.mirror.writer import TargetWriter
+from mirror_trees import MIB, fill, tree
+
+
+class TestFirstCycle:
+    def test_copies_the_tree(self, mirrors: Mirrors, mirror: str, source: Path, target: Path) -> None:
+        """After the first cycle the target holds exactly what the source holds."""
+        result = mirrors.sync(mirror)
+        assert tree(target) == tree(source)
+        assert result.stats.number == 1
+
+    def test_keeps_holes(self, mirrors: Mirrors, mirror: str, source: Path, target: Path) -> None:
+        """A sparse image stays sparse: only its data is read, sent and allocated."""
+        result = mirrors.sync(mirror)
+        assert (target / "sparse.img").stat().st_blocks * 512 <= 3 * MIB
+        assert result.stats.bytes_read < 6 * MIB
+        assert (target / "sparse.img").stat().st_size == 64 * MIB
+
+    def test_no_change_sends_nothing(self, mirrors: Mirrors, mirror: str) -> None:
+        """A cycle with nothing changed reads and sends nothing."""
+        mirrors.sync(mirror)
+        again = mirrors.sync(mirror)
+        assert (again.stats.bytes_read, again.stats.bytes_sent, again.stats.files_changed) == (0, 0, 0)
+
+
+class TestLaterCycles:
+    def test_only_changed_chunks(self, mirrors: Mirrors, mirror: str, source: Path, target: Path) -> None:
+        """Changing a few bytes sends the one chunk holding them, and the target matches again."""
+        mirrors.sync(mirror)
+        with open(source / "full.img", "r+b") as f:
+            f.seek(2 * MIB + 5)
+            f.write(b"changed")
+        result = mirrors.sync(mirror)
+        assert result.stats.bytes_sent == MIB
+        assert tree(target) == tree(source)
+
+    def test_growth_shrink_holes_and_removal(self, mirrors: Mirrors, mirror: str, source: Path, target: Path) -> None:
+        """Files that grow, shrink, gain holes, appear, vanish, and new directories all arrive."""
+        mirrors.sync(mirror)
+        fill(source / "sparse.img", 10 * MIB + 7, seed=3, data_at=(9,))
+        with open(source / "full.img", "r+b") as f:
+            f.truncate(MIB + 3)
+        (source / "sub" / "deeper").mkdir(parents=True)
+        fill(source / "sub" / "deeper" / "new.img", MIB, seed=4)
+        (source / ".farside-sr" / "sr.json").unlink()
+        mirrors.sync(mirror)
+        assert tree(target) == tree(source)
+        assert (target / "sparse.img").stat().st_blocks * 512 <= 2 * MIB
+        (source / "sub" / "deeper" / "new.img").unlink()
+        (source / "sub" / "deeper").rmdir()
+        mirrors.sync(mirror)
+        assert not (target / "sub" / "deeper").exists()
+        assert tree(target) == tree(source)
+
+    def test_a_punched_hole_arrives(self, mirrors: Mirrors, mirror: str, source: Path, target: Path) -> None:
+        """Data that becomes zeros at the source becomes a hole at the target."""
+        mirrors.sync(mirror)
+        with open(source / "full.img", "r+b") as f:
+            f.seek(MIB)
+            f.write(bytes(MIB))
+        mirrors.sync(mirror)
+        assert tree(target) == tree(source)
+        assert (target / "full.img").stat().st_blocks * 512 <= 2 * MIB + 8192
+
+
+class ChangingSource(TargetWriter):
+    """A writer hook that changes the source file at every chunk sent: a VM writing as it is read."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def send(self, fd: int, data: bytes | memoryview, offset: int) -> None:
+        super().send(fd, data, offset)
+        with open(self.path, "ab") as f:
+            f.write(b"x")
+
+
+class TestUnstableFiles:
+    def test_a_file_changing_while_read_lags(self, mirrors: Mirrors, mirror: str, source: Path, target: Path) -> None:
+        """A file still changing after MAX_READS reads is left for the next cycle and named as lagging."""
+        mirrors.sync(mirror)
+        before = (target / "full.img").read_bytes()
+        with open(source / "full.img", "r+b") as f:
+            f.write(b"new!")
+        result = mirrors.sync(mirror, writer=ChangingSource(source / "full.img"))
+        assert list(result.lagging) == ["full.img"]
+        assert (target / "full.img").read_bytes() == before
+        status = mirrors.status(mirror)
+        assert status["lagging"]["full.img"]["rpo_seconds"] is not None
+        assert MAX_READS > 1
+        mirrors.sync(mirror)
+        assert tree(target) == tree(source)
+        assert mirrors.status(mirror)["lagging"] == {}
+
+
+class TestStates:
+    def test_paused_and_split_do_not_sync(self, mirrors: Mirrors, mirror: str) -> None:
+        """sync refuses a paused or split mirror, saying what to do."""
+        mirrors.pause(mirror)
+        with pytest.raises(MirrorState, match="unpause"):
+            mirrors.sync(mirror)
+        mirrors.unpause(mirror)
+        mirrors.split(mirror)
+        with pytest.raises(MirrorState, match="resync"):
+            mirrors.sync(mirror)
+
+    def test_reverse_only_when_split(self, mirrors: Mirrors, mirror: str) -> None:
+        """reverse refuses a replicating mirror."""
+        with pytest.raises(MirrorState, match="split"):
+            mirrors.reverse(mirror)
+
+    def test_resync_lists_target_changes(self, mirrors: Mirrors, mirror: str, source: Path, target: Path) -> None:
+        """After split, what the target changed is listed, then overwritten; only changed chunks move."""
+        mirrors.sync(mirror)
+        mirrors.split(mirror)
+        with open(target / "full.img", "r+b") as f:
+            f.seek(5)
+            f.write(b"target wrote this")
+        (target / "own.img").write_bytes(b"made at the DR site")
+        with open(source / "sparse.img", "r+b") as f:
+            f.seek(40 * MIB)
+            f.write(b"source wrote this")
+        result = mirrors.resync(mirror)
+        assert any(w.startswith("full.img: 1 chunk") for w in result.warnings)
+        assert any(w.startswith("own.img:") for w in result.warnings)
+        assert result.stats.bytes_sent == 2 * MIB
+        assert tree(target) == tree(source)
+        assert mirrors.load(mirror).state == "replicating"
+
+    def test_reverse_and_resync_back(self, mirrors: Mirrors, mirror: str, source: Path, target: Path) -> None:
+        """Failback: split, the DR copy changes, reverse, resync: the old source gets only the changes."""
+        mirrors.sync(mirror)
+        mirrors.split(mirror)
+        with open(target / "full.img", "r+b") as f:
+            f.write(b"written at the DR site")
+        mirrors.reverse(mirror)
+        record = mirrors.load(mirror)
+        assert (record.source, record.target) == (str(target), str(source))
+        result = mirrors.resync(mirror)
+        assert result.stats.bytes_sent == MIB
+        assert result.warnings == []
+        assert tree(source) == tree(target)
+
+    def test_delete_leaves_both_sides(self, mirrors: Mirrors, mirror: str, source: Path, target: Path) -> None:
+        """delete forgets the mirror and its markers; the data on both sides stays."""
+        mirrors.sync(mirror)
+        mirrors.delete(mirror)
+        assert mirrors.names() == []
+        assert tree(target) == tree(source)
+        assert not (target / ".farside-mirror").exists()
+        assert not (source / ".farside-mirror").exists()
+
+
+class TestSnapshot:
+    def test_snapshot_is_the_last_cycle(self, mirrors: Mirrors, mirror: str, source: Path, tmp_path: Path) -> None:
+        """A snapshot holds the last complete cycle, sparse, without the mirror's own files."""
+        mirrors.sync(mirror)
+        expected = tree(source)
+        fill(source / "full.img", MIB, seed=9)
+        mirrors.snapshot(mirror, tmp_path / "snap")
+        assert tree(tmp_path / "snap") == expected
+        assert not (tmp_path / "snap" / ".farside-mirror").exists()
+        assert (tmp_path / "snap" / "sparse.img").stat().st_blocks * 512 <= 3 * MIB
+        assert os.listdir(tmp_path / "site-b") == ["lun1"]

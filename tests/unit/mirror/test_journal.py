@@ -1,0 +1,152 @@
+"""The journal: a crash before the commit changes nothing, one during the apply is finished by replay,
+and a full target fails clearly with the previous cycle intact."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+
+from farside.mirror import journal
+from farside.mirror.errors import MirrorTargetFull
+from farside.mirror.pair import Mirrors
+from farside.mirror.writer import TargetWriter
+from mirror_trees import MIB, fill, tree
+
+
+class Crash(BaseException):
+    """Stands for the process dying: nothing after it runs, no cleanup is special-cased."""
+
+
+class CrashingWriter(TargetWriter):
+    """Dies at the ``n``-th in-place write at the target, i.e. in the middle of an apply."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self._sending = False
+
+    def send(self, fd: int, data: bytes | memoryview, offset: int) -> None:
+        self._sending = True
+        try:
+            super().send(fd, data, offset)
+        finally:
+            self._sending = False
+
+    def write(self, fd: int, data: bytes | memoryview, offset: int) -> None:
+        if not self._sending:
+            self.n -= 1
+            if self.n == 0:
+                raise Crash()
+        super().write(fd, data, offset)
+
+
+class FullTarget(TargetWriter):
+    """A target with ``room`` bytes left: every write or reservation past it fails with ENOSPC."""
+
+    def __init__(self, room: int) -> None:
+        super().__init__()
+        self.room = room
+
+    def _use(self, n: int) -> None:
+        if n > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= n
+
+    def write(self, fd: int, data: bytes | memoryview, offset: int) -> None:
+        self._use(len(data))
+        super().write(fd, data, offset)
+
+    def reserve(self, fd: int, offset: int, length: int) -> None:
+        self._use(length)
+        super().reserve(fd, offset, length)
+
+
+def change_three_chunks(source: Path) -> None:
+    with open(source / "full.img", "r+b") as f:
+        for chunk in range(3):
+            f.seek(chunk * MIB)
+            f.write(b"cycle two")
+
+
+class TestCrash:
+    def test_crash_mid_apply_is_replayed(self, mirrors: Mirrors, mirror: str, source: Path, target: Path) -> None:
+        """A crash after two of three chunks were applied is finished by the next command, before it acts."""
+        mirrors.sync(mirror)
+        change_three_chunks(source)
+        with pytest.raises(Crash):
+            mirrors.sync(mirror, writer=CrashingWriter(3))
+        assert journal.pending_exists(target)
+        assert tree(target) != tree(source)  # half applied: two chunks new, one old
+        assert mirrors.status(mirror)["apply_pending"]
+        mirrors.split(mirror)  # replays first, then splits
+        assert not journal.pending_exists(target)
+        assert tree(target) == tree(source)
+        assert mirrors.load(mirror).last_cycle.number == 2
+
+    def test_replay_twice_is_harmless(self, mirrors: Mirrors, mirror: str, source: Path, target: Path) -> None:
+        """Applying the same journal again (a crash during replay) gives the same target."""
+        mirrors.sync(mirror)
+        change_three_chunks(source)
+        fill(source / "brand-new.img", MIB, seed=5)
+        with pytest.raises(Crash):
+            mirrors.sync(mirror, writer=CrashingWriter(2))
+        index = journal.pending(target)
+        assert index is not None
+        journal.apply(target, index, TargetWriter())
+        mirrors.sync(mirror)  # replays the same journal, then runs cycle 3
+        assert tree(target) == tree(source)
+        assert mirrors.load(mirror).last_cycle.number == 3
+
+    def test_uncommitted_journal_is_dropped(self, mirrors: Mirrors, mirror: str, source: Path, target: Path) -> None:
+        """A journal without its index was never committed: it is thrown away, the target untouched."""
+        mirrors.sync(mirror)
+        before = tree(target)
+        jdir = journal.journal_dir(target)
+        (jdir / "new").mkdir(parents=True)
+        (jdir / "data").write_bytes(b"half a cycle")
+        assert journal.pending(target) is None
+        assert not jdir.exists()
+        assert tree(target) == before
+
+    def test_corrupt_chunk_is_never_applied(self, mirrors: Mirrors, mirror: str, source: Path, target: Path) -> None:
+        """A journal chunk that no longer matches its hash stops the apply before that file is written."""
+        mirrors.sync(mirror)
+        change_three_chunks(source)
+        with pytest.raises(Crash):
+            mirrors.sync(mirror, writer=CrashingWriter(1))
+        jdir = journal.journal_dir(target)
+        index = json.loads((jdir / "index.json").read_text())
+        before = (target / "full.img").read_bytes()
+        with open(jdir / "data", "r+b") as f:
+            f.write(b"bit rot")
+        with pytest.raises(journal.CorruptJournal):
+            journal.apply(target, index, TargetWriter())
+        assert (target / "full.img").read_bytes() == before
+
+
+class TestFullTarget:
+    @pytest.mark.parametrize("room", [0, MIB // 2, 2 * MIB + 10])
+    def test_enospc_keeps_the_previous_cycle(
+        self, mirrors: Mirrors, mirror: str, source: Path, target: Path, room: int
+    ) -> None:
+        """ENOSPC at any point of a cycle: a clear error, the previous cycle intact, and replication
+        resumes once there is room."""
+        mirrors.sync(mirror)
+        before = tree(target)
+        change_three_chunks(source)
+        fill(source / "brand-new.img", 2 * MIB, seed=6)
+        with pytest.raises(MirrorTargetFull) as failure:
+            mirrors.sync(mirror, writer=FullTarget(room))
+        assert "no space left at the target" in failure.value.describe()
+        assert "still holds cycle 1" in failure.value.describe()
+        assert tree(target) == before
+        assert not journal.journal_dir(target).exists()
+        status = mirrors.status(mirror)
+        assert status["failing"] and "MIRROR_TARGET_FULL" in status["errors"][-1]["message"]
+        assert status["cycle"] == 1
+        mirrors.sync(mirror)
+        assert tree(target) == tree(source)
+        assert not mirrors.status(mirror)["failing"]
