@@ -6,8 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the project needs at run time and in tests: QEMU for VMs, qemu-img and
-# qemu-io for disk images and image locks.
-DEB_PACKAGES := python3-venv qemu-system-x86 qemu-utils
+# qemu-io for disk images and image locks; chromium for the console's browser tests (Playwright
+# drives it; it never downloads a browser of its own).
+DEB_PACKAGES := python3-venv qemu-system-x86 qemu-utils chromium
 
 .PHONY: setup deps test check lint bench demo soak clean
 

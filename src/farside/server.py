@@ -19,7 +19,7 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 import farside.api.handlers  # noqa: F401 - registers every hand-written message
 from farside import __version__
@@ -38,6 +38,7 @@ from farside.db import Database
 from farside.db.bootstrap import ensure_storage_managers
 from farside.errors import DatabaseError, FarsideError, InternalError
 from farside.hypervisor.qemu import QemuDriver
+from farside.web import Console, console_app
 
 log = logging.getLogger(__name__)
 _EXPIRY_INTERVAL_S = 30.0
@@ -90,12 +91,14 @@ def _prepare_run_dir(config: ServerConfig) -> Path:
 def build_app(config: ServerConfig, prepared: Services | None = None) -> Starlette:
     """The ASGI app of one pool server (with its services opened already, or at start-up)."""
     state: dict[str, Any] = {}
+    console = Console()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = prepared or open_services(config)
         state["dispatcher"] = Dispatcher(services)
         services.loop, services.dispatch = asyncio.get_running_loop(), state["dispatcher"].call
+        console.attach(services)
         state["import_raw_vdi"] = http.import_raw_vdi(services)
         state["export_raw_vdi"] = http.export_raw_vdi(services)
         state["serial"] = http.serial_console(services)
@@ -159,7 +162,8 @@ def build_app(config: ServerConfig, prepared: Services | None = None) -> Starlet
     async def serial(request: Request) -> Response:
         return await state["serial"](request)  # type: ignore[no-any-return]
 
-    routes = [
+    routes: list[BaseRoute] = [
+        Mount("/ui", app=console_app(console)),
         Route("/console/serial", serial, methods=["GET"]),
         Route("/import_raw_vdi", import_vdi, methods=["PUT"]),
         Route("/export_raw_vdi", export_vdi, methods=["GET"]),
