@@ -9,11 +9,17 @@ SEEK_DATA finds the data, and chunks of zeros are kept as holes too.
 A file is read between two fstat calls; if its size or times moved in between, something wrote it
 while it was read, and it is read again, up to ``MAX_READS`` times. A file still moving after that
 is left for the next cycle (lagging); its target copy stays as it was.
+
+The kernel sets a file's mtime when a write starts, not when it ends, so a long write already
+under way at the first fstat is invisible to the two calls. A file whose mtime is within
+``RACY_NS`` of the read is therefore recorded as not settled (git's "racily clean" entries): the
+next cycle reads it again and sends whatever differs, so such a copy is corrected one cycle later.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +28,7 @@ from farside.mirror.sparse import data_chunks
 from farside.mirror.state import FileEntry
 
 MAX_READS = 3
+RACY_NS = 2_000_000_000
 _ZEROS = bytes(CHUNK)
 
 
@@ -54,6 +61,7 @@ def copy_new(path: str, rel: str, journal: JournalWriter, now: float) -> Copied 
     fd = os.open(path, os.O_RDONLY)
     try:
         for _ in range(MAX_READS):
+            read_ns = time.time_ns()
             st0 = os.fstat(fd)
             staged_name, staged = journal.new_file()
             out = os.open(staged, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -82,7 +90,7 @@ def copy_new(path: str, rel: str, journal: JournalWriter, now: float) -> Copied 
                 if out >= 0:
                     os.close(out)
             op = {"op": "place", "path": rel, "staged": staged_name}
-            entry = FileEntry(st0.st_size, hashes, stat_key(st0), [], st0.st_mode & 0o7777, now)
+            entry = FileEntry(st0.st_size, hashes, settled_key(st0, read_ns), [], st0.st_mode & 0o7777, now)
             return Copied(op, entry, read, True)
         return None
     finally:
@@ -99,6 +107,7 @@ def copy_changes(
     fd = os.open(path, os.O_RDONLY)
     try:
         for _ in range(MAX_READS):
+            read_ns = time.time_ns()
             st0 = os.fstat(fd)
             mark = journal.mark()
             size = st0.st_size
@@ -130,7 +139,7 @@ def copy_changes(
                 "writes": writes,
                 "holes": holes,
             }
-            entry = FileEntry(size, hashes, stat_key(st0), [], mode, now)
+            entry = FileEntry(size, hashes, settled_key(st0, read_ns), [], mode, now)
             return Copied(op, entry, read, changed)
         return None
     finally:
@@ -148,6 +157,14 @@ def reserve_target(path: str, op: dict[str, Any], journal: JournalWriter) -> Non
             journal.writer.reserve(fd, index * CHUNK, length)
     finally:
         os.close(fd)
+
+
+def settled_key(st: os.stat_result, read_ns: int) -> list[int]:
+    """The stat key to record for a source read at ``read_ns``; one that never matches if it was racy."""
+    key = stat_key(st)
+    if st.st_mtime_ns >= read_ns - RACY_NS:
+        key[0] = -1
+    return key
 
 
 def _old(entry: FileEntry, index: int) -> str | None:

@@ -34,6 +34,17 @@ class TestFirstCycle:
         again = mirrors.sync(mirror)
         assert (again.stats.bytes_read, again.stats.bytes_sent, again.stats.files_changed) == (0, 0, 0)
 
+    def test_a_recent_file_is_read_again(self, mirrors: Mirrors, mirror: str, source: Path) -> None:
+        """A file written just before it was read may have had a write under way: the next cycle
+        reads it again, sending only what differs, so a torn copy would be corrected."""
+        mirrors.sync(mirror)
+        with open(source / "full.img", "r+b") as f:
+            f.write(b"just now")
+        mirrors.sync(mirror)
+        again = mirrors.sync(mirror)
+        assert again.stats.bytes_read == (source / "full.img").stat().st_size
+        assert again.stats.bytes_sent == 0
+
 
 class TestLaterCycles:
     def test_only_changed_chunks(self, mirrors: Mirrors, mirror: str, source: Path, target: Path) -> None:
