@@ -98,7 +98,7 @@ class Command:
             if key not in params:
                 raise usage_error(f"Required parameter not found: {key}")
         for key in params.items:
-            if key in self.reqd or key in self.optn or key in STANDARD:
+            if key in self.reqd or (key in self.optn and not key.endswith(":")) or key in STANDARD:
                 continue
             if any(p.endswith(":") and key.startswith(p) and len(key) > len(p) for p in self.optn):
                 continue
