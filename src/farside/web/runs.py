@@ -171,21 +171,32 @@ async def load_all(xapi: Xapi) -> list[RunView]:
     return sorted(runs, key=lambda r: r.created, reverse=True)
 
 
+Point = tuple[float, float]
+
+
 @dataclass
 class Trend:
-    """Recovery time and metadata age across test failovers, oldest first, as SVG polylines."""
+    """Recovery time and metadata age across test failovers, oldest first, as SVG coordinates."""
 
     labels: list[str]
-    recovery: str
-    age: str
+    recovery: list[Point]
+    age: list[Point]
     top: float
-    count: int
+
+    @property
+    def count(self) -> int:
+        return len(self.labels)
+
+    @staticmethod
+    def line(points: list[Point]) -> str:
+        return " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
 
 
 WIDTH, HEIGHT, PAD = 700.0, 180.0, 30.0
 
 
 def trend(runs: list[RunView]) -> Trend | None:
+    """The trend of the test failovers among ``runs`` (newest first, as the history lists them)."""
     tests = [r for r in reversed(runs) if r.kind == "test" and r.recovery_seconds is not None]
     if not tests:
         return None
@@ -193,17 +204,16 @@ def trend(runs: list[RunView]) -> Trend | None:
     top = max(max(values), 1.0)
     step = (WIDTH - 2 * PAD) / max(len(tests) - 1, 1)
 
-    def line(points: list[float | None]) -> str:
-        return " ".join(
-            f"{PAD + i * step:.1f},{HEIGHT - PAD / 2 - (v / top) * (HEIGHT - PAD):.1f}"
-            for i, v in enumerate(points)
+    def points(values: list[float | None]) -> list[Point]:
+        return [
+            (PAD + i * step, HEIGHT - PAD / 2 - (v / top) * (HEIGHT - PAD))
+            for i, v in enumerate(values)
             if v is not None
-        )
+        ]
 
     return Trend(
         [r.created for r in tests],
-        line([r.recovery_seconds for r in tests]),
-        line([r.metadata_age for r in tests]),
+        points([r.recovery_seconds for r in tests]),
+        points([r.metadata_age for r in tests]),
         top,
-        len(tests),
     )

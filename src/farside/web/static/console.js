@@ -39,21 +39,20 @@ async function live(region) {
   let token = region.dataset.token || "";
   const classes = region.dataset.classes || "";
   if (follow(region)) return;
-  // The page may have been rendered just before a change: catch up once before waiting.
-  let pending = true;
+  // The page may have been rendered just before a change: catch up once before waiting. After
+  // that the part is reloaded after every answer, changes or not (a quiet half-minute costs one
+  // small request), so nothing is missed whatever the classes asked for.
   for (;;) {
     try {
-      if (pending && (await reload(region))) return;
+      if (await reload(region)) return;
       status("live");
       const url = "/ui/events?token=" + encodeURIComponent(token) + "&classes=" + encodeURIComponent(classes);
       const answer = await (await fetchOrLogin(url)).json();
       token = answer.token;
-      pending = answer.changed.length > 0;
     } catch (err) {
       if (err.message === "logged out") return;
       status("reconnecting…");
       await sleep(2000);
-      pending = true;
     }
   }
 }

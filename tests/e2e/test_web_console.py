@@ -1,0 +1,178 @@
+"""The web console in a real browser (Debian's chromium, driven by Playwright) against two real
+sites: log in, watch the pool change live, run a test failover end to end through the wizard, read
+and download its report, clean up; a read-only user cannot start a run.
+
+Screenshots of every wizard page go to $FARSIDE_ARTIFACTS (or the test's tmp directory), printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from farside.model.roles import Role
+
+from pools import ADMIN_PASSWORD, MINIMAL_VM, PoolServer
+from vms import shop_site
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+# Generous: the machine is small and shared; nothing here is a timing assertion.
+WAIT_MS = 180_000
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="chromium is missing: run `make setup`")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path, request: pytest.FixtureRequest) -> Path:
+    root = Path(os.environ.get("FARSIDE_ARTIFACTS", tmp_path / "artifacts"))
+    where = root / request.node.name
+    where.mkdir(parents=True, exist_ok=True)
+    print(f"\nscreenshots: {where}")
+    return where
+
+
+def log_in(page: Page, server: PoolServer, user: str, password: str) -> None:
+    page.goto(f"{server.url}/ui/")
+    expect(page).to_have_url(f"{server.url}/ui/login?next=/ui/")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    expect(page.locator("#who")).to_contain_text(user)
+
+
+def test_a_test_failover_through_the_wizard(
+    two_pools: tuple[PoolServer, PoolServer], tmp_path: Path, browser: Browser, shots: Path
+) -> None:
+    """Log in on site B, see the pool change live, run a test failover of site A's copied LUN page by
+    page, read and download the report, clean up, and find the run in the history."""
+    a, b = two_pools
+    _, tags = shop_site(a, tmp_path / "lun")
+    subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
+    sb = b.session()
+    # Site A at a glance: its SR with the lease, mirror state and metadata replication, its VMs.
+    site_a = browser.new_page(viewport={"width": 1280, "height": 900})
+    site_a.set_default_timeout(WAIT_MS)
+    log_in(site_a, a, "root", ADMIN_PASSWORD)
+    expect(site_a.locator("#srs")).to_contain_text("Site A until")  # the lease A holds on its LUN
+    expect(site_a.locator("#srs .mirror")).to_have_text("unknown")  # no mirror manages this LUN
+    expect(site_a.locator("#srs .metadata")).to_contain_text("this pool's metadata: latest")
+    expect(site_a.locator("#vms")).to_contain_text("shop-web")
+    site_a.screenshot(path=shots / "site-a-pool.png", full_page=True)
+    site_a.click("text=DR configuration")
+    expect(site_a.locator("#metadata-srs input[name=sr]")).to_be_checked()
+    site_a.screenshot(path=shots / "site-a-dr-configuration.png", full_page=True)
+    site_a.close()
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    log_in(page, b, "root", ADMIN_PASSWORD)
+
+    # The pool page follows event.from: a VM made through XenAPI shows without a reload.
+    loaded_at = page.evaluate("performance.timeOrigin")
+    vm = sb.xenapi.VM.create({**MINIMAL_VM, "name_label": "appears-live"})
+    expect(page.locator("#vms")).to_contain_text("appears-live")
+    assert page.evaluate("performance.timeOrigin") == loaded_at  # the same document: not reloaded
+    sb.xenapi.VM.destroy(vm)
+    expect(page.locator("#pool-live")).not_to_contain_text("appears-live")
+    page.screenshot(path=shots / "site-b-pool.png", full_page=True)
+
+    # 1. kind
+    page.click("text=DR wizard")
+    page.check("input[value=test]")
+    page.screenshot(path=shots / "1-kind.png", full_page=True)
+    page.click("#next")
+    # 2. storage: probe the copy, the SR with A's metadata is ticked
+    page.fill("#paths", str(tmp_path / "copy"))
+    page.click("#probe")
+    expect(page.locator("#found-srs")).to_contain_text(str(tmp_path / "copy"))
+    expect(page.locator("#found-srs input[name=lun]")).to_be_checked()
+    page.screenshot(path=shots / "2-storage.png", full_page=True)
+    page.click("#attach")
+    # The run attaches the SR and reads the metadata in the server, then pauses for the choice.
+    page.wait_for_selector("#select-form")
+    expect(page.locator("#metadata-used")).to_contain_text("Site A")
+    # 3. vApps and VMs with the power option
+    expect(page.locator("#items")).to_contain_text("vApp shop")
+    expect(page.locator("#items")).to_contain_text("lone")
+    expect(page.locator("input[name=power][value=start]")).to_have_count(0)  # a test never starts VMs running
+    page.check("input[name=power][value=start_paused]")
+    page.screenshot(path=shots / "3-select.png", full_page=True)
+    page.click("#run-prechecks")
+    # 4. pre-checks
+    page.wait_for_selector("#precheck-ok")
+    page.screenshot(path=shots / "4-precheck.png", full_page=True)
+    page.click("#recover")
+    # 5. recovery with live progress, then 6. the report
+    page.screenshot(path=shots / "5-recovery.png", full_page=True)
+    page.wait_for_selector("#report")
+    report = page.inner_text("#report")
+    assert "Test failover (succeeded)" in report and "Site A" in report and "vApp shop: shop-" in report
+    assert "Start paused" in report and "recover - Succeeded" in report
+    for uuid in tags:
+        assert sb.xenapi.VM.get_power_state(sb.xenapi.VM.get_by_uuid(uuid)) == "Paused"
+    page.screenshot(path=shots / "6-report.png", full_page=True)
+    with page.expect_download() as text_download:
+        page.click("#download-text")
+    assert text_download.value.path().read_text() == sb.xenapi.DR_run.get_report(sb.xenapi.DR_run.get_all()[0])
+    with page.expect_download() as json_download:
+        page.click("#download-json")
+    downloaded = json.loads(json_download.value.path().read_text())
+    assert downloaded["kind"] == "test" and downloaded["outcome"] == "succeeded"
+
+    # The test failover ends with its cleanup, whose result is shown.
+    page.click("#cleanup")
+    expect(page.locator("#cleanup-result")).to_contain_text("Cleanup: done", timeout=WAIT_MS)
+    expect(page.locator("#run-state")).to_have_text("cleaned up")
+    page.screenshot(path=shots / "7-cleanup.png", full_page=True)
+    assert not set(tags) & {sb.xenapi.VM.get_uuid(v) for v in sb.xenapi.VM.get_all()}
+
+    # History: the run with its recovery time and metadata age, and the trend of test failovers.
+    page.click("text=History")
+    expect(page.locator("#runs")).to_contain_text("cleaned up")
+    expect(page.locator("#trend")).to_have_count(1)
+    page.screenshot(path=shots / "8-history.png", full_page=True)
+
+
+def test_a_read_only_user_cannot_start_a_run(
+    two_pools: tuple[PoolServer, PoolServer], tmp_path: Path, browser: Browser, shots: Path
+) -> None:
+    """A read-only user sees the wizard disabled, and the server refuses the run even when the
+    request is forged with the user's own valid CSRF token."""
+    _, b = two_pools
+    b.add_user("reader", Role.READ_ONLY, "read-pw")
+    page = browser.new_page()
+    page.set_default_timeout(WAIT_MS)
+    log_in(page, b, "reader", "read-pw")
+    page.goto(f"{b.url}/ui/wizard")
+    expect(page.locator("#not-allowed")).to_be_visible()
+    expect(page.locator("#next")).to_be_disabled()
+    page.screenshot(path=shots / "read-only-wizard.png", full_page=True)
+    csrf = page.locator("input[name=csrf]").first.get_attribute("value")
+    assert csrf
+    answer = page.request.post(
+        f"{b.url}/ui/wizard/create", form={"csrf": csrf, "kind": "test", "lun": str(tmp_path)},
+        headers={"origin": b.url},
+    )  # fmt: skip
+    assert answer.status == 403 and "read-only" in answer.text()
+    assert page.request.get(f"{b.url}/ui/wizard/storage?kind=test").status == 403
+    assert b.session().xenapi.DR_run.get_all() == []
