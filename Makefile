@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed
 # qemu-io for disk images and image locks; chromium for the console's browser tests (Playwright
 # drives it; it never downloads a browser of its own).
 DEB_PACKAGES := python3-venv qemu-system-x86 qemu-utils chromium
+# Only the benchmarks need these: rsync is bench/mirror.py's baseline.
+BENCH_DEB_PACKAGES := rsync
 
 .PHONY: setup deps test check lint bench demo soak clean
 
@@ -41,11 +43,17 @@ check: setup
 	$(PY) -m pytest -q tests/unit/test_layers.py
 
 bench: setup
+	@missing=""; for p in $(BENCH_DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
 	$(PY) bench/api.py
 	$(PY) bench/events.py
 	$(PY) bench/vm_boot.py
 	$(PY) bench/metadata.py
 	$(PY) bench/failover.py
+	$(PY) bench/mirror.py
 
 demo: setup
 	$(PY) demo/pool_demo.py
