@@ -118,6 +118,14 @@ def test_storage_vms_and_vapps(server: PoolServer, tmp_path: Path) -> None:
     )
     ok(server, "appliance-start", f"uuid={app}")
     assert ok(server, "vm-list", f"appliance={app}", "params=power-state", "--minimal") == "running,running\n"
+    # With --multiple, each VM is tried and each failure reported.
+    both = failed(server, "vm-start", f"appliance={app}", "--multiple")
+    assert sorted(line for line in both if line.startswith("operation failed on ")) == sorted(
+        f"operation failed on {vm}: You attempted an operation on a VM that was not in an appropriate power "
+        "state at the time; for example, you attempted to start a VM that was already running. The parameters "
+        "returned are the VM's handle, and the expected and actual VM state at the time of the call."
+        for vm in (web, db)
+    )
     ok(server, "appliance-shutdown", f"uuid={app}", "--force")
     assert ok(server, "vm-list", f"appliance={app}", "params=power-state", "--minimal") == "halted,halted\n"
     ok(server, "appliance-destroy", f"uuid={app}")
