@@ -176,3 +176,38 @@ def test_a_read_only_user_cannot_start_a_run(
     assert answer.status == 403 and "read-only" in answer.text()
     assert page.request.get(f"{b.url}/ui/wizard/storage?kind=test").status == 403
     assert b.session().xenapi.DR_run.get_all() == []
+
+
+def test_a_precheck_fix_is_one_button(
+    two_pools: tuple[PoolServer, PoolServer], tmp_path: Path, browser: Browser, shots: Path
+) -> None:
+    """A failover from a LUN nobody here mirrors stops at the pre-checks; the fix's button (the
+    operator confirms the mirroring is stopped) runs them again and they pass; abandoning cleans up."""
+    a, b = two_pools
+    shop_site(a, tmp_path / "lun")
+    subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    page.on("dialog", lambda dialog: dialog.accept())
+    log_in(page, b, "root", ADMIN_PASSWORD)
+    page.goto(f"{b.url}/ui/wizard/storage?kind=failover")
+    page.fill("#paths", str(tmp_path / "copy"))
+    page.click("#probe")
+    page.click("#attach")
+    page.wait_for_selector("#select-form")
+    page.check("input[name=power][value=none]")
+    page.click("#run-prechecks")
+    page.wait_for_selector("#precheck-failed")
+    expect(page.locator("#problems")).to_contain_text("nobody here manages this LUN's replication")
+    expect(page.locator("#recover")).to_have_count(0)  # nothing can be recovered until it is fixed
+    page.screenshot(path=shots / "precheck-problem.png", full_page=True)
+    page.click("text=I confirm the mirroring is stopped")
+    page.wait_for_selector("#recover")
+    expect(page.locator("#problems")).to_contain_text("warning")  # still shown, as a warning now
+    page.screenshot(path=shots / "precheck-fixed.png", full_page=True)
+    sb = b.session()
+    run = sb.xenapi.DR_run.get_all()[0]
+    assert sb.xenapi.DR_run.get_options(run)["confirm_split"] == "true"
+    page.click("#abandon")
+    expect(page.locator("#cleanup-result")).to_contain_text("Cleanup: done", timeout=WAIT_MS)
+    assert sb.xenapi.DR_task.get_all() == [] and sb.xenapi.VM.get_all_records() == {}

@@ -23,8 +23,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from farside import __version__
 from farside.api.context import Services
 from farside.errors import FarsideError, InternalError, SessionInvalid
+from farside.mirror.adapter import MirrorReplication
 from farside.model.roles import Role
-from farside.storage.replication import LunReplication, NullReplication
+from farside.storage.replication import LunReplication
 from farside.web import auth
 from farside.web.client import Xapi
 
@@ -69,7 +70,8 @@ class Console:
 
     def __init__(self, replication: LunReplication | None = None) -> None:
         self.logins = auth.Logins()
-        self.replication = replication or NullReplication()
+        # As the DR engine asks it (api/handlers/dr_run.py): LUNs no mirror manages are "unknown".
+        self.replication = replication or MirrorReplication()
         self._services: Services | None = None
         # Runs this console set going: DR_run ref -> (the task running it, the XenAPI session).
         self.tasks: dict[str, tuple[str, str]] = {}

@@ -6,8 +6,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from farside.dr.engine import STEPS
-from farside.dr.plan import TITLES_BY_KIND
+from farside.dr.plan import STEPS, TITLES_BY_KIND
 from farside.web.client import Xapi
 
 # States in which an engine may be acting on the run right now.

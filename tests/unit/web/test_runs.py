@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from farside.dr.engine import STEPS
+from farside.dr.plan import STEPS
 from farside.web.runs import trend, view
 from farside.web.wizard import _probe_result, _stage
 
