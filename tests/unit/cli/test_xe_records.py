@@ -8,7 +8,7 @@ import pytest
 
 from farside.cli.xe.command import Params, field_param, matches, selected_fields
 from farside.cli.xe.failures import XeError, describe
-from farside.cli.xe.fields import Lookup, Row
+from farside.cli.xe.fields import Lookup, Row, parse_bool, parse_int
 from farside.cli.xe.records import PBD, VDI, VM
 
 HOST = "OpaqueRef:host"
@@ -107,3 +107,12 @@ def test_failures_as_xe_prints_them() -> None:
         "Error parameters: a, b",
     ]
     assert describe("SR_HAS_PBD", [])[1] == "sr: <unknown>"
+
+
+def test_values_to_set_are_checked() -> None:
+    """Ints and bools given to param-set are checked before any call, with xe's message."""
+    assert parse_int("order")("2") == "2" and parse_bool("shared")("yes") is True
+    with pytest.raises(XeError, match="Failed to parse parameter 'order': expecting an integer"):
+        parse_int("order")("first")
+    with pytest.raises(XeError, match="expecting a boolean"):
+        parse_bool("shared")("maybe")

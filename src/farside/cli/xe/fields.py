@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from farside.cli.xe.failures import command_error
+
 NOT_IN_DATABASE = "<not in database>"
 NULL_REF = "OpaqueRef:NULL"
 
@@ -235,7 +237,7 @@ def parse_bool(name: str) -> Callable[[str], bool]:
             return True
         if value.lower() in ("false", "off", "no", "0"):
             return False
-        raise ValueError(f"Failed to parse parameter '{name}': expecting a boolean (true or false)")
+        raise command_error(f"Failed to parse parameter '{name}': expecting a boolean (true or false)")
 
     return convert
 
@@ -246,6 +248,16 @@ def parse_int(name: str) -> Callable[[str], str]:
         try:
             return str(int(value))
         except ValueError:
-            raise ValueError(f"Failed to parse parameter '{name}': expecting an integer") from None
+            raise command_error(f"Failed to parse parameter '{name}': expecting an integer") from None
+
+    return convert
+
+
+def parse_float(name: str) -> Callable[[str], float]:
+    def convert(value: str) -> float:
+        try:
+            return float(value)
+        except ValueError:
+            raise command_error(f"Failed to parse parameter '{name}': expecting a floating-point number") from None
 
     return convert
