@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +31,8 @@ from farside.mirror.sparse import data_chunks
 from farside.mirror.state import FileEntry
 
 MAX_READS = 3
+# Chunks read, then hashed in parallel, at a time: 8 MiB of memory per file being read.
+BATCH = 8
 RACY_NS = 2_000_000_000
 _ZEROS = bytes(CHUNK)
 
@@ -45,11 +50,39 @@ class Copied:
 def chunk_hashes(fd: int, size: int) -> list[str | None]:
     """The hash of every chunk of an open file (None for holes and zeros): to see what a target changed."""
     hashes: list[str | None] = [None] * _count(size)
-    for index in data_chunks(fd, size, CHUNK):
-        data = os.pread(fd, min(CHUNK, size - index * CHUNK), index * CHUNK)
-        if data != _ZEROS[: len(data)]:
-            hashes[index] = digest(data)
+    for index, _data, hash_ in read_hashed(fd, size, data_chunks(fd, size, CHUNK)):
+        hashes[index] = hash_
     return hashes
+
+
+def _hash_or_none(data: bytes) -> str | None:
+    return None if data == _ZEROS[: len(data)] else digest(data)
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads for hashing: BLAKE2b releases the GIL on large buffers, so chunks hash on every core."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="mirror-hash")
+    return _POOL
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def read_hashed(fd: int, size: int, indexes: list[int]) -> Iterator[tuple[int, bytes, str | None]]:
+    """Each chunk at ``indexes`` with its hash (None for zeros), read in order and hashed in parallel."""
+    # Reading the next chunks overlaps with hashing the previous ones; at most BATCH in flight.
+    window: deque[tuple[int, bytes, Future[str | None]]] = deque()
+    for i in indexes:
+        data = os.pread(fd, min(CHUNK, size - i * CHUNK), i * CHUNK)
+        window.append((i, data, _pool().submit(_hash_or_none, data)))
+        if len(window) >= BATCH:
+            index, chunk, hashed = window.popleft()
+            yield index, chunk, hashed.result()
+    while window:
+        index, chunk, hashed = window.popleft()
+        yield index, chunk, hashed.result()
 
 
 def _count(size: int) -> int:
@@ -68,12 +101,11 @@ def copy_new(path: str, rel: str, journal: JournalWriter, now: float) -> Copied 
             try:
                 hashes: list[str | None] = [None] * _count(st0.st_size)
                 read = 0
-                for index in data_chunks(fd, st0.st_size, CHUNK):
-                    data = os.pread(fd, min(CHUNK, st0.st_size - index * CHUNK), index * CHUNK)
+                for index, data, hash_ in read_hashed(fd, st0.st_size, data_chunks(fd, st0.st_size, CHUNK)):
                     read += len(data)
-                    if data == _ZEROS[: len(data)]:
+                    if hash_ is None:
                         continue
-                    hashes[index] = digest(data)
+                    hashes[index] = hash_
                     journal.writer.send(out, data, index * CHUNK)
                 st1 = os.fstat(fd)
                 if stat_key(st0) != stat_key(st1):
@@ -114,12 +146,10 @@ def copy_changes(
             hashes: list[str | None] = [None] * _count(size)
             writes: list[list[object]] = []
             read = 0
-            for index in data_chunks(fd, size, CHUNK):
-                data = os.pread(fd, min(CHUNK, size - index * CHUNK), index * CHUNK)
+            for index, data, hash_ in read_hashed(fd, size, data_chunks(fd, size, CHUNK)):
                 read += len(data)
-                if data == _ZEROS[: len(data)]:
+                if hash_ is None:
                     continue
-                hash_ = digest(data)
                 hashes[index] = hash_
                 if _old(old, index) != hash_ or index in dirty:
                     writes.append([index, journal.add_chunk(data, hash_), len(data), hash_])
@@ -173,6 +203,7 @@ def _old(entry: FileEntry, index: int) -> str | None:
 
 def _verify(fd: int, hashes: list[str | None], size: int, rel: str) -> None:
     """Read a new file back and check each chunk against the hash taken at the source."""
-    for index, hash_ in enumerate(hashes):
-        if hash_ is not None and digest(os.pread(fd, min(CHUNK, size - index * CHUNK), index * CHUNK)) != hash_:
+    written = [i for i, h in enumerate(hashes) if h is not None]
+    for index, _data, hash_ in read_hashed(fd, size, written):
+        if hash_ != hashes[index]:
             raise CorruptJournal(f"the copy of {rel} in the journal does not match its source at chunk {index}")
