@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from farside import __version__
-from farside.cli import image, metadata, mirror, pool, user, xe
+from farside.cli import dr, image, lab, metadata, mirror, pool, user, xe
 from farside.errors import FarsideError
 
 
@@ -22,6 +22,8 @@ def parser() -> argparse.ArgumentParser:
     image.register(commands)
     mirror.register(commands)
     xe.register(commands)
+    lab.register(commands)
+    dr.register(commands)
     return p
 
 
@@ -39,6 +41,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return 141  # the reader went away (| head): nothing more to say
+    except OSError as exc:
+        # A server or file that is not there: one line, no traceback.
+        print(f"farside: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

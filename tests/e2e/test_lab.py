@@ -1,0 +1,91 @@
+"""``farside lab``: two sites on this machine, run through the real ``farside`` command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def farside(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "farside.cli.main", *args], capture_output=True, text=True, timeout=300
+    )
+    if check:
+        assert done.returncode == 0, done.stderr + done.stdout
+    return done
+
+
+def lab_processes(root: Path) -> list[str]:
+    """Command lines of live processes that belong to the lab (its path is in them)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if str(root) in cmdline and state != "Z" and "pytest" not in cmdline:
+            found.append(cmdline)
+    return found
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Path]:
+    root = tmp_path / "lab"
+    try:
+        yield root
+    finally:
+        farside("lab", "down", str(root), check=False)
+
+
+def test_up_status_disaster_start_down(lab: Path) -> None:
+    out = farside("lab", "up", str(lab), "--vms", "3", "--vapps", "1", "--luns", "2").stdout
+    assert "The lab is up" in out and "--password-file" in out
+    status = json.loads(farside("lab", "status", str(lab), "--json").stdout)
+    a, b = status["sites"]["a"], status["sites"]["b"]
+    assert a["server"] == "up" and b["server"] == "up"
+    assert {vm["name"]: vm["power_state"] for vm in a["vms"]} == {
+        "shop-db": "Running", "shop-web": "Running", "vm1": "Running",
+    }  # fmt: skip
+    assert b["vms"] == [] and b["srs"] == []
+    assert status["mirror_daemon"] is True
+    assert [(m["name"], m["state"]) for m in status["mirrors"]] == [("lun1", "replicating"), ("lun2", "replicating")]
+    # The mirrors' first cycle is complete: site B holds both LUNs, with site A's metadata.
+    for lun in ("lun1", "lun2"):
+        assert (lab / "luns-b" / lun / ".farside-sr" / "sr.json").exists()
+    assert "mirror lun1" in farside("lab", "status", str(lab)).stdout
+
+    out = farside("lab", "disaster", str(lab)).stdout
+    assert "server killed, 3 QEMU processes killed" in out
+    status = json.loads(farside("lab", "status", str(lab), "--json").stdout)
+    assert status["sites"]["a"]["server"] == "down" and status["sites"]["b"]["server"] == "up"
+    assert not [p for p in lab_processes(lab) if "qemu" in p and "site-a" in p]
+
+    farside("lab", "start", str(lab), "a")
+    status = json.loads(farside("lab", "status", str(lab), "--json").stdout)
+    assert {vm["power_state"] for vm in status["sites"]["a"]["vms"]} == {"Halted"}  # their QEMUs died
+
+    assert "stopped: mirror daemon" in farside("lab", "down", str(lab)).stdout
+    assert lab_processes(lab) == []
+    assert "nothing was running" in farside("lab", "down", str(lab)).stdout  # twice is fine
+
+
+def test_bad_input_gets_one_line_and_an_exit_code(lab: Path, tmp_path: Path) -> None:
+    for args, text in [
+        (("lab", "status", str(tmp_path / "nowhere")), "holds no lab: make one with 'farside lab up"),
+        (("lab", "up", str(lab), "--vms", "1", "--vapps", "1"), "need --vms 2 at least"),
+        (("lab", "disaster", str(tmp_path / "nowhere")), "holds no lab"),
+    ]:
+        done = farside(*args, check=False)
+        assert done.returncode == 2 and text in done.stderr and "Traceback" not in done.stderr, done.stderr
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    done = farside("lab", "up", str(tmp_path / "full"), check=False)
+    assert done.returncode == 2 and "is not empty" in done.stderr
