@@ -103,8 +103,11 @@ def build_app(config: ServerConfig, prepared: Services | None = None) -> Starlet
         state["export_raw_vdi"] = http.export_raw_vdi(services)
         state["serial"] = http.serial_console(services)
         reaper = asyncio.create_task(_expire_sessions(services.sessions))
-        services.storage.start_heartbeat()
         await asyncio.to_thread(services.vms.reconcile)
+        # Before anything writes to the SRs (the heartbeat, metadata replication): a LUN that
+        # became a mirror target or another pool's while this server was down is let go.
+        await asyncio.to_thread(services.storage.reattach)
+        services.storage.start_heartbeat()
         await asyncio.to_thread(services.metadata.start)
         try:
             yield

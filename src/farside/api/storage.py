@@ -7,6 +7,7 @@ that write fails.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import uuid as uuidlib
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from farside.db import Database, Transaction
-from farside.errors import XenAPIFailure
+from farside.errors import FarsideError, XenAPIFailure
 from farside.model.types import NULL_REF
 from farside.storage import image, lease
 from farside.storage.errors import VdiInUse, path_failure, records_failure
@@ -89,6 +90,33 @@ class StorageService:
             raise
         for hook in self.after_plug:
             hook(record["SR"])
+
+    def reattach(self) -> None:
+        """At start-up: take the lease again on each LUN this host had plugged, as a plug would.
+
+        A LUN that cannot be taken (a mirror now replicates into it, or another pool holds it)
+        has its PBD marked unplugged, with the reason logged: the pool must not write into it.
+        An SR whose disks a running VM uses stays as it is, with an error logged."""
+        with self._db.read() as tx:
+            attached = {
+                pbd: r
+                for pbd, r in tx.get_records("PBD").items()
+                if r["currently_attached"] and r["host"] == self._host
+            }
+        pool_uuid, pool_name, hostname = self._owner()
+        for pbd, record in attached.items():
+            path = Path(record["device_config"]["path"])
+            try:
+                lease.acquire(path, pool_uuid, pool_name, hostname, functools.partial(_images_in_use, Lun(path)))
+            except (FarsideError, OSError) as exc:
+                with self._db.write() as tx:
+                    busy = [v for v in tx.get_field("SR", record["SR"], "VDIs") if vdi_busy(tx, v)]
+                    if busy:
+                        log.error("LUN %s cannot be taken again (%s), but running VMs use it; it stays plugged",
+                                  path, exc)  # fmt: skip
+                        continue
+                    tx.set_fields("PBD", pbd, {"currently_attached": False})
+                log.warning("SR on %s unplugged at start-up: %s", path, exc)
 
     def unplug(self, pbd: str) -> None:
         with self._db.read() as tx:
@@ -179,7 +207,7 @@ class StorageService:
         for path in paths:
             try:
                 if not lease.renew(path, pool_uuid, pool_name, hostname):
-                    log.error("LUN %s was taken over by another pool; its SR must be unplugged here", path)
+                    log.error("LUN %s was taken over by another pool or a mirror; its SR must be unplugged here", path)
             except OSError as exc:
                 log.error("cannot renew the lease on %s: %s", path, exc)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from farside.storage.errors import LunLeased
 from farside.storage.files import read_json, write_json
 from farside.storage.lun import META_DIR
-from farside.storage.mirror_marker import refuse_mirror_target
+from farside.storage.mirror_marker import mirror_target, refuse_mirror_target
 
 # A lease lives this long without a heartbeat; the holder renews it every third of that.
 DEFAULT_LEASE_S = 30.0
@@ -98,8 +98,11 @@ def acquire(
 
 
 def renew(lun: Path, pool_uuid: str, pool_name: str, host: str, duration: float = DEFAULT_LEASE_S) -> bool:
-    """Extend our lease; False (and nothing written) if another pool holds the LUN now."""
+    """Extend our lease; False (and nothing written) if another pool holds the LUN now, or a
+    mirror replicates into it."""
     with _locked(lun):
+        if mirror_target(lun):
+            return False
         current = read(lun)
         if current is not None and current.pool_uuid != pool_uuid and current.live_on(lun, time.time()):
             return False

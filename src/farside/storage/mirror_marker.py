@@ -73,12 +73,20 @@ def clear_marker(root: Path) -> None:
         fsync_dir(path.parent)
 
 
+def mirror_target(lun: Path) -> str | None:
+    """The name of the mirror replicating into ``lun``, or None when none is."""
+    found = find_marker(lun)
+    if found is not None and found[1].role == TARGET and found[1].active:
+        return found[1].mirror
+    return None
+
+
 def refuse_mirror_target(lun: Path) -> None:
     """Raise LUN_IS_MIRROR_TARGET if a mirror is replicating into ``lun``.
 
     Raises:
         LunIsMirrorTarget: ``[path, mirror name]``; split the mirror first.
     """
-    found = find_marker(lun)
-    if found is not None and found[1].role == TARGET and found[1].active:
-        raise LunIsMirrorTarget(str(lun), found[1].mirror)
+    mirror = mirror_target(lun)
+    if mirror is not None:
+        raise LunIsMirrorTarget(str(lun), mirror)
