@@ -92,7 +92,7 @@ def test_bad_runs_are_refused(two_pools: tuple[PoolServer, PoolServer], tmp_path
     with pytest.raises(XenAPI.Failure) as info:
         sb.xenapi.DR_run.start(ref)
     assert info.value.details[0] == "DR_RUN_FAILED" and "confirm_split" in info.value.details[2]
-    assert sb.xenapi.DR_run.get_state(ref) == "running"
+    assert sb.xenapi.DR_run.get_state(ref) == "failed"
     assert "precheck - Failed" in sb.xenapi.DR_run.get_report(ref)
     sb.xenapi.DR_run.cleanup(ref)
     assert sb.xenapi.VM.get_all_records() == {} or all(

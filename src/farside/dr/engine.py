@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import unescape
 
-from farside.dr.plan import Options, Problem
+from farside.dr.plan import STEPS, Options, Problem
 from farside.dr.report import render
 from farside.dr.session import Session
 from farside.errors import XenAPIFailure
@@ -35,13 +35,13 @@ from farside.storage.replication import LunReplication, NullReplication, Replica
 
 log = logging.getLogger(__name__)
 
-STEPS = (
-    "discover", "split", "attach", "choose", "load", "select", "precheck", "recover", "start", "protect", "release",
-    "report",
-)  # fmt: skip
 # What each step's outcome depends on among the options: changing them while the run is paused
 # (DR_run.set_options) makes these steps run again; nothing before recover has changed the pool.
-REDONE_BY = {"source_pool": ("choose", "load", "select", "precheck"), "pause_after": ()}
+REDONE_BY = {
+    "source_pool": ("choose", "load", "select", "precheck"),
+    "split_mirrors": ("split", "select", "precheck"),
+    "pause_after": (),
+}
 REDONE_BY_DEFAULT = ("select", "precheck")
 # The classes a test failover must leave as it found them (compared by uuid).
 CHECKED_CLASSES = ("VM", "VM_appliance", "SR", "VDI", "VBD", "VIF", "network", "PBD", "DR_task")

@@ -8,6 +8,11 @@ from typing import Any
 KINDS = ("failover", "failback", "test")
 TITLES_BY_KIND = {"failover": "Failover", "failback": "Failback", "test": "Test failover"}
 POWER = ("start", "start_paused", "none")
+STEPS = (
+    "discover", "split", "attach", "choose", "load", "select", "precheck", "recover", "start", "protect", "release",
+    "report",
+)  # fmt: skip
+
 # Steps a run may stop after, so that a wizard can show what was found and let the operator
 # choose (the selection, the power option, fixes) before anything is recovered.
 PAUSE_POINTS = ("discover", "load", "precheck")

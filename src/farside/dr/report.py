@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from farside.dr.plan import TITLES_BY_KIND, Options
+from farside.dr.plan import STEPS, TITLES_BY_KIND, Options
 
 POWER = {"start": "Start", "start_paused": "Start paused", "none": "Do not start"}
 
@@ -38,9 +38,10 @@ def render(options: Options, journal: dict[str, Any], outcome: str) -> tuple[str
     for uuid in chosen.get("vms", []):
         vm = loaded["vms"][uuid]
         groups.setdefault(vm["pool_name"], []).append(f"VM {vm['name']}")
+    order = {name: i for i, name in enumerate((*STEPS, "cleanup"))}
     steps = [
         {"step": name, "state": entry.get("state"), "seconds": entry.get("seconds"), "error": entry.get("error", "")}
-        for name, entry in journal.items()
+        for name, entry in sorted(journal.items(), key=lambda item: order.get(item[0], len(order)))
     ]
     ages = {m["pool_name"]: _age(m["written"]) for m in metadata}
     report = {

@@ -18,6 +18,7 @@ from farside.api.registry import handles
 from farside.dr.engine import CLAIM_RENEW_S, Engine, RunFailed, reopened
 from farside.dr.plan import TITLES_BY_KIND, Options
 from farside.errors import InvalidValue, OperationNotAllowed, XenAPIFailure
+from farside.mirror.adapter import MirrorReplication
 from farside.model.types import format_datetime, now
 
 # A claim unheard of for this long belongs to an engine that is gone.
@@ -42,7 +43,10 @@ def _engine(ctx: Context, run: str, states: tuple[str, ...]) -> Engine:
         state = tx.get_field("DR_run", tx.check("DR_run", run), "state")
     if state not in states:
         raise OperationNotAllowed(f"the run is {state}; this needs it to be {' or '.join(states)}")
-    return Engine(LocalSession(ctx.services, ctx.caller.session), run, on_progress=ctx.progress)
+    # The LUNs' replication is asked of farside mirror (LUNs no mirror manages are "unknown").
+    return Engine(
+        LocalSession(ctx.services, ctx.caller.session), run, replication=MirrorReplication(), on_progress=ctx.progress
+    )
 
 
 def _go(engine: Engine, run: str) -> str:
