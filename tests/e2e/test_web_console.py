@@ -211,3 +211,45 @@ def test_a_precheck_fix_is_one_button(
     page.click("#abandon")
     expect(page.locator("#cleanup-result")).to_contain_text("Cleanup: done", timeout=WAIT_MS)
     assert sb.xenapi.DR_task.get_all() == [] and sb.xenapi.VM.get_all_records() == {}
+
+
+def test_a_failover_from_a_farside_mirror_splits_it(
+    two_pools: tuple[PoolServer, PoolServer], tmp_path: Path, browser: Browser, shots: Path
+) -> None:
+    """A failover from a LUN that farside mirror still replicates stops before attaching anything;
+    the run's page splits the mirror with one button; the failover then recovers the VMs."""
+    from farside.mirror.pair import Mirrors
+
+    a, b = two_pools
+    _, tags = shop_site(a, tmp_path / "lun")
+    mirrors = Mirrors(tmp_path / "mirror-state")
+    mirrors.create("shop", tmp_path / "lun", tmp_path / "replica", interval=0)
+    mirrors.sync("shop")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    page.on("dialog", lambda dialog: dialog.accept())
+    log_in(page, b, "root", ADMIN_PASSWORD)
+    page.goto(f"{b.url}/ui/wizard/storage?kind=failover")
+    page.fill("#paths", str(tmp_path / "replica"))
+    page.click("#probe")
+    expect(page.locator("#found-srs")).to_contain_text("replicating")
+    page.click("#attach")
+    page.wait_for_selector("#split")
+    expect(page.locator("#step-error")).to_contain_text("not split")
+    assert b.session().xenapi.SR.get_all() == []  # nothing attached while the mirror runs
+    page.screenshot(path=shots / "split-needed.png", full_page=True)
+    page.click("#split")
+    page.wait_for_selector("#select-form")
+    assert mirrors.load("shop").state_enum.value == "split"
+    page.check("input[name=power][value=none]")
+    page.click("#run-prechecks")
+    page.wait_for_selector("#recover")
+    page.click("#recover")
+    page.wait_for_selector("#report")
+    expect(page.locator("#run-state")).to_have_text("done")
+    assert "Failover (succeeded)" in page.inner_text("#report")
+    sb = b.session()
+    assert {sb.xenapi.VM.get_uuid(v) for v in sb.xenapi.VM.get_all()} >= set(tags)
+    page.goto(f"{b.url}/ui/")
+    expect(page.locator("#srs .mirror")).to_have_text("split")
+    page.screenshot(path=shots / "after-failover-pool.png", full_page=True)

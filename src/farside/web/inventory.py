@@ -150,8 +150,8 @@ def _srs(records: dict[str, dict[str, Any]], pool_ref: str, replication: LunRepl
             any(p["currently_attached"] for p in pbds),
             int(sr["physical_size"]),
             int(sr["physical_utilisation"]),
-            _lease(path),
-            _mirror(path, replication),
+            lease_holder(path),
+            mirror_state(path, replication),
         )
         for vdi in sorted(records["VDI"].values(), key=lambda v: str(v["uuid"])):
             if vdi["SR"] != ref or vdi["type"] != "metadata":
@@ -166,7 +166,7 @@ def _srs(records: dict[str, dict[str, Any]], pool_ref: str, replication: LunRepl
     return sorted(rows, key=lambda r: (r.name, r.uuid))
 
 
-def _lease(path: str) -> str:
+def lease_holder(path: str) -> str:
     if not path:
         return "no LUN"
     try:
@@ -180,7 +180,7 @@ def _lease(path: str) -> str:
     return f"{held.pool_name} until {held.describe_expiry()}"
 
 
-def _mirror(path: str, replication: LunReplication) -> str:
+def mirror_state(path: str, replication: LunReplication) -> str:
     if not path:
         return "unknown"
     try:

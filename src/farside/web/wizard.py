@@ -14,6 +14,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.to_thread
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
@@ -21,6 +22,7 @@ from farside.dr.plan import KINDS, POWER, TITLES_BY_KIND
 from farside.errors import FarsideError, InvalidValue, OperationNotAllowed
 from farside.web.console import OPERATOR, Console, Page
 from farside.web.history import launch
+from farside.web.inventory import mirror_state
 from farside.web.runs import RunView, load, load_all
 
 # The run stops after these steps so that the operator can choose: what to recover, then whether
@@ -45,6 +47,7 @@ class Found:
     path: str
     metadata: bool
     known: bool
+    mirror: str = "unknown"
 
 
 def _probe_result(xml: str, path: str, known: set[str]) -> list[Found]:
@@ -101,6 +104,8 @@ def routes(console: Console) -> list[Route]:
                 problems.append(f"{path}: {' '.join(exc.failure)}")
                 continue
             found += _probe_result(xml, path, known)
+        for sr in found:
+            sr.mirror = await anyio.to_thread.run_sync(mirror_state, sr.path, console.replication)
         return render(page, "wizard_storage.html", "storage", kind=kind, paths="\n".join(paths), found=found,
                       problems=problems, source_url=page.field("source_url"))  # fmt: skip
 
@@ -185,6 +190,12 @@ def routes(console: Console) -> list[Route]:
 
     async def choose(page: Page) -> Response:
         run = await load(page.xapi, page.request.path_params["uuid"])
+        source_pool = page.field("source_pool")
+        if source_pool != run.options.get("source_pool", ""):
+            # Another source pool: its metadata is loaded again, and the choice shown again.
+            await _set(page, run, {"source_pool": source_pool, "select": "", "pause_after": PAUSES})
+            await launch(page, "resume", run.uuid)
+            return RedirectResponse(f"/ui/wizard/{run.uuid}", status_code=303)
         chosen = page.fields("item")
         if not chosen:
             return _select_page(page, run, "Tick at least one vApp or VM to recover.")
@@ -204,6 +215,12 @@ def routes(console: Console) -> list[Route]:
             raise InvalidValue("problem", index)
         # The fix's options come from the journal, never from the form.
         await _set(page, run, {**problems[int(index)]["options"], "pause_after": "precheck"})
+        await launch(page, "resume", run.uuid)
+        return RedirectResponse(f"/ui/wizard/{run.uuid}", status_code=303)
+
+    async def split(page: Page) -> Response:
+        run = await load(page.xapi, page.request.path_params["uuid"])
+        await _set(page, run, {"split_mirrors": "true"})
         await launch(page, "resume", run.uuid)
         return RedirectResponse(f"/ui/wizard/{run.uuid}", status_code=303)
 
@@ -239,6 +256,7 @@ def routes(console: Console) -> list[Route]:
         Route("/wizard/{uuid}/select", console.page(select_again, needs=OPERATOR), methods=["GET"]),
         Route("/wizard/{uuid}/select", console.page(choose, needs=OPERATOR), methods=["POST"]),
         Route("/wizard/{uuid}/fix", console.page(fix, needs=OPERATOR), methods=["POST"]),
+        Route("/wizard/{uuid}/split", console.page(split, needs=OPERATOR), methods=["POST"]),
         Route("/wizard/{uuid}/recheck", console.page(recheck, needs=OPERATOR), methods=["POST"]),
         Route("/wizard/{uuid}/recover", console.page(recover, needs=OPERATOR), methods=["POST"]),
         Route("/wizard/{uuid}/cleanup", console.page(cleanup, needs=OPERATOR), methods=["POST"]),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from farside.storage import lease
 from farside.storage.replication import LunReplication, NullReplication, ReplicationState
-from farside.web.inventory import _lease, _mirror
+from farside.web.inventory import lease_holder, mirror_state
 
 
 class Splitting(LunReplication):
@@ -23,10 +23,10 @@ class Splitting(LunReplication):
 
 def test_the_mirror_state_is_asked_of_the_adapter(tmp_path: Path) -> None:
     """The adapter's state is shown; unmanaged LUNs are unknown; an adapter's failure is shown, not raised."""
-    assert _mirror(str(tmp_path), Splitting(tmp_path)) == "split"
-    assert _mirror(str(tmp_path), NullReplication()) == "unknown"
-    assert _mirror(str(tmp_path / "other"), Splitting(tmp_path)).startswith("error: ")
-    assert _mirror("", Splitting(tmp_path)) == "unknown"
+    assert mirror_state(str(tmp_path), Splitting(tmp_path)) == "split"
+    assert mirror_state(str(tmp_path), NullReplication()) == "unknown"
+    assert mirror_state(str(tmp_path / "other"), Splitting(tmp_path)).startswith("error: ")
+    assert mirror_state("", Splitting(tmp_path)) == "unknown"
 
 
 def test_the_lease_names_its_holder(tmp_path: Path) -> None:
@@ -34,8 +34,8 @@ def test_the_lease_names_its_holder(tmp_path: Path) -> None:
     lun = tmp_path / "lun"
     lun.mkdir()
     (lun / ".farside-sr").mkdir()
-    assert _lease(str(lun)) == "none"
+    assert lease_holder(str(lun)) == "none"
     lease.acquire(lun, "pool-uuid", "Site A", "host", lambda: False)
-    assert _lease(str(lun)).startswith("Site A until ")
+    assert lease_holder(str(lun)).startswith("Site A until ")
     lease.renew(lun, "pool-uuid", "Site A", "host", duration=-1)
-    assert _lease(str(lun)).startswith("expired (Site A")
+    assert lease_holder(str(lun)).startswith("expired (Site A")
