@@ -254,3 +254,12 @@ class TestRoles:
         log_in(client, "operator")
         assert client.get(f"/ui/vms/{uuid}/serial.txt").status_code == 200
         xenapi(client, "VM.destroy", admin, vm)
+
+
+class TestServing:
+    def test_the_console_is_at_ui(self, client: TestClient) -> None:
+        """/ui leads to the console; its script and style are served with their types."""
+        assert client.get("/ui").headers["location"].endswith("/ui/")
+        script = client.get("/ui/static/console.js")
+        assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+        assert "text/css" in client.get("/ui/static/console.css").headers["content-type"]
