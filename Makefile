@@ -56,7 +56,7 @@ bench: setup
 	$(PY) bench/mirror.py
 
 demo: setup
-	$(PY) demo/pool_demo.py
+	$(PY) demo/two_sites.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
