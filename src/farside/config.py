@@ -167,3 +167,8 @@ def mirror_dir_from_env(default: Path = DEFAULT_MIRROR_DIR) -> Path:
     """``FARSIDE_MIRROR_DIR`` when set, else ``default``."""
     text = os.environ.get("FARSIDE_MIRROR_DIR")
     return Path(text) if text else default
+
+
+def source_password_from_env() -> str | None:
+    """``FARSIDE_SOURCE_PASSWORD``: the source pool's password for ``farside dr --source-server``."""
+    return os.environ.get("FARSIDE_SOURCE_PASSWORD") or None

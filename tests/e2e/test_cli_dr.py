@@ -1,0 +1,166 @@
+"""``farside dr`` run for real against two pool servers: scripted failover, test failover with its
+cleanup, the wizard in a pseudo-terminal, the source-still-running refusal, resume and cleanup."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pexpect
+import XenAPI
+
+from pools import ADMIN_PASSWORD, PoolServer, kill_qemus
+from vms import shop_site
+
+FARSIDE = [sys.executable, "-m", "farside.cli.main"]
+# Generous: the machine is shared and QEMU runs under TCG.
+TIMEOUT_S = 240
+
+
+def farside(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "FARSIDE_PASSWORD": ADMIN_PASSWORD, **env}
+    return subprocess.run(
+        [*FARSIDE, "dr", *args], capture_output=True, text=True, env=environ, stdin=subprocess.DEVNULL,
+        timeout=TIMEOUT_S,
+    )  # fmt: skip
+
+
+def copied_site(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path, lose_a: bool = True) -> dict[str, str]:
+    """Site A's shop on a LUN copied to ``copy`` (the mirror's job); A lost unless ``lose_a``."""
+    a, _ = two_pools
+    _, tags = shop_site(a, tmp_path / "lun")
+    subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
+    if lose_a:
+        a.stop()
+        kill_qemus(a.data_dir / "run")
+    return tags
+
+
+def one_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
+def power_states(s: XenAPI.Session) -> dict[str, str]:
+    return {r["name_label"]: r["power_state"] for r in s.xenapi.VM.get_all_records().values()}
+
+
+def test_scripted_failover_then_runs_and_report(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
+    copied_site(two_pools, tmp_path)
+    b = two_pools[1]
+    done = farside("failover", "--server", b.url, "--lun", str(tmp_path / "copy"), "--all", "--yes", "--confirm-split")
+    assert done.returncode == 0, done.stderr
+    assert "Failover (succeeded)" in done.stdout
+    assert "Recover vApp shop - Succeeded" in done.stdout and "Start VM lone - Succeeded" in done.stdout
+    assert power_states(b.session()) == {"shop-db": "Running", "shop-web": "Running", "lone": "Running"}
+    uuid = done.stderr.split(" run ")[1].split()[0]
+
+    listed = farside("runs", "--server", b.url)
+    assert listed.returncode == 0, listed.stderr
+    header, row = listed.stdout.splitlines()[:2]
+    assert header.split()[:4] == ["uuid", "kind", "state", "created"]
+    assert row.split()[:3] == [uuid, "failover", "done"]
+    report = farside("report", uuid[:8], "--server", b.url, "--json")
+    assert report.returncode == 0, report.stderr
+    parsed = json.loads(report.stdout)
+    assert parsed["outcome"] == "succeeded" and parsed["run"] == uuid and parsed["kind"] == "failover"
+    text = farside("report", uuid, "--server", b.url)
+    assert "Failover (succeeded)" in text.stdout and "State: done" in text.stdout
+
+    # Bad input: one line, exit 2, nothing done.
+    again = farside("resume", uuid, "--server", b.url)
+    assert again.returncode == 2 and "nothing to resume" in one_line(again.stderr)
+    unknown = farside("report", "ffff", "--server", b.url)
+    assert unknown.returncode == 2 and "farside dr runs" in one_line(unknown.stderr)
+    wrong = farside("runs", "--server", b.url, FARSIDE_PASSWORD="nope")
+    assert wrong.returncode == 2 and "user name or password" in one_line(wrong.stderr)
+    nothing = farside("failover", "--server", b.url, "--lun", str(tmp_path / "copy"))
+    assert nothing.returncode == 2 and "--all" in one_line(nothing.stderr)
+
+
+def test_test_failover_ends_with_its_cleanup(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
+    copied_site(two_pools, tmp_path, lose_a=False)
+    b = two_pools[1]
+    sb = b.session()
+    before = {cls: set(getattr(sb.xenapi, cls).get_all()) for cls in ("VM", "SR", "VDI", "network", "PBD")}
+    done = farside("test", "--server", b.url, "--lun-dir", str(tmp_path), "--vapp", "shop", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["kind"] == "test" and report["outcome"] == "succeeded"
+    assert report["cleanup"]["state"] == "cleaned up" and "exactly as before" in report["cleanup"]["result"]
+    assert report["power"] == "start_paused" and list(report["selected"].values()) == [["vApp shop: shop-db, shop-web"]]
+    assert {cls: set(getattr(sb.xenapi, cls).get_all()) for cls in before} == before
+
+
+def test_vms_running_at_the_source_stop_the_run_until_resumed(
+    two_pools: tuple[PoolServer, PoolServer], tmp_path: Path
+) -> None:
+    a, b = two_pools
+    sa, tags = shop_site(a, tmp_path / "lun")
+    lone = sa.xenapi.VM.get_by_uuid(next(u for u, t in tags.items() if t == "lone"))
+    sa.xenapi.VM.start(lone, False, False)
+    subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
+    source = ["--source-server", a.url]
+    args = ["--server", b.url, *source, "--lun", str(tmp_path / "copy"), "--vm", "lone", "--power", "none"]
+    refused = farside("failover", *args, "--confirm-split", FARSIDE_SOURCE_PASSWORD=ADMIN_PASSWORD)
+    assert refused.returncode == 1
+    assert "precheck - Failed" in refused.stdout and "still Running in the source pool" in refused.stdout
+    uuid = refused.stderr.split(" run ")[1].split()[0]
+    assert f"farside dr resume {uuid}" in refused.stderr and f"farside dr cleanup {uuid}" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    sa.xenapi.VM.hard_shutdown(lone)
+    resumed = farside("resume", uuid[:10], "--server", b.url, *source, FARSIDE_SOURCE_PASSWORD=ADMIN_PASSWORD)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Failover (succeeded)" in resumed.stdout and "Recover VM lone - Succeeded" in resumed.stdout
+    sb = b.session()
+    assert power_states(sb) == {"lone": "Halted"}
+    cleaned = farside("cleanup", uuid, "--server", b.url)
+    assert cleaned.returncode == 0 and "DR tasks" in cleaned.stdout
+    assert sb.xenapi.DR_task.get_all() == [] and power_states(sb) == {"lone": "Halted"}  # recovered VMs stay
+
+
+def test_the_wizard_in_a_terminal(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
+    copied_site(two_pools, tmp_path)
+    b = two_pools[1]
+    env = {**os.environ, "FARSIDE_PASSWORD": ADMIN_PASSWORD, "TERM": "xterm", "COLUMNS": "140", "LINES": "50"}
+    child = pexpect.spawn(
+        FARSIDE[0], [*FARSIDE[1:], "dr", "failover", "--server", b.url, "--lun", str(tmp_path / "copy")],
+        env=env, encoding="utf-8", timeout=TIMEOUT_S, dimensions=(50, 140),
+    )  # fmt: skip
+    child.logfile_read = open(tmp_path / "wizard.log", "w")  # noqa: SIM115 - closed with the child
+    try:
+        child.expect("Storage found")
+        child.expect("unknown")  # nobody manages the copy's replication here
+        child.expect(r"Attach these SRs.*\?")
+        child.sendline("y")
+        child.expect("Site A")  # the source pool, with the age of its metadata
+        child.expect(r"1 \[x\] vApp shop: shop-db, shop-web")
+        child.expect(r"2 \[x\] VM lone")
+        child.expect("Enter when done")
+        child.sendline("1")  # untick the vApp
+        child.expect(r"1 \[ \] vApp shop")
+        child.expect("Enter when done")
+        child.sendline("")
+        child.expect("Power option")
+        child.sendline("start")
+        child.expect("Pre-checks")
+        child.expect("nobody here manages")
+        child.expect("Do you confirm the storage array no longer mirrors")
+        child.sendline("y")
+        child.expect("Ready: failover of 0 vApp")
+        child.expect("Go ahead with the failover")
+        child.sendline("y")
+        child.expect("recover")
+        child.expect("Failover \\(succeeded\\)")
+        child.expect("Start VM lone - Succeeded")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+        child.logfile_read.close()
+    assert child.exitstatus == 0, (tmp_path / "wizard.log").read_text()
+    assert power_states(b.session()) == {"lone": "Running"}
