@@ -221,19 +221,24 @@ def main() -> int:
         ("B releases the SRs; mirrors reversed and resynchronised: A→B", story.release_b),
         ("test failover at B on mirror snapshots, then cleanup", story.test_failover),
     ]
+    succeeded = False
     try:
         for number, (title, action) in enumerate(steps, 1):
             story.step(number, title, action)
         story.summary()
         print("\nThe demo succeeded.")
+        succeeded = True
         return 0
     except StepFailed as exc:
         print(f"\nThe demo FAILED: {exc}", file=sys.stderr)
-        print(f"(the lab's logs are in {root})", file=sys.stderr)
+        print(f"(the lab's logs are kept in {root})", file=sys.stderr)
         return 1
     finally:
         if (root / "lab.json").exists():
-            farside("lab", "down", str(root))
+            # Everything stops either way; the files stay only when something went wrong.
+            farside("lab", "down", str(root), *(["--purge"] if succeeded else []))
+        if succeeded:
+            root.parent.rmdir()
 
 
 if __name__ == "__main__":
