@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 from farside.cli.xe.printer import Printer, escape_commas, format_record
 
 # What `xe vm-list` prints for two VMs (xapi's cli_printer layout).
-GOLDEN_VM_LIST = """\
-uuid ( RO)           : 0f5e7c52-0000-4000-8000-000000000001
-     name-label ( RW): web
-    power-state ( RO): running
-
-
-uuid ( RO)           : 0f5e7c52-0000-4000-8000-000000000002
-     name-label ( RW): db, primary
-    power-state ( RO): halted
-
-
-"""
+GOLDEN_VM_LIST = (Path(__file__).parent / "golden" / "xe-vm-list.txt").read_text()
 
 RECORDS = [
     [("uuid ( RO)", "0f5e7c52-0000-4000-8000-000000000001"), ("name-label ( RW)", "web"),
