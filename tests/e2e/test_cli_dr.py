@@ -51,9 +51,15 @@ def power_states(s: XenAPI.Session) -> dict[str, str]:
 
 def test_scripted_failover_then_runs_and_report(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
     copied_site(two_pools, tmp_path)
-    b = two_pools[1]
-    done = farside("failover", "--server", b.url, "--lun", str(tmp_path / "copy"), "--all", "--yes", "--confirm-split")
+    a, b = two_pools
+    lun = str(tmp_path / "copy")
+    # Site A is gone: its server does not answer, so nothing there can still run.
+    done = farside(
+        "failover", "--server", b.url, "--source-server", a.url, "--lun", lun, "--all", "--confirm-split",
+        FARSIDE_SOURCE_PASSWORD=ADMIN_PASSWORD,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
+    assert f"cannot reach {a.url}" in done.stderr and "going on without asking it" in done.stderr
     assert "Failover (succeeded)" in done.stdout
     assert "Recover vApp shop - Succeeded" in done.stdout and "Start VM lone - Succeeded" in done.stdout
     assert power_states(b.session()) == {"shop-db": "Running", "shop-web": "Running", "lone": "Running"}
@@ -92,7 +98,9 @@ def test_test_failover_ends_with_its_cleanup(two_pools: tuple[PoolServer, PoolSe
     report = json.loads(done.stdout)
     assert report["kind"] == "test" and report["outcome"] == "succeeded"
     assert report["cleanup"]["state"] == "cleaned up" and "exactly as before" in report["cleanup"]["result"]
-    assert report["power"] == "start_paused" and list(report["selected"].values()) == [["vApp shop: shop-db, shop-web"]]
+    assert report["power"] == "start_paused" and list(report["selected"]) == ["Site A"]
+    [[shop]] = report["selected"].values()
+    assert shop.startswith("vApp shop: ") and set(shop[11:].split(", ")) == {"shop-db", "shop-web"}
     assert {cls: set(getattr(sb.xenapi, cls).get_all()) for cls in before} == before
 
 
@@ -124,15 +132,20 @@ def test_vms_running_at_the_source_stop_the_run_until_resumed(
     assert sb.xenapi.DR_task.get_all() == [] and power_states(sb) == {"lone": "Halted"}  # recovered VMs stay
 
 
+def terminal(tmp_path: Path, *args: str) -> pexpect.spawn:
+    """``farside dr ARGS`` in a pseudo-terminal; what it draws goes to wizard.log for a failure's message."""
+    env = {**os.environ, "FARSIDE_PASSWORD": ADMIN_PASSWORD, "TERM": "xterm", "COLUMNS": "140", "LINES": "50"}
+    child = pexpect.spawn(
+        FARSIDE[0], [*FARSIDE[1:], "dr", *args], env=env, encoding="utf-8", timeout=120, dimensions=(50, 140)
+    )
+    child.logfile_read = open(tmp_path / "wizard.log", "w")  # noqa: SIM115 - closed with the child
+    return child
+
+
 def test_the_wizard_in_a_terminal(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
     copied_site(two_pools, tmp_path)
     b = two_pools[1]
-    env = {**os.environ, "FARSIDE_PASSWORD": ADMIN_PASSWORD, "TERM": "xterm", "COLUMNS": "140", "LINES": "50"}
-    child = pexpect.spawn(
-        FARSIDE[0], [*FARSIDE[1:], "dr", "failover", "--server", b.url, "--lun", str(tmp_path / "copy")],
-        env=env, encoding="utf-8", timeout=TIMEOUT_S, dimensions=(50, 140),
-    )  # fmt: skip
-    child.logfile_read = open(tmp_path / "wizard.log", "w")  # noqa: SIM115 - closed with the child
+    child = terminal(tmp_path, "failover", "--server", b.url, "--lun", str(tmp_path / "copy"))
     try:
         child.expect("Storage found")
         child.expect("unknown")  # nobody manages the copy's replication here
@@ -164,3 +177,34 @@ def test_the_wizard_in_a_terminal(two_pools: tuple[PoolServer, PoolServer], tmp_
         child.logfile_read.close()
     assert child.exitstatus == 0, (tmp_path / "wizard.log").read_text()
     assert power_states(b.session()) == {"lone": "Running"}
+
+
+def test_a_test_failover_in_a_terminal_waits_before_its_cleanup(
+    two_pools: tuple[PoolServer, PoolServer], tmp_path: Path
+) -> None:
+    copied_site(two_pools, tmp_path, lose_a=False)
+    b = two_pools[1]
+    child = terminal(tmp_path, "test", "--server", b.url, "--lun", str(tmp_path / "copy"), "--vm", "lone")
+    try:
+        child.expect(r"Attach these SRs.*\?")
+        child.sendline("")  # the default: yes
+        child.expect(r"1 \[ \] vApp shop")  # --vm lone: only lone is ticked
+        child.expect(r"2 \[x\] VM lone")
+        child.expect("Enter when done")
+        child.sendline("")
+        child.expect("Power option")
+        child.sendline("none")
+        child.expect("Pre-checks: all passed")
+        child.expect("Go ahead with the test failover")
+        child.sendline("y")
+        child.expect("Test failover \\(succeeded\\)")
+        child.expect("Press Enter to clean up")
+        assert power_states(b.session()) == {"lone": "Halted"}  # recovered, waiting for the operator
+        child.sendline("")
+        child.expect("exactly as before the test")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+        child.logfile_read.close()
+    assert child.exitstatus == 0, (tmp_path / "wizard.log").read_text()
+    assert power_states(b.session()) == {}

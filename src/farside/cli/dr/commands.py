@@ -63,8 +63,21 @@ def _logged_in(endpoint: connection.Endpoint) -> Iterator[XmlRpcSession]:
     try:
         yield session
     finally:
-        with contextlib.suppress(Exception):  # the session expires on its own anyway
-            session.logout()
+        _logout(session)
+
+
+def _logout(session: XmlRpcSession) -> None:
+    with contextlib.suppress(Exception):  # the session expires on its own anyway
+        session.logout()
+
+
+def _source_session(
+    stack: contextlib.ExitStack, endpoint: connection.Endpoint | None, err: Console
+) -> XmlRpcSession | None:
+    session = connection.connect_source(endpoint, err) if endpoint else None
+    if session is not None:
+        stack.callback(_logout, session)
+    return session
 
 
 def start(kind: str) -> Command:
@@ -85,7 +98,7 @@ def start(kind: str) -> Command:
         source = connection.source(args, interactive)
         with contextlib.ExitStack() as stack:
             session = stack.enter_context(_logged_in(target))
-            source_session = stack.enter_context(_logged_in(source)) if source else None
+            source_session = _source_session(stack, source, err)
             run_options = options.run_options(wishes, source.url if source else "", pause=interactive)
             try:
                 ref = str(session.call("DR_run.create", kind, run_options))
@@ -185,7 +198,7 @@ def resume(args: argparse.Namespace) -> int:
     source = connection.source(args, interactive)
     with contextlib.ExitStack() as stack:
         session = stack.enter_context(_logged_in(target))
-        source_session = stack.enter_context(_logged_in(source)) if source else None
+        source_session = _source_session(stack, source, err)
         ref, record = find_run(session, args.run_id, target.url)
         if record["state"] not in RESUMABLE:
             hint = " ('farside dr cleanup' undoes a test failover)" if record["state"] == "done" else ""

@@ -19,6 +19,8 @@ import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
+
 from farside.cli.dr.failures import DrCliError, usage
 from farside.config import DEFAULT_PORT, client_env, source_password_from_env
 from farside.dr.session import XmlRpcSession
@@ -124,6 +126,10 @@ def _ask(url: str, user: str, interactive: bool, how: str) -> str:
     return getpass.getpass(f"Password for {user} at {url}: ")
 
 
+class Unreachable(DrCliError):
+    """Nothing answers at the address (a pool lost in the disaster, say)."""
+
+
 def connect(endpoint: Endpoint) -> XmlRpcSession:
     """Log in; every way this can fail becomes one line saying what to check."""
     url = endpoint.url
@@ -146,7 +152,17 @@ def connect(endpoint: Endpoint) -> XmlRpcSession:
         raise usage(f"{url} did not answer as a pool server ({type(exc).__name__}): is it a farside server?") from None
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
-        raise usage(f"cannot reach {url} ({reason}): check the address and that the server runs") from None
+        raise Unreachable(f"cannot reach {url} ({reason}): check the address and that the server runs") from None
+
+
+def connect_source(endpoint: Endpoint, err: Console) -> XmlRpcSession | None:
+    """A session on the source pool, or None when it does not answer: after a disaster it is
+    gone, and nothing there can still run. A pool that answers but refuses the login stops us."""
+    try:
+        return connect(endpoint)
+    except Unreachable as exc:
+        err.print(f"farside: {exc.message}; going on without asking it", markup=False, highlight=False)
+        return None
 
 
 def lost(url: str, exc: BaseException) -> DrCliError:
