@@ -208,3 +208,28 @@ def test_a_test_failover_in_a_terminal_waits_before_its_cleanup(
         child.logfile_read.close()
     assert child.exitstatus == 0, (tmp_path / "wizard.log").read_text()
     assert power_states(b.session()) == {}
+
+
+def test_a_farside_mirror_is_split_only_when_asked(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
+    """A LUN replicated by ``farside mirror``: the run stops before attaching it, names the flag,
+    and ``resume --split-mirrors`` splits the mirror through the adapter and goes on."""
+    a, b = two_pools
+    shop_site(a, tmp_path / "lun")
+    state = ["--state-dir", str(tmp_path / "mirrors")]
+    mirror = [*FARSIDE, "mirror"]
+    subprocess.run([*mirror, "create", "m", "--source", str(tmp_path / "lun"), "--target", str(tmp_path / "copy"),
+                    *state], check=True, capture_output=True)  # fmt: skip
+    subprocess.run([*mirror, "sync", "m", *state], check=True, capture_output=True)
+    a.stop()
+    stopped = farside("failover", "--server", b.url, "--lun", str(tmp_path / "copy"), "--vm", "lone", "--power", "none")
+    assert stopped.returncode == 1
+    assert "split - Failed" in stopped.stdout and "is not split" in stopped.stderr
+    uuid = stopped.stderr.split(" run ")[1].split()[0]
+    assert f"farside dr resume {uuid} --split-mirrors" in stopped.stderr
+    assert b.session().xenapi.SR.get_all() == []  # nothing attached while the mirror replicates
+
+    resumed = farside("resume", uuid, "--server", b.url, "--split-mirrors")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Recover VM lone - Succeeded" in resumed.stdout
+    status = subprocess.run([*mirror, "status", "m", "--json", *state], check=True, capture_output=True, text=True)
+    assert json.loads(status.stdout)["state"] == "split"
