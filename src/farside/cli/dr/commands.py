@@ -17,7 +17,7 @@ from rich.prompt import Prompt
 
 from farside.cli.dr import connection, options
 from farside.cli.dr.driver import Drive, clean_up, drive
-from farside.cli.dr.failures import EXIT_FAILED, EXIT_OK, DrCliError, failed, usage
+from farside.cli.dr.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, DrCliError, failed, usage
 from farside.cli.dr.tables import age, show, when
 from farside.cli.dr.wizard import Wizard
 from farside.dr.plan import TITLES_BY_KIND
@@ -41,6 +41,9 @@ def guarded(command: Command) -> Command:
         except FarsideError as exc:  # a XenAPI failure the command did not expect
             print(f"farside: the pool refused: {exc.describe()}", file=sys.stderr)
             return EXIT_FAILED
+        except (KeyboardInterrupt, EOFError):
+            print("\nfarside: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         except (OSError, http.client.HTTPException, xmlrpc.client.Error) as exc:
             print(f"farside: {connection.lost(getattr(args, 'server', '') or 'the server', exc).message}",
                   file=sys.stderr)  # fmt: skip
