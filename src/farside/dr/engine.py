@@ -29,7 +29,7 @@ from xml.sax.saxutils import unescape
 from farside.dr.plan import STEPS, Options, Problem
 from farside.dr.report import render
 from farside.dr.session import Session
-from farside.errors import XenAPIFailure
+from farside.errors import FarsideError, XenAPIFailure
 from farside.model.types import now
 from farside.storage.replication import LunReplication, NullReplication, ReplicationState
 
@@ -184,7 +184,10 @@ class Engine:
         self._emit(name, "started")
         try:
             action(entry["data"])
-        except (XenAPIFailure, RunFailed, OSError, ValueError) as exc:
+        # FarsideError, not only XenAPIFailure: the storage adapter raises Farside's own errors
+        # (MirrorReplication.split: OperationNotAllowed, MirrorUnknown, ...), which must fail the
+        # step, not escape the engine with the run left "running".
+        except (FarsideError, RunFailed, OSError, ValueError) as exc:
             entry.update(state="failed", error=str(exc))
             self._save()
             self._emit(name, "failed")

@@ -42,6 +42,7 @@ def render(options: Options, journal: dict[str, Any], outcome: str) -> tuple[str
     steps = [
         {"step": name, "state": entry.get("state"), "seconds": entry.get("seconds"), "error": entry.get("error", "")}
         for name, entry in sorted(journal.items(), key=lambda item: order.get(item[0], len(order)))
+        if name != "report"  # the step writing this very report
     ]
     ages = {m["pool_name"]: _age(m["written"]) for m in metadata}
     report = {
