@@ -20,21 +20,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from farside.mirror.journal import CHUNK, CorruptJournal, JournalWriter, digest, stat_key
+from farside.mirror.chunks import CHUNK, Reader, count
+from farside.mirror.journal import JournalWriter, stat_key
 from farside.mirror.sparse import data_chunks
 from farside.mirror.state import FileEntry
 
 MAX_READS = 3
-# Chunks read, then hashed in parallel, at a time: 8 MiB of memory per file being read.
-BATCH = 8
 RACY_NS = 2_000_000_000
-_ZEROS = bytes(CHUNK)
 
 
 @dataclass
@@ -49,44 +44,10 @@ class Copied:
 
 def chunk_hashes(fd: int, size: int) -> list[str | None]:
     """The hash of every chunk of an open file (None for holes and zeros): to see what a target changed."""
-    hashes: list[str | None] = [None] * _count(size)
-    for index, _data, hash_ in read_hashed(fd, size, data_chunks(fd, size, CHUNK)):
+    hashes: list[str | None] = [None] * count(size)
+    for index, _data, hash_ in Reader().hashed(fd, size, data_chunks(fd, size, CHUNK)):
         hashes[index] = hash_
     return hashes
-
-
-def _hash_or_none(data: bytes) -> str | None:
-    return None if data == _ZEROS[: len(data)] else digest(data)
-
-
-def _pool() -> ThreadPoolExecutor:
-    """Threads for hashing: BLAKE2b releases the GIL on large buffers, so chunks hash on every core."""
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="mirror-hash")
-    return _POOL
-
-
-_POOL: ThreadPoolExecutor | None = None
-
-
-def read_hashed(fd: int, size: int, indexes: list[int]) -> Iterator[tuple[int, bytes, str | None]]:
-    """Each chunk at ``indexes`` with its hash (None for zeros), read in order and hashed in parallel."""
-    # Reading the next chunks overlaps with hashing the previous ones; at most BATCH in flight.
-    window: deque[tuple[int, bytes, Future[str | None]]] = deque()
-    for i in indexes:
-        data = os.pread(fd, min(CHUNK, size - i * CHUNK), i * CHUNK)
-        window.append((i, data, _pool().submit(_hash_or_none, data)))
-        if len(window) >= BATCH:
-            index, chunk, hashed = window.popleft()
-            yield index, chunk, hashed.result()
-    while window:
-        index, chunk, hashed = window.popleft()
-        yield index, chunk, hashed.result()
-
-
-def _count(size: int) -> int:
-    return (size + CHUNK - 1) // CHUNK
 
 
 def copy_new(path: str, rel: str, journal: JournalWriter, now: float) -> Copied | None:
@@ -99,9 +60,10 @@ def copy_new(path: str, rel: str, journal: JournalWriter, now: float) -> Copied 
             staged_name, staged = journal.new_file()
             out = os.open(staged, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                hashes: list[str | None] = [None] * _count(st0.st_size)
+                hashes: list[str | None] = [None] * count(st0.st_size)
                 read = 0
-                for index, data, hash_ in read_hashed(fd, st0.st_size, data_chunks(fd, st0.st_size, CHUNK)):
+                indexes = data_chunks(fd, st0.st_size, CHUNK)
+                for index, data, hash_ in journal.reader.hashed(fd, st0.st_size, indexes):
                     read += len(data)
                     if hash_ is None:
                         continue
@@ -116,11 +78,12 @@ def copy_new(path: str, rel: str, journal: JournalWriter, now: float) -> Copied 
                 os.ftruncate(out, st0.st_size)
                 os.fchmod(out, st0.st_mode & 0o7777)
                 os.utime(out, ns=(st0.st_mtime_ns, st0.st_mtime_ns))
-                os.fsync(out)
-                _verify(out, hashes, st0.st_size, rel)
-            finally:
+            except BaseException:
                 if out >= 0:
                     os.close(out)
+                raise
+            # fsync and the end-to-end check run in the background while the next file is copied.
+            journal.seal(out, hashes, st0.st_size, rel)
             op = {"op": "place", "path": rel, "staged": staged_name}
             entry = FileEntry(st0.st_size, hashes, settled_key(st0, read_ns), [], st0.st_mode & 0o7777, now)
             return Copied(op, entry, read, True)
@@ -143,10 +106,10 @@ def copy_changes(
             st0 = os.fstat(fd)
             mark = journal.mark()
             size = st0.st_size
-            hashes: list[str | None] = [None] * _count(size)
+            hashes: list[str | None] = [None] * count(size)
             writes: list[list[object]] = []
             read = 0
-            for index, data, hash_ in read_hashed(fd, size, data_chunks(fd, size, CHUNK)):
+            for index, data, hash_ in journal.reader.hashed(fd, size, data_chunks(fd, size, CHUNK)):
                 read += len(data)
                 if hash_ is None:
                     continue
@@ -199,11 +162,3 @@ def settled_key(st: os.stat_result, read_ns: int) -> list[int]:
 
 def _old(entry: FileEntry, index: int) -> str | None:
     return entry.chunks[index] if index < len(entry.chunks) else None
-
-
-def _verify(fd: int, hashes: list[str | None], size: int, rel: str) -> None:
-    """Read a new file back and check each chunk against the hash taken at the source."""
-    written = [i for i, h in enumerate(hashes) if h is not None]
-    for index, _data, hash_ in read_hashed(fd, size, written):
-        if hash_ != hashes[index]:
-            raise CorruptJournal(f"the copy of {rel} in the journal does not match its source at chunk {index}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from farside.mirror import journal
+from farside.mirror.chunks import HASH, LEGACY_HASH, known
 from farside.mirror.copy import Copied, chunk_hashes, copy_changes, copy_new, reserve_target
 from farside.mirror.errors import CycleStopped, MirrorIoError, MirrorTargetFull
 from farside.mirror.journal import CorruptJournal, JournalWriter, stat_key
@@ -187,6 +188,7 @@ def _build(state_dir: StateDir, record: Record, jw: JournalWriter, stop: threadi
     stats.bytes_sent = jw.writer.sent
     return {
         "format": 1,
+        "hash": HASH,
         "ops": ops,
         "manifest": changes,
         "cycle": asdict(stats),
@@ -224,6 +226,7 @@ def _apply_and_record(state_dir: StateDir, record: Record, index: dict[str, Any]
         else:
             entry = dict(entry)
             entry["dst"] = placed.get(rel, entry["dst"])
+            entry["chunks"] = known(entry["chunks"], index.get("hash", LEGACY_HASH))
             manifest[rel] = FileEntry(**entry)
     state_dir.save_manifest(record.name, manifest)
     stats = CycleStats(**index["cycle"])

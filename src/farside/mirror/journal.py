@@ -16,25 +16,24 @@ and is thrown away; the target still holds the previous cycle.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import mmap
 import os
 import shutil
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from farside.mirror import sparse
+from farside.mirror.chunks import CHUNK, LEGACY_HASH, Reader, digest
 from farside.mirror.writer import TargetWriter
 from farside.storage.files import fsync_dir, read_json, write_json
 from farside.storage.mirror_marker import MARKER_DIR
 
-CHUNK = 1 << 20
 JOURNAL_DIR = "journal"
 INDEX_FILE = "index.json"
-
-
-def digest(data: bytes | memoryview) -> str:
-    """A chunk's BLAKE2b hash, 128 bits: enough to tell chunks apart, and half the manifest."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+# New files being checked and fsynced in the background at a time (each holds an open file).
+SEALING = 32
 
 
 def journal_dir(target: Path) -> Path:
@@ -67,6 +66,11 @@ class JournalWriter:
         self.data_size = 0
         self._chunks: list[tuple[int, int, str]] = []  # (offset in data, length, hash)
         self._staged = 0
+        self.reader = Reader()  # the cycle's thread reads the source through it
+        # One thread checks and fsyncs finished new files while the cycle reads and writes the
+        # next ones: the disk writes back one file while the next is copied, on the other core.
+        self._sealer: ThreadPoolExecutor | None = None
+        self._sealing: deque[Future[None]] = deque()
 
     def close(self) -> None:
         if self._data_fd >= 0:
@@ -75,11 +79,12 @@ class JournalWriter:
 
     def discard(self) -> None:
         self.close()
+        self._settle(raise_errors=False)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- chunks --------------------------------------------------------------------------------
 
-    def add_chunk(self, data: bytes, hash_: str) -> int:
+    def add_chunk(self, data: bytes | memoryview, hash_: str) -> int:
         """Append a changed chunk; its offset in ``data``."""
         offset = self.data_size
         self.writer.send(self._data_fd, data, offset)
@@ -104,6 +109,30 @@ class JournalWriter:
         name = f"new/{self._staged}"
         return name, self.dir / name
 
+    def seal(self, fd: int, hashes: list[str | None], size: int, rel: str) -> None:
+        """fsync a written new file and check it against its source hashes, in the background.
+
+        Takes ``fd`` over (it is closed once done). A failure (a mismatch, an I/O error) is raised
+        by ``commit``.
+        """
+        if self._sealer is None:
+            self._sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mirror-seal")
+        while len(self._sealing) >= SEALING:
+            self._sealing.popleft().result()
+        self._sealing.append(self._sealer.submit(_seal, fd, hashes, size, rel))
+
+    def _settle(self, raise_errors: bool) -> None:
+        """Wait for every new file being sealed; raise the first failure if asked."""
+        first: BaseException | None = None
+        while self._sealing:
+            exc = self._sealing.popleft().exception()
+            first = first or exc
+        if self._sealer is not None:
+            self._sealer.shutdown()
+            self._sealer = None
+        if first is not None and raise_errors:
+            raise first
+
     # -- commit --------------------------------------------------------------------------------
 
     def commit(self, index: dict[str, Any]) -> None:
@@ -114,12 +143,33 @@ class JournalWriter:
         """
         os.fsync(self._data_fd)
         for offset, length, hash_ in self._chunks:
-            if digest(os.pread(self._data_fd, length, offset)) != hash_:
+            if digest(self.reader.read(self._data_fd, length, offset)) != hash_:
                 raise CorruptJournal(f"journal chunk at {offset} does not match its source hash")
         self.close()
+        self._settle(raise_errors=True)
         fsync_dir(self.dir / "new")
         fsync_dir(self.dir)
         write_json(self.dir / INDEX_FILE, index)
+
+
+def _seal(fd: int, hashes: list[str | None], size: int, rel: str) -> None:
+    """Make a new file durable, then read it back and check each chunk against the source hash."""
+    try:
+        os.fsync(fd)
+        if os.fstat(fd).st_size != size:
+            raise CorruptJournal(f"the copy of {rel} in the journal has the wrong size")
+        if any(h is not None for h in hashes):
+            # Mapped, not read: the check hashes the page cache in place, with no copy. Safe here
+            # because nothing else writes or truncates a file in the journal.
+            with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped, memoryview(mapped) as view:
+                mapped.madvise(mmap.MADV_SEQUENTIAL)
+                for index, hash_ in enumerate(hashes):
+                    if hash_ is not None and digest(view[index * CHUNK : (index + 1) * CHUNK]) != hash_:
+                        raise CorruptJournal(
+                            f"the copy of {rel} in the journal does not match its source at chunk {index}"
+                        )
+    finally:
+        os.close(fd)
 
 
 def pending(target: Path) -> dict[str, Any] | None:
@@ -145,6 +195,9 @@ def apply(target: Path, index: dict[str, Any], writer: TargetWriter) -> dict[str
     jdir = journal_dir(target)
     touched: dict[str, Path] = {}
     dirs: set[Path] = set()
+    # A journal committed before the mirror changed its hash is checked with the hash it names.
+    algorithm = index.get("hash", LEGACY_HASH)
+    reader = Reader()
     data_fd = os.open(jdir / "data", os.O_RDONLY) if (jdir / "data").exists() else -1
     try:
         for op in index["ops"]:
@@ -161,7 +214,7 @@ def apply(target: Path, index: dict[str, Any], writer: TargetWriter) -> dict[str
                 dirs.add(path.parent)
                 touched[op["path"]] = path
             elif kind == "chunks":
-                _apply_chunks(path, op, data_fd, writer)
+                _apply_chunks(path, op, data_fd, writer, reader, algorithm)
                 touched[op["path"]] = path
             elif kind == "remove":
                 if path.is_file() or path.is_symlink():
@@ -184,12 +237,14 @@ def apply(target: Path, index: dict[str, Any], writer: TargetWriter) -> dict[str
     return {rel: stat_key(os.stat(path)) for rel, path in touched.items()}
 
 
-def _apply_chunks(path: Path, op: dict[str, Any], data_fd: int, writer: TargetWriter) -> None:
+def _apply_chunks(
+    path: Path, op: dict[str, Any], data_fd: int, writer: TargetWriter, reader: Reader, algorithm: str
+) -> None:
     fd = os.open(path, os.O_RDWR)
     try:
         for index, offset, length, hash_ in op["writes"]:
-            data = os.pread(data_fd, length, offset)
-            if digest(data) != hash_:
+            data = reader.read(data_fd, length, offset)
+            if digest(data, algorithm) != hash_:
                 raise CorruptJournal(f"journal chunk {index} of {op['path']} does not match its source hash")
             writer.write(fd, data, index * CHUNK)
         for index in op["holes"]:

@@ -1,7 +1,7 @@
 """A mirror's durable state in its state directory: the record and the manifest.
 
     STATE_DIR/NAME/mirror.json     the record (settings, state, last cycle, errors, lagging files)
-    STATE_DIR/NAME/manifest.json   what the target holds: for each file, its chunks' BLAKE2b hashes
+    STATE_DIR/NAME/manifest.json   what the target holds: for each file, its chunks' XXH3-128 hashes
                                    and the stat of both copies when they were last in step
     STATE_DIR/NAME/mirror.lock     see lock.py
     STATE_DIR/NAME/daemon.lock
@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from farside.mirror.chunks import HASH, LEGACY_HASH, known
 from farside.mirror.errors import MirrorInvalid, MirrorUnknown
 from farside.storage.files import read_json, write_json
 
@@ -47,7 +48,7 @@ class FileEntry:
     """One file as the target holds it after the last cycle that took it."""
 
     size: int
-    chunks: list[str | None]  # BLAKE2b hex digest of each chunk; None for a hole (or all zeros)
+    chunks: list[str | None]  # XXH3-128 hex digest of each chunk; None for a hole (or all zeros)
     src: StatKey  # the source's stat when it was read
     dst: StatKey  # the target's stat right after it was written
     mode: int
@@ -141,8 +142,14 @@ class StateDir:
             return {}
         except (OSError, ValueError) as exc:
             raise MirrorInvalid(f"the manifest of mirror {name!r} at {path} is unreadable: {exc}") from exc
-        return {rel: FileEntry(**entry) for rel, entry in data["files"].items()}
+        # A manifest from before the mirror used XXH3: its hashes are unknown, so each file's data
+        # is sent once more (an in-place rewrite), then the manifest carries the current hash.
+        algorithm = data.get("hash", LEGACY_HASH)
+        manifest = {rel: FileEntry(**entry) for rel, entry in data["files"].items()}
+        for entry in manifest.values():
+            entry.chunks = known(entry.chunks, algorithm)
+        return manifest
 
     def save_manifest(self, name: str, manifest: dict[str, FileEntry]) -> None:
         files = {rel: asdict(entry) for rel, entry in sorted(manifest.items())}
-        write_json(self.mirror_dir(name) / MANIFEST_FILE, {"format": FORMAT, "files": files})
+        write_json(self.mirror_dir(name) / MANIFEST_FILE, {"format": FORMAT, "hash": HASH, "files": files})
