@@ -4,13 +4,15 @@ and a full target fails clearly with the previous cycle intact."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
 from farside.mirror import journal
-from farside.mirror.errors import MirrorTargetFull
+from farside.mirror.chunks import HASH
+from farside.mirror.errors import MirrorIoError, MirrorTargetFull
 from farside.mirror.pair import Mirrors
 from farside.mirror.writer import TargetWriter
 from mirror_trees import MIB, fill, tree
@@ -150,3 +152,111 @@ class TestFullTarget:
         mirrors.sync(mirror)
         assert tree(target) == tree(source)
         assert not mirrors.status(mirror)["failing"]
+
+
+class CorruptingWriter(TargetWriter):
+    """Damages the first chunk sent into a new file: a copy gone wrong between source and target."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.done = False
+
+    def send(self, fd: int, data: bytes | memoryview, offset: int) -> None:
+        if not self.done:
+            self.done = True
+            data = b"damaged" + bytes(data)[7:]
+        super().send(fd, data, offset)
+
+
+class TestNewFiles:
+    def test_crash_between_staging_and_rename(
+        self, mirrors: Mirrors, mirror: str, source: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A crash after the commit, before a staged new file is renamed into place: the target still
+        holds the previous cycle, and replaying renames the staged file, whole."""
+        mirrors.sync(mirror)
+        before = tree(target)
+        fill(source / "brand-new.img", 3 * MIB + 5, seed=7)
+
+        def crash(*_: object) -> None:
+            raise Crash()
+
+        monkeypatch.setattr(journal, "apply", crash)
+        with pytest.raises(Crash):
+            mirrors.sync(mirror)
+        monkeypatch.undo()
+        index = journal.pending(target)
+        assert index is not None
+        staged = [op["staged"] for op in index["ops"] if op["op"] == "place"]
+        assert staged and (journal.journal_dir(target) / staged[0]).is_file()
+        assert tree(target) == before
+        mirrors.split(mirror)  # replays: the rename
+        assert tree(target) == tree(source)
+        assert not journal.journal_dir(target).exists()
+        assert mirrors.load(mirror).last_cycle.number == 2
+
+    def test_damaged_copy_of_a_new_file_is_never_placed(
+        self, mirrors: Mirrors, mirror: str, source: Path, target: Path
+    ) -> None:
+        """A new file whose copy does not match the source's hashes fails the cycle before its commit;
+        the target keeps the previous cycle and the next cycle copies the file."""
+        mirrors.sync(mirror)
+        before = tree(target)
+        fill(source / "brand-new.img", 2 * MIB, seed=8)
+        with pytest.raises(MirrorIoError, match="does not match its source"):
+            mirrors.sync(mirror, writer=CorruptingWriter())
+        assert tree(target) == before
+        assert not journal.journal_dir(target).exists()
+        mirrors.sync(mirror)
+        assert tree(target) == tree(source)
+
+
+def _blake2b(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+class TestOlderHash:
+    """Manifests and journals written while chunks were hashed with BLAKE2b still work."""
+
+    def test_manifest_with_blake2b_hashes(self, mirrors: Mirrors, mirror: str, source: Path, target: Path) -> None:
+        """A BLAKE2b manifest: the next cycle sends each changed file's data again, with no warning,
+        and the manifest then carries XXH3 hashes."""
+        mirrors.sync(mirror)
+        path = mirrors.path / mirror / "manifest.json"
+        manifest = json.loads(path.read_text())
+        del manifest["hash"]
+        for rel, entry in manifest["files"].items():
+            data = (target / rel).read_bytes()
+            entry["chunks"] = [
+                None if h is None else _blake2b(data[i * MIB : (i + 1) * MIB]) for i, h in enumerate(entry["chunks"])
+            ]
+        path.write_text(json.dumps(manifest))
+        change_three_chunks(source)
+        result = mirrors.sync(mirror)
+        assert result.stats.bytes_sent == 3 * MIB + 100  # all of full.img, once
+        assert result.warnings == []
+        assert tree(target) == tree(source)
+        assert json.loads(path.read_text())["hash"] == HASH
+        assert mirrors.sync(mirror).stats.bytes_sent == 0
+
+    def test_pending_blake2b_journal_is_replayed(
+        self, mirrors: Mirrors, mirror: str, source: Path, target: Path
+    ) -> None:
+        """A journal committed with BLAKE2b hashes is checked with BLAKE2b and replayed."""
+        mirrors.sync(mirror)
+        change_three_chunks(source)
+        with pytest.raises(Crash):
+            mirrors.sync(mirror, writer=CrashingWriter(2))
+        jdir = journal.journal_dir(target)
+        index = json.loads((jdir / "index.json").read_text())
+        del index["hash"]
+        data = (jdir / "data").read_bytes()
+        for op in index["ops"]:
+            for write in op.get("writes", []):
+                _index, offset, length, _hash = write
+                write[3] = _blake2b(data[offset : offset + length])
+        (jdir / "index.json").write_text(json.dumps(index))
+        mirrors.split(mirror)
+        assert tree(target) == tree(source)
+        mirrors.resync(mirror)
+        assert tree(target) == tree(source)
