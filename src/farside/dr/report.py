@@ -32,7 +32,8 @@ def render(options: Options, journal: dict[str, Any], outcome: str) -> tuple[str
     groups: dict[str, list[str]] = {}
     for uuid in chosen.get("vapps", []):
         app = loaded["vapps"][uuid]
-        members = [loaded["vms"][m]["name"] for m in app["members"]]
+        in_order = sorted(app["members"], key=lambda m: (loaded["vms"][m]["order"], loaded["vms"][m]["name"]))
+        members = [loaded["vms"][m]["name"] for m in in_order]
         pool = next((v["pool_name"] for v in loaded["vms"].values() if v["appliance"] == uuid), "?")
         groups.setdefault(pool, []).append(f"vApp {app['name']}: {', '.join(members)}")
     for uuid in chosen.get("vms", []):
