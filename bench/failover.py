@@ -672,7 +672,7 @@ def print_boot(reps: list[BootRep], count: int) -> None:
     row("recover", [r.failover.step("recover") for r in reps])
     row("start (journal: until every VM's boot line was seen)", [r.failover.step("start") for r in reps])
     row("  of which: every VM.start returned", [max(r.started_s) for r in reps])
-    row("  of which: every VM ready (boot line seen; polled 100 ms)", [max(r.ready_s) for r in reps])
+    row("  of which: every VM ready (boot line seen; polled every 20 ms)", [max(r.ready_s) for r in reps])
     row("protect + release + report", [r.failover.after_start_s for r in reps])
     row("run, wall", [r.failover.run.wall_s for r in reps])
     row("CPU of B's server process during the run", [r.failover.run.server_cpu_s for r in reps])
