@@ -158,3 +158,29 @@ def test_mirrors_are_split_only_when_the_operator_says_so(
     assert sb.xenapi.DR_run.get_state(run) == "done"
     assert {"step": "split", "state": "done"} in events
     assert {"step": "recover", "state": "progress", "done": 2, "total": 2} in events
+
+
+def test_a_running_copy_here_is_offered_its_shutdown_as_the_fix(
+    two_pools: tuple[PoolServer, PoolServer], tmp_path: Path
+) -> None:
+    from farside.dr.plan import FIX_ACTIONS
+
+    sb, tags = site_b_with_copy(two_pools, tmp_path)
+    lone = next(u for u, t in tags.items() if t == "lone")
+    options = {"luns": str(tmp_path / "copy"), "confirm_split": "true", "select": "lone"}
+    first = sb.xenapi.DR_run.create("failover", options)
+    assert wait(sb, sb.xenapi.Async.DR_run.start(first)) == "success"  # lone now runs at B
+    again = sb.xenapi.DR_run.create("failover", options)
+    assert wait(sb, sb.xenapi.Async.DR_run.start(again)) == "failure"
+    problems = json.loads(sb.xenapi.DR_run.get_steps(again))["precheck"]["data"]["problems"]
+    running = next(p for p in problems if "Running in this pool" in p["text"])
+    assert running["action"] == {"method": "VM.hard_shutdown", "vm": lone}
+    assert running["action"]["method"] in FIX_ACTIONS
+    # The wizard makes the call as the operator, then runs the pre-checks again: that problem is gone,
+    # and the version rule now speaks (this pool's copy is the newer one).
+    sb.xenapi.VM.hard_shutdown(sb.xenapi.VM.get_by_uuid(lone))
+    assert wait(sb, sb.xenapi.Async.DR_run.resume(again)) == "failure"
+    problems = json.loads(sb.xenapi.DR_run.get_steps(again))["precheck"]["data"]["problems"]
+    assert [p["text"] for p in problems if p["severity"] == "error"] == [
+        "this pool has a copy at least as new (version rule)"
+    ]

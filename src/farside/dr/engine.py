@@ -480,7 +480,8 @@ class Engine:
             return []
         if record["power_state"] != "Halted":
             return [Problem("error", vm["name"], f"a VM with its uuid is {record['power_state']} in this pool",
-                            "shut it down (hard_shutdown) before recovering")]  # fmt: skip
+                            "shut it down (hard_shutdown) before recovering",
+                            action={"method": "VM.hard_shutdown", "vm": vm["uuid"]})]  # fmt: skip
         if int(record["version"]) >= vm["version"]:
             return [Problem("error", vm["name"], "this pool has a copy at least as new (version rule)",
                             "destroy the older copy here if the metadata's copy must win")]  # fmt: skip

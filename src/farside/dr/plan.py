@@ -13,6 +13,8 @@ STEPS = (
     "report",
 )  # fmt: skip
 
+# The calls a pre-check may offer as its fix (Problem.action), and how a wizard asks for them.
+FIX_ACTIONS = {"VM.hard_shutdown": "Shut down (hard) the VM {name} in this pool now?"}
 # Steps a run may stop after, so that a wizard can show what was found and let the operator
 # choose (the selection, the power option, fixes) before anything is recovered.
 PAUSE_POINTS = ("discover", "load", "precheck")
@@ -94,7 +96,10 @@ class Problem:
     # Where the fix is a change of the run's options, those options: a wizard offers it as a
     # button (DR_run.set_options, then resume), the CLI as a flag.
     options: dict[str, str] = field(default_factory=dict)
+    # Where the fix is one XenAPI call on this pool: {"method": one of FIX_ACTIONS, "vm": uuid}.
+    # A wizard offers it as a button, makes the call as the operator, then runs the pre-checks again.
+    action: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"severity": self.severity, "subject": self.subject, "text": self.text, "fix": self.fix,
-                "options": self.options}  # fmt: skip
+                "options": self.options, "action": self.action}  # fmt: skip

@@ -18,7 +18,7 @@ import anyio.to_thread
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from farside.dr.plan import KINDS, POWER, TITLES_BY_KIND
+from farside.dr.plan import FIX_ACTIONS, KINDS, POWER, TITLES_BY_KIND
 from farside.errors import FarsideError, InvalidValue, OperationNotAllowed
 from farside.web.console import OPERATOR, Console, Page
 from farside.web.history import launch
@@ -211,10 +211,20 @@ def routes(console: Console) -> list[Route]:
         run = await load(page.xapi, page.request.path_params["uuid"])
         problems = _problems(run)
         index = page.field("problem")
-        if not index.isdigit() or int(index) >= len(problems) or not problems[int(index)].get("options"):
+        if not index.isdigit() or int(index) >= len(problems):
             raise InvalidValue("problem", index)
-        # The fix's options come from the journal, never from the form.
-        await _set(page, run, {**problems[int(index)]["options"], "pause_after": "precheck"})
+        problem = problems[int(index)]
+        # The fix comes from the journal, never from the form: options, or one call of FIX_ACTIONS
+        # made as the operator (XenAPI checks the role), after which the pre-checks run again.
+        action = problem.get("action") or {}
+        if action.get("method") in FIX_ACTIONS:
+            vm = await page.xapi.call("VM.get_by_uuid", action["vm"])
+            await page.xapi.call(action["method"], vm)
+            await _set(page, run, {"pause_after": "precheck"})
+        elif problem.get("options"):
+            await _set(page, run, {**problem["options"], "pause_after": "precheck"})
+        else:
+            raise InvalidValue("problem", index)
         await launch(page, "resume", run.uuid)
         return RedirectResponse(f"/ui/wizard/{run.uuid}", status_code=303)
 

@@ -13,7 +13,7 @@ from rich.prompt import Confirm, IntPrompt, Prompt
 from farside.cli.dr.driver import Drive
 from farside.cli.dr.options import POWER
 from farside.cli.dr.tables import age, show
-from farside.dr.plan import TITLES_BY_KIND
+from farside.dr.plan import FIX_ACTIONS, TITLES_BY_KIND
 
 LIVE = ("replicating", "paused", "resyncing")
 POWER_WORDS = {"start": "start them", "start_paused": "start them paused", "none": "leave them halted"}
@@ -182,23 +182,34 @@ class Wizard:
         journal, options = self.d.journal(ref), self.d.options(ref)
         step = next((name for name, entry in journal.items() if entry.get("state") == "failed"), "")
         wanted: dict[str, str] = {}
+        calls: list[dict[str, str]] = []
         if step == "precheck":
             errors = [p for p in self._problems(journal) if p["severity"] == "error"]
-            if not errors or any(not p["options"] for p in errors):
+            if not errors or any(not p["options"] and p.get("action", {}).get("method") not in FIX_ACTIONS
+                                 for p in errors):  # fmt: skip
                 return False  # something only the operator can fix, outside this run
             for problem in errors:
                 wanted.update(problem["options"])
+                if problem.get("action"):
+                    calls.append({**problem["action"], "name": problem["subject"]})
         elif step == "split":
             wanted["split_mirrors"] = "true"
         wanted = {k: v for k, v in wanted.items() if options.get(k) != v}
-        if not wanted:
+        if not wanted and not calls:
             return False
         if step == "split":
             self.out.print(journal["split"].get("error", ""), markup=False)
         for key, value in wanted.items():
             if not Confirm.ask(QUESTIONS.get(key, f"Apply the fix {key}={value}?"), console=self.out, default=False):
                 return False
-        self.d.set_options(ref, **wanted)
+        for call in calls:
+            question = FIX_ACTIONS[call["method"]].format(name=call["name"])
+            if not Confirm.ask(question, console=self.out, default=False):
+                return False
+        for call in calls:  # made as the operator, on this pool; the pre-checks then run again
+            self.d.session.call(call["method"], self.d.session.call("VM.get_by_uuid", call["vm"]))
+        if wanted:
+            self.d.set_options(ref, **wanted)
         return True
 
     def before_cleanup(self) -> None:
