@@ -81,9 +81,9 @@ def _serve(lab: Lab, site: str) -> None:
     data = lab.site_dir(site)
     argv = processes.farside_argv("server", str(data), "--listen", f"127.0.0.1:{lab.ports[site]}")
     log = data / "server.log"
-    processes.start(argv, lab.server_pid_file(site), log)
+    pid = processes.start(argv, lab.server_pid_file(site), log)
     try:
-        processes.wait_http(lab.url(site) + "/", lab.server_pid_file(site), lab.server_marker(site))
+        processes.wait_http(lab.url(site) + "/", pid)
     except LabError as exc:
         tail = log.read_text(errors="replace").strip().splitlines()[-3:]
         raise LabError(f"{SITE_NAMES[site]}: {exc}; its log ({log}) ends: {' / '.join(tail) or '(empty)'}") from None

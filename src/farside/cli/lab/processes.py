@@ -84,12 +84,15 @@ def kill_qemus(run_dir: Path) -> list[int]:
     return killed
 
 
-def wait_http(url: str, pid_file: Path, marker: str, timeout: float = 60.0) -> None:
-    """Wait until ``url`` answers; a process that dies first, or silence, is an error."""
+def wait_http(url: str, pid: int, timeout: float = 60.0) -> None:
+    """Wait until ``url`` answers; the process ``pid`` dying first, or silence, is an error.
+
+    The pid itself is watched, not its command line: just after the fork, before the exec, the
+    child still shows its parent's command line."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if running(pid_file, marker) is None:
-            raise LabError(f"the process of {pid_file} ended before {url} answered")
+        if not is_alive(pid):
+            raise LabError(f"the process {pid} ended before {url} answered")
         try:
             with urllib.request.urlopen(url, timeout=2):
                 return
