@@ -213,6 +213,43 @@ def test_a_precheck_fix_is_one_button(
     assert sb.xenapi.DR_task.get_all() == [] and sb.xenapi.VM.get_all_records() == {}
 
 
+def test_a_precheck_fix_can_be_a_call_on_this_pool(
+    two_pools: tuple[PoolServer, PoolServer], tmp_path: Path, browser: Browser, shots: Path
+) -> None:
+    """A VM with the same uuid runs here: the pre-check's button shuts it down (as the operator), and
+    the pre-checks run again (the version rule then speaks: this pool's copy is the newer one)."""
+    a, b = two_pools
+    _, tags = shop_site(a, tmp_path / "lun")
+    subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
+    sb = b.session()
+    first = sb.xenapi.DR_run.create(
+        "failover", {"luns": str(tmp_path / "copy"), "confirm_split": "true", "select": "lone"}
+    )
+    sb.xenapi.DR_run.start(first)
+    lone = sb.xenapi.VM.get_by_uuid(next(u for u, t in tags.items() if t == "lone"))
+    assert sb.xenapi.VM.get_power_state(lone) == "Running"
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    page.on("dialog", lambda dialog: dialog.accept())
+    log_in(page, b, "root", ADMIN_PASSWORD)
+    page.goto(f"{b.url}/ui/wizard/storage?kind=failover")
+    page.fill("#paths", str(tmp_path / "copy"))
+    page.click("#probe")
+    page.click("#attach")
+    page.wait_for_selector("#select-form")
+    page.check("input[name=power][value=none]")
+    page.click("#run-prechecks")
+    page.wait_for_selector("#precheck-failed")
+    expect(page.locator("#problems")).to_contain_text("a VM with its uuid is Running in this pool")
+    page.screenshot(path=shots / "precheck-running-here.png", full_page=True)
+    page.click("text=Shut it down here")
+    expect(page.locator("#problems")).to_contain_text("version rule")
+    expect(page.locator("#problems")).not_to_contain_text("Running in this pool")
+    assert sb.xenapi.VM.get_power_state(lone) == "Halted"
+    page.click("#abandon")
+    expect(page.locator("#cleanup-result")).to_contain_text("Cleanup: done", timeout=WAIT_MS)
+
+
 def test_a_failover_from_a_farside_mirror_splits_it(
     two_pools: tuple[PoolServer, PoolServer], tmp_path: Path, browser: Browser, shots: Path
 ) -> None:
