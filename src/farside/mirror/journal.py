@@ -259,8 +259,13 @@ def _apply_chunks(
 
 
 def finish(target: Path) -> None:
-    """Remove an applied journal."""
-    shutil.rmtree(journal_dir(target), ignore_errors=True)
+    """Remove an applied journal: its index first, so that a crash while removing the rest leaves
+    an uncommitted journal (thrown away), never an index whose data is half deleted."""
+    jdir = journal_dir(target)
+    with contextlib.suppress(FileNotFoundError):
+        (jdir / INDEX_FILE).unlink()
+        fsync_dir(jdir)
+    shutil.rmtree(jdir, ignore_errors=True)
     parent = target / MARKER_DIR
     if parent.is_dir():
         fsync_dir(parent)

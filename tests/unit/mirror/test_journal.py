@@ -260,3 +260,25 @@ class TestOlderHash:
         assert tree(target) == tree(source)
         mirrors.resync(mirror)
         assert tree(target) == tree(source)
+
+
+def test_a_crash_while_removing_an_applied_journal(
+    mirrors: Mirrors, mirror: str, source: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index goes first: a crash while the rest of an applied journal is removed leaves nothing
+    to replay, and the next cycle carries on."""
+    mirrors.sync(mirror)
+    change_three_chunks(source)
+
+    def crash(*_: object, **__: object) -> None:
+        raise Crash()
+
+    monkeypatch.setattr(journal.shutil, "rmtree", crash)
+    with pytest.raises(Crash):
+        mirrors.sync(mirror)
+    monkeypatch.undo()
+    jdir = journal.journal_dir(target)
+    assert (jdir / "data").exists() and not (jdir / "index.json").exists()
+    assert journal.pending(target) is None
+    assert tree(target) == tree(source)
+    assert mirrors.sync(mirror).stats.number == 3
