@@ -184,3 +184,25 @@ def test_a_running_copy_here_is_offered_its_shutdown_as_the_fix(
     assert [p["text"] for p in problems if p["severity"] == "error"] == [
         "this pool has a copy at least as new (version rule)"
     ]
+
+
+def test_a_test_failover_never_replaces_nor_destroys_what_the_pool_had(
+    two_pools: tuple[PoolServer, PoolServer], tmp_path: Path
+) -> None:
+    sb, tags = site_b_with_copy(two_pools, tmp_path)
+    lone = next(u for u, t in tags.items() if t == "lone")
+    luns = str(tmp_path / "copy")
+    first = sb.xenapi.DR_run.create(
+        "failover", {"luns": luns, "confirm_split": "true", "select": "lone", "power": "none"}
+    )
+    assert wait(sb, sb.xenapi.Async.DR_run.start(first)) == "success"  # B has its own copy of lone now
+    test = sb.xenapi.DR_run.create("test", {"luns": luns, "power": "none"})
+    assert wait(sb, sb.xenapi.Async.DR_run.start(test)) == "failure"
+    problems = json.loads(sb.xenapi.DR_run.get_steps(test))["precheck"]["data"]["problems"]
+    assert [p["text"] for p in problems if p["severity"] == "error"] == [
+        "a VM with its uuid is in this pool: a test never replaces one"
+    ]
+    sb.xenapi.DR_run.cleanup(test)
+    # The copy B had before the test is still there, untouched.
+    assert sb.xenapi.VM.get_power_state(sb.xenapi.VM.get_by_uuid(lone)) == "Halted"
+    assert sb.xenapi.DR_run.get_state(test) == "cleaned up"

@@ -478,6 +478,10 @@ class Engine:
     def _check_existing(self, vm: dict[str, Any], record: dict[str, Any] | None) -> list[Problem]:
         if record is None:
             return []
+        if self.options.kind == "test":
+            # A test's cleanup destroys what it recovered: replacing a VM here would lose it for good.
+            return [Problem("error", vm["name"], "a VM with its uuid is in this pool: a test never replaces one",
+                            "destroy that copy here first, or leave this VM out of the test")]  # fmt: skip
         if record["power_state"] != "Halted":
             return [Problem("error", vm["name"], f"a VM with its uuid is {record['power_state']} in this pool",
                             "shut it down (hard_shutdown) before recovering",
@@ -717,7 +721,10 @@ class Engine:
         entry.update(state="started", started=now())
         self._save()
         test = self.options.kind == "test"
-        recovered = [vm["uuid"] for vm in self._selected_vms()] if "select" in self.journal and test else []
+        # Only what the run made: a VM or vApp the pool had before the test (its baseline) is not the test's.
+        before = self._data("discover").get("baseline") or {}
+        recovered = [vm["uuid"] for vm in self._selected_vms() if vm["uuid"] not in before.get("VM", [])] \
+            if "select" in self.journal and test else []  # fmt: skip
         records = self.s.call("VM.get_all_records") if recovered else {}
         here = {r["uuid"]: (ref, r["power_state"]) for ref, r in records.items()}
         for uuid in recovered:
@@ -733,6 +740,8 @@ class Engine:
             self.s.call("VM.destroy", ref)
         if test and "select" in self.journal:
             for uuid in self._data("select")["vapps"]:
+                if uuid in before.get("VM_appliance", []):
+                    continue
                 with contextlib.suppress(XenAPIFailure):  # gone already: a cleanup run before this one
                     self.s.call("VM_appliance.destroy", self.s.call("VM_appliance.get_by_uuid", uuid))
             for ref, net in self.s.call("network.get_all_records").items():
