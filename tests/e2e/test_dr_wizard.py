@@ -206,3 +206,19 @@ def test_a_test_failover_never_replaces_nor_destroys_what_the_pool_had(
     # The copy B had before the test is still there, untouched.
     assert sb.xenapi.VM.get_power_state(sb.xenapi.VM.get_by_uuid(lone)) == "Halted"
     assert sb.xenapi.DR_run.get_state(test) == "cleaned up"
+
+
+def test_mirrors_are_never_split_while_the_source_runs_vms_on_them(
+    two_pools: tuple[PoolServer, PoolServer], tmp_path: Path
+) -> None:
+    a, b = two_pools
+    sa, tags = shop_site(a, tmp_path / "lun")
+    sa.xenapi.VM.start(sa.xenapi.VM.get_by_uuid(next(u for u, t in tags.items() if t == "lone")), False, False)
+    subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
+    sb = b.session()
+    mirrors = Mirrors()
+    run = sb.xenapi.DR_run.create("failover", {"luns": str(tmp_path / "copy"), "split_mirrors": "true"})
+    source = XmlRpcSession(a.url, "root", ADMIN_PASSWORD)
+    with pytest.raises(RunFailed, match="lone still run in the source pool on the LUNs to split"):
+        Engine(XmlRpcSession(b.url, "root", ADMIN_PASSWORD), run, replication=mirrors, source=source).run()
+    assert mirrors.split_luns == [] and sb.xenapi.SR.get_all() == []

@@ -318,3 +318,30 @@ class TestLeaseWithRunningVM:
         finally:
             a.stop()
             b.stop()
+
+
+def test_memory_and_vcpus_change_while_halted_within_the_rules(server: PoolServer, tmp_path: Path) -> None:
+    s = server.session()
+    vm = bootable_vm(server, s, make_sr(s, tmp_path / "lun"), "sizes")
+    mib = 1 << 20
+    s.xenapi.VM.set_memory(vm, str(32 * mib))
+    record = s.xenapi.VM.get_record(vm)
+    assert [int(record[f"memory_{k}"]) for k in ("static_max", "dynamic_max", "dynamic_min")] == [32 * mib] * 3
+    s.xenapi.VM.set_memory_limits(vm, str(16 * mib), str(64 * mib), str(24 * mib), str(48 * mib))
+    s.xenapi.VM.set_VCPUs_max(vm, "2")
+    s.xenapi.VM.set_VCPUs_at_startup(vm, "2")
+    for call, args, code in [
+        (s.xenapi.VM.set_memory_dynamic_max, [str(128 * mib)], "MEMORY_CONSTRAINT_VIOLATION"),
+        (s.xenapi.VM.set_VCPUs_at_startup, ["3"], "INVALID_VALUE"),
+    ]:
+        with pytest.raises(XenAPI.Failure) as info:
+            call(vm, *args)
+        assert info.value.details[0] == code
+    s.xenapi.VM.start(vm, False, False)
+    try:
+        assert int(s.xenapi.VM.get_VCPUs_at_startup(vm)) == 2
+        with pytest.raises(XenAPI.Failure) as info:
+            s.xenapi.VM.set_memory_static_max(vm, str(64 * mib))
+        assert info.value.details[0] == "VM_BAD_POWER_STATE"
+    finally:
+        s.xenapi.VM.hard_shutdown(vm)

@@ -6,14 +6,23 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from farside import __version__
 from farside.cli import dr, image, lab, metadata, mirror, pool, user, xe
 from farside.errors import FarsideError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's refusals as one line saying what to do (its default prints the usage block first).
+    Subparsers are made with the class of their parent, so every command gets this."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}; see '{self.prog} --help'\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="farside", description="Disaster recovery for VM pools, speaking XenAPI.")
+    p: argparse.ArgumentParser = _Parser(prog="farside", description="Disaster recovery for VM pools, speaking XenAPI.")
     p.add_argument("--version", action="version", version=f"farside {__version__}")
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     pool.register(commands)

@@ -42,6 +42,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def init(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
+    if not args.admin_password:
+        raise ValueError("--admin-password must not be empty: root could log in with no password")
+    if data_dir.exists() and not data_dir.is_dir():
+        raise ValueError(f"{data_dir} is not a directory; give a new or empty directory")
     if data_dir.exists() and any(data_dir.iterdir()):
         raise ValueError(f"{data_dir} is not empty; 'farside init' needs a new or empty directory")
     created = not data_dir.exists()

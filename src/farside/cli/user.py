@@ -46,10 +46,18 @@ def _open(data_dir: Path) -> Database:
 
 def _password(given: str | None) -> str:
     if given is not None:
+        if not given:
+            raise ValueError("--password must not be empty; nothing was changed")
         return given
-    first = getpass.getpass("Password: ")
-    if first != getpass.getpass("Again: "):
+    try:
+        first = getpass.getpass("Password: ")
+        again = getpass.getpass("Again: ")
+    except EOFError:
+        raise ValueError("no password given: pass --password, or run on a terminal to be asked") from None
+    if first != again:
         raise ValueError("the passwords differ; nothing was changed")
+    if not first:
+        raise ValueError("a password must not be empty; nothing was changed")
     return first
 
 

@@ -267,7 +267,7 @@ class Engine:
         attached: two writers must never share a LUN, and splitting is the operator's decision."""
         split: list[str] = data.setdefault("split", [])
         live = (ReplicationState.REPLICATING, ReplicationState.PAUSED, ReplicationState.RESYNCING)
-        waiting = []
+        waiting, to_split = [], []
         for sr in self._data("discover")["srs"]:
             if sr["path"] in split or self.options.kind == "test":
                 continue
@@ -277,6 +277,15 @@ class Engine:
             if not self.options.split_mirrors:
                 waiting.append(f"{sr['path']} ({state.value})")
                 continue
+            to_split.append(sr)
+        running = self._running_at_source({sr["uuid"] for sr in to_split})
+        if running:
+            # Splitting stops the source's replication for good: never while it still runs VMs on them.
+            raise RunFailed(
+                f"{', '.join(running)} still run in the source pool on the LUNs to split: shut them down there "
+                "first; nothing was split"
+            )
+        for sr in to_split:
             self.replication.split(Path(sr["path"]))
             split.append(sr["path"])
             self._save()
@@ -285,6 +294,20 @@ class Engine:
                 f"the replication into {', '.join(waiting)} is not split: split the mirrors first, "
                 "or let the run split them (split_mirrors=true)"
             )
+
+    def _running_at_source(self, sr_uuids: set[str]) -> list[str]:
+        """Names of the VMs that run in the source pool (when a session on it was given) with a
+        disk on one of these SRs."""
+        if self.source is None or not sr_uuids:
+            return []
+        srs = {ref for ref, r in self.source.call("SR.get_all_records").items() if r["uuid"] in sr_uuids}
+        vdis = {ref for ref, r in self.source.call("VDI.get_all_records").items() if r["SR"] in srs}
+        vbds = self.source.call("VBD.get_all_records")
+        return sorted(
+            r["name_label"]
+            for r in self.source.call("VM.get_all_records").values()
+            if r["power_state"] != "Halted" and any(vbds.get(v, {}).get("VDI") in vdis for v in r["VBDs"])
+        )
 
     def _inventory(self) -> dict[str, list[str]]:
         return {

@@ -7,6 +7,7 @@ keeps open the later goal of driving a real XenServer pool's DR.
 
 from __future__ import annotations
 
+import http.client
 import ssl
 import threading
 import urllib.parse
@@ -38,13 +39,43 @@ class Session(Protocol):
         ...
 
 
-class XmlRpcSession:
-    """XenAPI over XML-RPC; ints arrive as decimal strings, as from xapi."""
+class _Transport(xmlrpc.client.Transport):
+    """HTTP with a socket timeout: a server that accepts but never answers (a frozen host) fails."""
 
-    def __init__(self, url: str, username: str, password: str, verify_tls: bool = True) -> None:
+    def __init__(self, timeout: float) -> None:
+        super().__init__()
+        self._timeout = timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        conn = super().make_connection(host)
+        conn.timeout = self._timeout
+        return conn
+
+
+class _SafeTransport(xmlrpc.client.SafeTransport):
+    def __init__(self, timeout: float, context: ssl.SSLContext | None) -> None:
+        super().__init__(context=context)
+        self._timeout = timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPSConnection:
+        conn = super().make_connection(host)
+        conn.timeout = self._timeout
+        return conn
+
+
+class XmlRpcSession:
+    """XenAPI over XML-RPC; ints arrive as decimal strings, as from xapi.
+
+    ``timeout``: seconds a request may wait on the socket (None: no limit, as a long VM.start needs).
+    """
+
+    def __init__(
+        self, url: str, username: str, password: str, verify_tls: bool = True, timeout: float | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         context = None if verify_tls or not url.startswith("https") else ssl._create_unverified_context()
         self._context = context
+        self._timeout = timeout
         # One connection per thread: a ServerProxy's HTTP connection carries one request at a time,
         # and the engine starts an order group's VMs from several threads at once.
         self._local = threading.local()
@@ -56,7 +87,13 @@ class XmlRpcSession:
     def _proxy(self) -> xmlrpc.client.ServerProxy:
         proxy: xmlrpc.client.ServerProxy | None = getattr(self._local, "proxy", None)
         if proxy is None:
-            proxy = xmlrpc.client.ServerProxy(self.url + "/", allow_none=True, context=self._context)
+            transport: xmlrpc.client.Transport | None = None
+            if self._timeout is not None:
+                https = self.url.startswith("https")
+                transport = _SafeTransport(self._timeout, self._context) if https else _Transport(self._timeout)
+            proxy = xmlrpc.client.ServerProxy(
+                self.url + "/", allow_none=True, context=self._context, transport=transport
+            )
             self._local.proxy = proxy
         return proxy
 

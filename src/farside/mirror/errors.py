@@ -16,7 +16,16 @@ class MirrorUnknown(ClientError):
 
 
 class MirrorExists(StateError):
+    """``[name, state dir]``: a mirror of that name is already in the state directory."""
+
     code = "MIRROR_EXISTS"
+
+    def describe(self) -> str:
+        name, state_dir = self.params
+        return (
+            f"{self.code}: a mirror {name!r} already exists in {state_dir}; choose another name, "
+            f"or 'farside mirror delete {name}' first"
+        )
 
 
 class MirrorInvalid(ClientError):

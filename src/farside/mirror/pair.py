@@ -160,6 +160,12 @@ class Mirrors:
         with self.locked(name) as record:
             if record.state_enum is State.SPLIT:
                 return record
+            if record.last_cycle.number == 0:
+                # The target holds nothing the source had: made pluggable (or reversed and resynced
+                # over the source) it would pass for a copy and lose the data.
+                raise MirrorState(
+                    name, record.state, f"no cycle has completed yet: run 'farside mirror sync {name}' first"
+                )
             record.state = State.SPLIT.value
             self.state_dir.save(record)
             write_marker(Path(record.target), Marker(name, str(self.path), TARGET, False))
@@ -271,7 +277,9 @@ def _refuse_plugged(name: str, target: Path) -> None:
             raise MirrorState(
                 name,
                 "plugged",
-                f"{lun} is plugged in pool {current.pool_name!r} ({current.pool_uuid}); unplug its SR first",
+                f"{lun} is plugged in pool {current.pool_name!r} ({current.pool_uuid}), its lease valid until "
+                f"{current.describe_expiry()}: unplug its SR there, or if that pool is down, retry once the lease "
+                "has expired",
             )
 
 

@@ -44,7 +44,7 @@ def test_labels_carry_xe_markers() -> None:
     assert labels["other-config"] == "other-config (MRW)"
     assert labels["VBDs"] == "VBDs (SRO)"
     assert labels["tags"] == "tags (SRW)"
-    assert labels["ha-always-run"] == "ha-always-run ( RW) [DEPRECATED]"
+    assert labels["ha-always-run"] == "ha-always-run ( RO) [DEPRECATED]"  # Farside has no HA: not settable
     assert {f.name: f.label for f in PBD.fields}["device-config"] == "device-config (MRO)"
 
 
@@ -102,10 +102,17 @@ def test_failures_as_xe_prints_them() -> None:
     assert lines[0].startswith("You attempted an operation on a VM that was not in an appropriate power state")
     assert lines[1:] == ["vm: VM-uuid", "expected: halted", "actual: running"]
     assert describe("UUID_INVALID", ["VM", "x"]) == ["The uuid you supplied was invalid.", "type: VM", "uuid: x"]
-    assert describe("LUN_LEASED_BY_OTHER_POOL", ["a", "b"]) == [
+    leased = ["/luns/a", "pool-uuid", "Site A", "2026-11-27T16:00:00Z"]
+    assert describe("LUN_LEASED_BY_OTHER_POOL", leased) == [
         "Error code: LUN_LEASED_BY_OTHER_POOL",
-        "Error parameters: a, b",
+        "Error parameters: /luns/a, pool-uuid, Site A, 2026-11-27T16:00:00Z",
+        "Pool Site A has /luns/a plugged (lease until 2026-11-27T16:00:00Z): unplug its SR there, "
+        "or if it is down, retry after that.",
     ]
+    assert describe("LUN_IS_MIRROR_TARGET", ["/luns/b", "lun1"])[-1] == (
+        "The mirror lun1 still replicates into /luns/b: split it first (farside mirror split lun1)."
+    )
+    assert describe("SOMETHING_ELSE", ["a"]) == ["Error code: SOMETHING_ELSE", "Error parameters: a"]
     assert describe("SR_HAS_PBD", [])[1] == "sr: <unknown>"
 
 

@@ -124,6 +124,9 @@ class TestStates:
         with pytest.raises(MirrorState, match="unpause"):
             mirrors.sync(mirror)
         mirrors.unpause(mirror)
+        with pytest.raises(MirrorState, match="sync"):
+            mirrors.split(mirror)  # no complete cycle yet: the target holds nothing to use
+        mirrors.sync(mirror)
         mirrors.split(mirror)
         with pytest.raises(MirrorState, match="resync"):
             mirrors.sync(mirror)

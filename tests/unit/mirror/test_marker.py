@@ -55,7 +55,7 @@ class TestPlugRefusal:
         mirrors.sync(mirror)
         mirrors.split(mirror)
         plug(target)
-        with pytest.raises(Exception, match="unplug its SR first"):
+        with pytest.raises(Exception, match="unplug its SR there"):
             mirrors.resync(mirror)
 
 

@@ -64,6 +64,65 @@ def _set_nonnegative(ctx: Context, vm: str, field: str, value: int) -> str:
     return ""
 
 
+def _set_halted(ctx: Context, vm: str, changes: dict[str, int], check: Any) -> str:
+    """Memory and vCPUs change while the VM is halted (QEMU fixes them at start), within the rules."""
+    with ctx.db.write() as tx:
+        record = tx.get_record("VM", tx.check("VM", vm))
+        if record["power_state"] != "Halted":
+            raise power_state_error(vm, "Halted", record["power_state"])
+        check({**record, **changes})
+        tx.set_fields("VM", vm, dict(changes))
+    return ""
+
+
+def _memory(ctx: Context, vm: str, **changes: int) -> str:
+    return _set_halted(ctx, vm, {f"memory_{k}": v for k, v in changes.items()}, check_memory)
+
+
+@handles("VM.set_memory_static_max")
+def set_memory_static_max(ctx: Context, vm: str, value: int) -> str:
+    return _memory(ctx, vm, static_max=value)
+
+
+@handles("VM.set_memory_static_min")
+def set_memory_static_min(ctx: Context, vm: str, value: int) -> str:
+    return _memory(ctx, vm, static_min=value)
+
+
+@handles("VM.set_memory_dynamic_max")
+def set_memory_dynamic_max(ctx: Context, vm: str, value: int) -> str:
+    return _memory(ctx, vm, dynamic_max=value)
+
+
+@handles("VM.set_memory_dynamic_min")
+def set_memory_dynamic_min(ctx: Context, vm: str, value: int) -> str:
+    return _memory(ctx, vm, dynamic_min=value)
+
+
+@handles("VM.set_memory")
+def set_memory(ctx: Context, vm: str, value: int) -> str:
+    """As xapi: static_max, dynamic_min and dynamic_max all to ``value``."""
+    return _memory(ctx, vm, static_max=value, dynamic_min=value, dynamic_max=value)
+
+
+@handles("VM.set_memory_limits")
+def set_memory_limits(
+    ctx: Context, vm: str, static_min: int, static_max: int, dynamic_min: int, dynamic_max: int
+) -> str:
+    return _memory(ctx, vm, static_min=static_min, static_max=static_max, dynamic_min=dynamic_min,
+                   dynamic_max=dynamic_max)  # fmt: skip
+
+
+@handles("VM.set_VCPUs_max")
+def set_vcpus_max(ctx: Context, vm: str, value: int) -> str:
+    return _set_halted(ctx, vm, {"VCPUs_max": value}, check_vcpus)
+
+
+@handles("VM.set_VCPUs_at_startup")
+def set_vcpus_at_startup(ctx: Context, vm: str, value: int) -> str:
+    return _set_halted(ctx, vm, {"VCPUs_at_startup": value}, check_vcpus)
+
+
 @handles("VM.set_order")
 def set_order(ctx: Context, vm: str, value: int) -> str:
     return _set_nonnegative(ctx, vm, "order", value)

@@ -16,11 +16,11 @@ from rich.console import Console
 from rich.prompt import Prompt
 
 from farside.cli.dr import connection, options
-from farside.cli.dr.driver import Drive, clean_up, drive
+from farside.cli.dr.driver import Drive, _cancel, clean_up, drive
 from farside.cli.dr.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, DrCliError, failed, usage
 from farside.cli.dr.tables import age, show, when
 from farside.cli.dr.wizard import Wizard
-from farside.dr.plan import TITLES_BY_KIND
+from farside.dr.plan import STEPS, TITLES_BY_KIND
 from farside.dr.session import XmlRpcSession
 from farside.errors import FarsideError, XenAPIFailure
 
@@ -217,6 +217,13 @@ def resume(args: argparse.Namespace) -> int:
         if interactive:
             d.ask = Wizard(d)
         err.print(f"Resuming {record['kind']} run {record['uuid']} ({record['state']})", markup=False)
+        if d.ask is not None and record["state"] == "paused":
+            # The run stopped at a question nobody answered (the wizard died or was ^C'd there):
+            # ask it again before the engine goes past it, never take silence for a yes.
+            journal = d.journal(ref)
+            paused_at = [name for name in STEPS if journal.get(name, {}).get("paused")]
+            if paused_at and not d.ask.at_pause(ref, paused_at[-1]):
+                return _cancel(d, ref, str(record["uuid"]))
         return drive(d, ref)
 
 

@@ -130,11 +130,16 @@ class Unreachable(DrCliError):
     """Nothing answers at the address (a pool lost in the disaster, say)."""
 
 
-def connect(endpoint: Endpoint) -> XmlRpcSession:
+# The source pool is asked only whether VMs still run there: a host frozen in the disaster (it
+# accepts connections, nothing answers) must not hold the failover up.
+SOURCE_TIMEOUT_S = 15.0
+
+
+def connect(endpoint: Endpoint, timeout: float | None = None) -> XmlRpcSession:
     """Log in; every way this can fail becomes one line saying what to check."""
     url = endpoint.url
     try:
-        return XmlRpcSession(url, endpoint.user, endpoint.password, verify_tls=endpoint.verify)
+        return XmlRpcSession(url, endpoint.user, endpoint.password, verify_tls=endpoint.verify, timeout=timeout)
     except XenAPIFailure as exc:
         if exc.failure[0] == "SESSION_AUTHENTICATION_FAILED":
             raise usage(f"{url} refused the user name or password of {endpoint.user}: check them") from None
@@ -150,6 +155,9 @@ def connect(endpoint: Endpoint) -> XmlRpcSession:
         raise usage(f"{url} did not answer as a pool server (HTTP {exc.errcode} {exc.errmsg})") from None
     except (xmlrpc.client.ResponseError, xml.parsers.expat.ExpatError, http.client.HTTPException) as exc:
         raise usage(f"{url} did not answer as a pool server ({type(exc).__name__}): is it a farside server?") from None
+    except TimeoutError:
+        waited = f"within {timeout:g} s" if timeout else "in time"
+        raise Unreachable(f"{url} did not answer {waited}: check the address and that the server runs") from None
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise Unreachable(f"cannot reach {url} ({reason}): check the address and that the server runs") from None
@@ -159,9 +167,9 @@ def connect_source(endpoint: Endpoint, err: Console) -> XmlRpcSession | None:
     """A session on the source pool, or None when it does not answer: after a disaster it is
     gone, and nothing there can still run. A pool that answers but refuses the login stops us."""
     try:
-        return connect(endpoint)
+        return connect(endpoint, timeout=SOURCE_TIMEOUT_S)
     except Unreachable as exc:
-        err.print(f"farside: {exc.message}; going on without asking it", markup=False, highlight=False)
+        err.print(f"farside: {exc.message}; going on without asking it", markup=False, highlight=False, soft_wrap=True)
         return None
 
 

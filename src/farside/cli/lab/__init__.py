@@ -228,7 +228,12 @@ def down(args: argparse.Namespace) -> int:
             raise ValueError(f"{root} holds no lab; not deleting it")
         print(f"no lab in {root}: nothing to stop")
         return 0
-    lab = Lab.load(root)
+    try:
+        lab = Lab.load(root)
+    except ValueError:
+        # A damaged lab.json must not keep its processes running: their pid files are at fixed
+        # places below DIR, and stopping needs no port or LUN name.
+        lab = Lab(root)
     stopped = _stop_all(lab)
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
     if args.purge:

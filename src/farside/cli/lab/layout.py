@@ -92,8 +92,13 @@ class Lab:
             raise ValueError(f"{root} holds no lab: make one with 'farside lab up {root}'") from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"{lab.record} is damaged ({exc}); 'farside lab down {root}' and up again") from None
-        lab.ports = {k: int(v) for k, v in data["ports"].items()}
-        lab.luns = list(data["luns"])
+        try:
+            lab.ports = {k: int(v) for k, v in data["ports"].items()}
+            lab.luns = list(data["luns"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(
+                f"{lab.record} is damaged (bad or missing {exc}); 'farside lab down {root}' and up again"
+            ) from None
         return lab
 
     def password(self) -> str:

@@ -296,7 +296,8 @@ def each(selected: list[Row], op: Callable[[Row], None]) -> None:
         try:
             op(row)
         except XenAPIFailure as exc:
-            failed.append(f"operation failed on {row['uuid']}: " + "\n".join(describe(exc.failure[0], exc.params)))
+            lines = describe(exc.failure[0], exc.params, row.lookup.uuid)
+            failed.append(f"operation failed on {row['uuid']}: " + "\n".join(lines))
         except XeError as exc:
             failed.append(f"operation failed on {row['uuid']}: " + "\n".join(exc.lines))
     if failed:

@@ -280,7 +280,9 @@ def describe(code: str, params: Sequence[str], uuid_of: RefToUuid | None = None)
         return value
 
     if code not in ERRORS:
-        return [f"Error code: {code}", f"Error parameters: {', '.join(params)}"]
+        lines = [f"Error code: {code}", f"Error parameters: {', '.join(params)}"]
+        hint = FARSIDE_HINTS.get(code)
+        return lines + ([hint.format(*params, *["?"] * 4)] if hint else [])
     doc, names = ERRORS[code]
     lines = [doc]
     for i, name in enumerate(names):
@@ -288,6 +290,14 @@ def describe(code: str, params: Sequence[str], uuid_of: RefToUuid | None = None)
     lines += [f"<extra>: {value}" for value in params[len(names) :]]
     return lines
 
+
+# Farside's own codes, which xe cannot know: what to do, after xe's two lines.
+FARSIDE_HINTS = {
+    "LUN_IS_MIRROR_TARGET": "The mirror {1} still replicates into {0}: split it first (farside mirror split {1}).",
+    "LUN_LEASED_BY_OTHER_POOL": (
+        "Pool {2} has {0} plugged (lease until {3}): unplug its SR there, or if it is down, retry after that."
+    ),
+}
 
 USAGE_HINT = "For usage run: 'farside xe help'"
 
