@@ -79,6 +79,17 @@ class RunFailed(Exception):
     """A step could not go on; the reason is in the run's journal and report."""
 
 
+def changes(differences: dict[str, dict[str, list[str]]]) -> str:
+    """The cleanup's differences from the baseline as a sentence: "VM added a, b; SR removed c"."""
+    parts = [
+        f"{cls} {what} {', '.join(uuids)}"
+        for cls, found in differences.items()
+        for what in ("added", "removed")
+        if (uuids := found.get(what))
+    ]
+    return "; ".join(parts) or "nothing"
+
+
 class Paused(Exception):
     """The run stopped after a step the options name in ``pause_after``."""
 
@@ -791,7 +802,7 @@ class Engine:
                 }  # fmt: skip
                 entry["data"]["differences"] = differences
                 if differences:
-                    entry.update(state="failed", error=f"the pool differs from before the test: {differences}")
+                    entry.update(state="failed", error=f"the pool differs from before the test: {changes(differences)}")
                     self._save()
                     self.s.call("DR_run.set_state", self.run_ref, "cleanup failed")
                     raise RunFailed(entry["error"])
