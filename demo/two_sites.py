@@ -197,11 +197,12 @@ class Story:
 
     def summary(self) -> None:
         print("\n=== Summary")
+        width = max(len(title) for title, _ in self.timings)
         for title, seconds in self.timings:
-            print(f"  {title:<62} {seconds:6.1f} s")
-        print(f"  {'the whole story':<62} {sum(s for _, s in self.timings):6.1f} s")
+            print(f"  {title:<{width}} {seconds:6.1f} s")
+        print(f"  {'the whole story':<{width}} {sum(s for _, s in self.timings):6.1f} s")
         for name, value in self.facts.items():
-            print(f"  {name:<62} {value:6.1f} s")
+            print(f"  {name:<{width}} {value:6.1f} s")
         for title, text in self.reports:
             print(f"\n--- Report: {title}")
             print(text.rstrip())
