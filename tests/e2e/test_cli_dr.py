@@ -62,6 +62,7 @@ def test_scripted_failover_then_runs_and_report(two_pools: tuple[PoolServer, Poo
     assert f"cannot reach {a.url}" in done.stderr and "going on without asking it" in done.stderr
     assert "Failover (succeeded)" in done.stdout
     assert "Recover vApp shop - Succeeded" in done.stdout and "Start VM lone - Succeeded" in done.stdout
+    assert "recover: 0/2" in done.stderr and "start: 0/3" in done.stderr  # each count's total from the start
     assert power_states(b.session()) == {"shop-db": "Running", "shop-web": "Running", "lone": "Running"}
     uuid = done.stderr.split(" run ")[1].split()[0]
 
@@ -226,6 +227,7 @@ def test_a_farside_mirror_is_split_only_when_asked(two_pools: tuple[PoolServer, 
     assert "split - Failed" in stopped.stdout and "is not split" in stopped.stderr
     uuid = stopped.stderr.split(" run ")[1].split()[0]
     assert f"farside dr resume {uuid} --split-mirrors" in stopped.stderr
+    assert "split_mirrors=" not in stopped.stderr  # the hints name the command line's flags
     assert b.session().xenapi.SR.get_all() == []  # nothing attached while the mirror replicates
 
     resumed = farside("resume", uuid, "--server", b.url, "--split-mirrors")
@@ -233,3 +235,15 @@ def test_a_farside_mirror_is_split_only_when_asked(two_pools: tuple[PoolServer, 
     assert "Recover VM lone - Succeeded" in resumed.stdout
     status = subprocess.run([*mirror, "status", "m", "--json", *state], check=True, capture_output=True, text=True)
     assert json.loads(status.stdout)["state"] == "split"
+
+
+def test_luns_with_no_sr_leave_no_run_behind(server: PoolServer, tmp_path: Path) -> None:
+    """Nothing found at the LUN paths: one line saying so, exit 2, and no failed run to resume."""
+    missing = farside("failover", "--server", server.url, "--lun", str(tmp_path / "nonexistent"), "--all", "--yes")
+    assert missing.returncode == 2 and missing.stdout == ""
+    line = one_line(missing.stderr)
+    assert "does not exist" in line and "--lun" in line and "nothing was done" in line
+    (tmp_path / "empty").mkdir()
+    empty = farside("test", "--server", server.url, "--lun", str(tmp_path / "empty"), "--all", "--json")
+    assert empty.returncode == 2 and "no SR found on" in one_line(empty.stderr) and empty.stdout == ""
+    assert server.session().xenapi.DR_run.get_all() == []

@@ -637,6 +637,7 @@ class Engine:
         items = [("VM_appliance", loaded["vapps"][u]) for u in chosen["vapps"]]
         items += [("VM", loaded["vms"][u]) for u in chosen["vms"]]
         versions = {r["uuid"]: int(r["version"]) for r in self.s.call("VM.get_all_records").values()}
+        self._emit("recover", "progress", done=len(done), total=len(items))  # the bar's total from the start
         with self._databases() as database:
             for cls, item in items:
                 if item["uuid"] in done:
@@ -664,6 +665,8 @@ class Engine:
         paused = self.options.power == "start_paused"
         results: dict[str, dict[str, Any]] = data.setdefault("vms", {})
         selected = sorted(self._selected_vms(), key=lambda vm: vm["order"])
+        started = sum(1 for r in results.values() if r.get("state") == "started")
+        self._emit("start", "progress", done=started, total=len(selected))  # the bar's total from the start
         with ThreadPoolExecutor(max_workers=max(len(selected), 1), thread_name_prefix="dr-start") as pool:
             for _, group in groupby(selected, key=lambda vm: vm["order"]):
                 pending = [vm for vm in group if results.get(vm["uuid"], {}).get("state") != "started"]

@@ -81,3 +81,12 @@ def test_argparse_refuses_unknown_words(capsys: pytest.CaptureFixture[str]) -> N
     with pytest.raises(SystemExit) as info:
         main(["dr", "failover", "--power", "fast"])
     assert info.value.code == 2 and "invalid choice: 'fast'" in capsys.readouterr().err
+
+
+def test_failure_hints_name_the_flags_not_the_options() -> None:
+    from farside.cli.dr.driver import _flags
+
+    assert _flags("mirrors still replicate (split them: split_mirrors=true)") == (
+        "mirrors still replicate (split them: --split-mirrors)"
+    )
+    assert _flags("stopped? (confirm_split=true)") == "stopped? (--confirm-split)"

@@ -47,3 +47,19 @@ def test_quiet_shows_nothing_but_still_notes_the_pause() -> None:
     with StepDisplay(Console(file=out), quiet=True) as display:
         display.event({"step": "load", "state": "paused"})
     assert out.getvalue() == "" and display.paused_at == "load"
+
+
+def test_a_long_line_is_not_wrapped_at_80_columns() -> None:
+    out = io.StringIO()
+    with StepDisplay(Console(file=out, width=80)) as display:
+        display.event({"step": "recover", "state": "progress", "done": 0, "total": 10**80})
+    assert out.getvalue().count("\n") == 1
+
+
+def test_a_bar_has_its_total_from_the_first_event() -> None:
+    out = io.StringIO()
+    with StepDisplay(Console(file=out, force_terminal=True, width=100, color_system=None)) as display:
+        display.event({"step": "start", "state": "started"})
+        display.event({"step": "start", "state": "progress", "done": 0, "total": 3})
+        assert display._bars is not None
+        assert display._bars.tasks[0].total == 3

@@ -60,3 +60,4 @@ def test_checklist_toggles_until_enter(monkeypatch: pytest.MonkeyPatch) -> None:
     text = out.getvalue()
     assert "   2 [x] VM alone" in text and "   1 [ ] vApp shop" in text
     assert "Numbers from 1 to 3, please." in text and "Tick at least one item." in text
+    assert "Enter when done:" in text and "()" not in text  # no empty default shown

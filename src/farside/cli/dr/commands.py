@@ -110,8 +110,8 @@ def start(kind: str) -> Command:
                     raise usage(exc.failure[-1]) from None
                 raise
             uuid = session.call("DR_run.get_uuid", ref)
-            err.print(f"{TITLES_BY_KIND[kind]} run {uuid} on {target.url}", markup=False, highlight=False)
             d = Drive(session, target.url, out, err, source_session, interactive, args.json, wishes)
+            d.announce = f"{TITLES_BY_KIND[kind]} run {uuid} on {target.url}"
             if interactive:
                 d.ask = Wizard(d)
             return drive(d, ref)
@@ -216,7 +216,7 @@ def resume(args: argparse.Namespace) -> int:
                 raise failed(f"cannot change the run's options now: {exc.failure[-1]}") from None
         if interactive:
             d.ask = Wizard(d)
-        err.print(f"Resuming {record['kind']} run {record['uuid']} ({record['state']})", markup=False)
+        err.print(f"Resuming {record['kind']} run {record['uuid']} ({record['state']})", markup=False, soft_wrap=True)
         if d.ask is not None and record["state"] == "paused":
             # The run stopped at a question nobody answered (the wizard died or was ^C'd there):
             # ask it again before the engine goes past it, never take silence for a yes.
@@ -233,7 +233,7 @@ def cleanup(args: argparse.Namespace) -> int:
     with _logged_in(connection.target(args, False)) as session:
         ref, record = find_run(session, args.run_id, session.url)
         if record["state"] == "cleaned up":
-            out.print(f"The run {record['uuid']} is cleaned up already.", markup=False)
+            out.print(f"The run {record['uuid']} is cleaned up already.", markup=False, soft_wrap=True)
             return EXIT_OK
         state, message = clean_up(session, ref)
     out.print(message, markup=False, highlight=False, soft_wrap=True)

@@ -11,10 +11,10 @@ from typing import Any, Protocol
 
 from rich.console import Console
 
-from farside.cli.dr.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
+from farside.cli.dr.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from farside.cli.dr.options import Request
 from farside.cli.dr.progress import StepDisplay
-from farside.dr.engine import Engine, RunFailed
+from farside.dr.engine import Engine, RunFailed, StepEvent
 from farside.dr.plan import TITLES_BY_KIND
 from farside.dr.session import XmlRpcSession
 from farside.errors import XenAPIFailure
@@ -61,6 +61,9 @@ class Drive:
     # The command line's wishes, which the wizard shows pre-chosen (None: resuming a run).
     wishes: Request | None = None
     ask: Questions | None = None  # the wizard, on a terminal
+    # The line naming a new run, said once the run gets somewhere: LUN paths with no SR on them
+    # end the run in one line of their own, with nothing left behind to name.
+    announce: str = ""
     replication: Callable[[], LunReplication] = field(default=_replication)
 
     def journal(self, ref: str) -> dict[str, Any]:
@@ -79,12 +82,22 @@ def drive(d: Drive, ref: str) -> int:
     """Run the engine until the run ends; the exit code."""
     uuid = str(d.session.call("DR_run.get_uuid", ref))
     kind = str(d.session.call("DR_run.get_kind", ref))
+    if d.out.is_terminal:
+        _announce(d)  # before the bars take the terminal
     try:
         while True:
             display = StepDisplay(d.out if d.out.is_terminal else d.err, quiet=d.json)
+
+            def on_step(e: StepEvent, display: StepDisplay = display) -> None:
+                at_discover = e["step"] == "discover" and e["state"] in ("started", "failed")
+                if not at_discover:
+                    _announce(d)
+                if d.out.is_terminal or not (at_discover and e["state"] == "failed"):
+                    display.event(e)  # (a script's failed discover is said in _failed's one line)
+
             try:
                 with display:
-                    engine = Engine(d.session, ref, replication=d.replication(), source=d.source, on_step=display.event)
+                    engine = Engine(d.session, ref, replication=d.replication(), source=d.source, on_step=on_step)
                     state = engine.run()
             except RunFailed as exc:
                 if d.ask is not None and d.ask.fix(ref):
@@ -103,14 +116,23 @@ def drive(d: Drive, ref: str) -> int:
             f"or undo it with 'farside dr cleanup {uuid}'",
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
         return EXIT_INTERRUPTED
+    finally:
+        _announce(d)  # the run stays: whatever ended the command, say which run it was
+
+
+def _announce(d: Drive) -> None:
+    if d.announce:
+        d.err.print(d.announce, markup=False, highlight=False, soft_wrap=True)
+        d.announce = ""
 
 
 def _cancel(d: Drive, ref: str, uuid: str) -> int:
     """The operator said no before anything was recovered: let go of what the run attached."""
     _, message = clean_up(d.session, ref)
-    d.err.print(f"cancelled: nothing was recovered. {message}", markup=False, highlight=False)
+    d.err.print(f"cancelled: nothing was recovered. {message}", markup=False, highlight=False, soft_wrap=True)
     return EXIT_FAILED
 
 
@@ -146,9 +168,19 @@ def _finish(d: Drive, ref: str, uuid: str, kind: str) -> int:
     return EXIT_OK if state == "cleaned up" else EXIT_FAILED
 
 
+def _flags(text: str) -> str:
+    """The engine's option names (``split_mirrors=true``) as the command line's flags."""
+    for key, flag in FIX_FLAGS.items():
+        text = text.replace(f"{key}=true", flag)
+    return text
+
+
 def _failed(d: Drive, ref: str, uuid: str, kind: str, reason: str) -> int:
     journal = d.journal(ref)
     step = next((name for name, entry in journal.items() if entry.get("state") == "failed"), "")
+    why = reason.partition(": ")[2] or reason  # RunFailed says "step: why"
+    if step == "discover" and not any(e.get("state") == "done" for e in journal.values()):
+        return _nothing_found(d, ref, why)
     if d.json:
         d.out.print_json(json.dumps(_report_json(d, ref, uuid)))
     else:
@@ -160,9 +192,8 @@ def _failed(d: Drive, ref: str, uuid: str, kind: str, reason: str) -> int:
     if step == "split":
         flags.append("--split-mirrors")
     with_flags = f" {' '.join(sorted(set(flags)))}" if flags else ""
-    why = reason.partition(": ")[2] or reason  # RunFailed says "step: why"
     d.err.print(
-        f"farside: the {TITLES_BY_KIND[kind].lower()} failed at {step or 'a step'}: {why}\n"
+        f"farside: the {TITLES_BY_KIND[kind].lower()} failed at {step or 'a step'}: {_flags(why)}\n"
         f"fix that, then go on with 'farside dr resume {uuid}{with_flags}', "
         f"or let go of what the run attached with 'farside dr cleanup {uuid}'",
         markup=False,
@@ -170,6 +201,27 @@ def _failed(d: Drive, ref: str, uuid: str, kind: str, reason: str) -> int:
         soft_wrap=True,
     )
     return EXIT_FAILED
+
+
+def _nothing_found(d: Drive, ref: str, why: str) -> int:
+    """The LUN paths gave no SR: nothing was done, so the run is removed rather than left failed
+    with a resume hint; the operator fixes the paths and starts again."""
+    state, _ = clean_up(d.session, ref)
+    if state == "cleaned up":
+        d.session.call("DR_run.destroy", ref)
+        d.announce = ""  # the run is gone
+    # "SR_BACKEND_FAILURE_PATH the LUN path /x does not exist; ...": the code means nothing here.
+    code, _, rest = why.partition(" ")
+    # Its advice ("create the directory first") is for making an SR, not for finding one.
+    detail = rest.partition("; ")[0] if code.isupper() and "_" in code else why
+    d.err.print(
+        f"farside: no SR to recover from: {detail} (check the paths given to --lun or --lun-dir: "
+        "each a LUN directory, or a directory of LUNs; nothing was done)",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    return EXIT_USAGE
 
 
 def clean_up(session: XmlRpcSession, ref: str) -> tuple[str, str]:

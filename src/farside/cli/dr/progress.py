@@ -84,4 +84,4 @@ class StepDisplay:
         else:
             seconds = time.monotonic() - self._began.get(step, time.monotonic())
             text = f"{step}: {state}" + (f" ({seconds:.2f} s)" if state in ("done", "failed") else "")
-        self.console.print(text, markup=False, highlight=False)
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)

@@ -38,7 +38,10 @@ def checklist(d: Drive, labels: list[str], ticked: set[int]) -> set[int]:
         for i, label in enumerate(labels, 1):
             d.out.print(f"  {i:>2} [{'x' if i in ticked else ' '}] {label}", markup=False, highlight=False)
         answer = Prompt.ask(
-            'Toggle by number (e.g. "1 3"), "all" or "none"; Enter when done', console=d.out, default=""
+            'Toggle by number (e.g. "1 3"), "all" or "none"; Enter when done',
+            console=d.out,
+            default="",
+            show_default=False,
         ).strip()
         if not answer:
             if ticked:
