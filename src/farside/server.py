@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from farside.config import ServerConfig
 from farside.db import Database
 from farside.db.bootstrap import ensure_storage_managers
 from farside.errors import DatabaseError, FarsideError, InternalError
+from farside.hypervisor.errors import RunRootBusy
 from farside.hypervisor.qemu import QemuDriver
 from farside.web import Console, console_app
 
@@ -51,6 +53,26 @@ class BodyTooLarge(Exception):
 def open_services(config: ServerConfig) -> Services:
     """The services of the pool whose data is in ``config.data_dir``."""
     db = Database.open(config.db_path)
+    try:
+        # The run directory's lock before anything is reset: a second server on the same data
+        # must stop before it forgets the first one's sessions and tasks.
+        driver = QemuDriver(_prepare_run_dir(config), kvm=config.kvm)
+    except RunRootBusy as exc:
+        db.close()
+        by = f" (pid {exc.holder})" if exc.holder else ""
+        raise StartupError(f"{config.data_dir} is already served{by}: stop that server first") from None
+    except BaseException:
+        db.close()
+        raise
+    try:
+        return _services(config, db, driver)
+    except BaseException:
+        driver.close()
+        db.close()
+        raise
+
+
+def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Services:
     db.reset_runtime_state()
     with db.write() as tx:
         ensure_storage_managers(tx)
@@ -63,7 +85,6 @@ def open_services(config: ServerConfig) -> Services:
     hub = EventHub(config.event_history, db.generation)
     db.subscribe(hub.publish)
     storage = StorageService(db, pool, host)
-    driver = QemuDriver(_prepare_run_dir(config), kvm=config.kvm)
     sessions = SessionStore(db, host, config.session_timeout_s)
     return Services(
         config=config,
@@ -265,6 +286,33 @@ class ListenError(FarsideError):
     exit_code = 4
 
 
+class StartupError(FarsideError):
+    """The server cannot start as asked, for a reason the operator fixes: the message alone."""
+
+    code = "CANNOT_START"
+    exit_code = 4
+
+    def describe(self) -> str:
+        return " ".join(self.params)
+
+
+def _check_tls(cert: Path, key: Path) -> None:
+    """Load the certificate and key as the server will, so that a wrong file is one clear line
+    before "serving" (uvicorn would only say "[SSL] PEM lib" once it had started)."""
+    try:
+        cert_text, key_text = cert.read_text(errors="replace"), key.read_text(errors="replace")
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except OSError as exc:  # ssl.SSLError is one too, the files' own problems are told apart below
+        if not isinstance(exc, ssl.SSLError):
+            raise StartupError(f"cannot read the TLS files: {exc.strerror or exc}: {exc.filename}") from None
+        if "-----BEGIN CERTIFICATE-----" not in cert_text:
+            raise StartupError(f"cannot use {cert} as a TLS certificate: it holds no PEM certificate") from None
+        if "PRIVATE KEY-----" not in key_text:
+            raise StartupError(f"cannot use {key} as a TLS key: it holds no PEM private key") from None
+        why = "the key does not match the certificate" if exc.reason == "KEY_VALUES_MISMATCH" else exc.reason or exc
+        raise StartupError(f"cannot use {cert} with the key {key} for TLS: {why}") from None
+
+
 def serve(config: ServerConfig) -> None:
     """Run the pool server until interrupted.
 
@@ -277,6 +325,7 @@ def serve(config: ServerConfig) -> None:
         for path in (config.cert_path, config.key_path):
             if not path.is_file():
                 raise DatabaseError(f"TLS file {path} is missing; give --tls-cert and --tls-key")
+        _check_tls(config.cert_path, config.key_path)
         options = {"ssl_certfile": str(config.cert_path), "ssl_keyfile": str(config.key_path)}
     services = open_services(config)
     try:

@@ -77,3 +77,22 @@ def test_user_commands(server: PoolServer) -> None:
     except XenAPI.Failure as failure:
         assert failure.details[0] == "SESSION_AUTHENTICATION_FAILED"
     assert farside("user", "remove", data, "root").returncode == 2
+
+
+def test_a_served_pool_is_not_served_twice(server: PoolServer) -> None:
+    """A second server on the same data says who serves it, and leaves the first one's sessions alone."""
+    s = server.session()
+    assert server.process is not None
+    second = farside("server", str(server.data_dir), "--listen", "127.0.0.1:0")
+    assert second.returncode != 0 and "serving" not in second.stdout
+    assert second.stderr.strip() == (
+        f"farside: {server.data_dir} is already served (pid {server.process.pid}): stop that server first"
+    )
+    assert s.xenapi.pool.get_all()  # the session the first server gave is still good
+
+
+def test_a_file_that_is_no_certificate(pool_dir: Path) -> None:
+    result = farside("server", str(pool_dir), "--listen", "127.0.0.1:0", "--tls-cert", "/etc/passwd",
+                     "--tls-key", "/etc/passwd")  # fmt: skip
+    assert result.returncode != 0 and "serving" not in result.stdout
+    assert result.stderr.strip() == "farside: cannot use /etc/passwd as a TLS certificate: it holds no PEM certificate"

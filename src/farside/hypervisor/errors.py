@@ -36,8 +36,10 @@ class DomainNotFound(DomainError):
 class RunRootBusy(InternalError):
     """Another driver (another server process) manages VMs from this run directory."""
 
-    def __init__(self, run_root: object) -> None:
-        super().__init__(f"another driver uses the run directory {run_root}")
+    def __init__(self, run_root: object, holder: int | None = None) -> None:
+        self.holder = holder  # the pid of the process holding it, when it said
+        by = f" (pid {holder})" if holder else ""
+        super().__init__(f"another driver{by} uses the run directory {run_root}")
 
 
 class VdiMissing(StateError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,8 +57,9 @@ def test_this_host_runs_tcg(root: Path) -> None:
 def test_one_driver_per_run_root(root: Path) -> None:
     """A second driver on the same run root is refused until the first closes."""
     first = QemuDriver(root)
-    with pytest.raises(RunRootBusy):
+    with pytest.raises(RunRootBusy) as busy:
         QemuDriver(root)
+    assert busy.value.holder == os.getpid()  # who holds it, for the message
     first.close()
     first.close()  # idempotent
     QemuDriver(root).close()

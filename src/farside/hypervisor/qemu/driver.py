@@ -389,8 +389,12 @@ def _lock(path: Path) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip()
         os.close(fd)
-        raise RunRootBusy(path.parent) from None
+        raise RunRootBusy(path.parent, int(holder) if holder.isdigit() else None) from None
+    # Who holds it, for the next one to be told (the flock, not this, is the lock).
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
 
 
