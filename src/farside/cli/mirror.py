@@ -71,11 +71,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def _mirrors(args: argparse.Namespace) -> Mirrors:
-    return Mirrors(args.state_dir if args.state_dir is not None else mirror_dir_from_env())
+    """The state directory of an existing set of mirrors: one that is not there is a mistake (a
+    typo would otherwise answer "no mirrors", or a daemon would serve nothing, silently)."""
+    path: Path = args.state_dir if args.state_dir is not None else mirror_dir_from_env()
+    if not path.is_dir():
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise ValueError(
+            f"the mirror state directory {path} {what}: give the --state-dir your mirrors use "
+            f"(or set FARSIDE_MIRROR_DIR); 'farside mirror create' makes a new one"
+        )
+    return Mirrors(path)
 
 
 def create(args: argparse.Namespace) -> int:
-    record = _mirrors(args).create(args.name, args.source, args.target, args.interval, args.bwlimit)
+    record = Mirrors(args.state_dir if args.state_dir is not None else mirror_dir_from_env()).create(
+        args.name, args.source, args.target, args.interval, args.bwlimit
+    )
     print(f"created mirror {record.name}: {record.source} -> {record.target}; run 'farside mirror sync {record.name}'")
     print("or 'farside mirror run' to replicate; the target cannot be plugged until the mirror is split")
     return 0
@@ -85,7 +96,10 @@ def run(args: argparse.Namespace) -> int:
     def report(line: str) -> None:
         print(f"{_time(None)} {line}", flush=True)
 
-    daemon = Daemon(_mirrors(args), list(args.names), report)
+    def notice(line: str) -> None:
+        print(f"{_time(None)} {line}", file=sys.stderr, flush=True)
+
+    daemon = Daemon(_mirrors(args), list(args.names), report, notice)
     daemon.install_signals()
     report(f"serving {', '.join(args.names) or 'all mirrors'} in {daemon.mirrors.path}")
     daemon.run()

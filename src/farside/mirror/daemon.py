@@ -36,12 +36,21 @@ class Daemon:
         report: told of each cycle's outcome (a line of text), for the CLI.
     """
 
-    def __init__(self, mirrors: Mirrors, names: list[str], report: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        mirrors: Mirrors,
+        names: list[str],
+        report: Callable[[str], None] | None = None,
+        notice: Callable[[str], None] | None = None,
+    ) -> None:
         self.mirrors = mirrors
         self.names = names
         self.stop = threading.Event()
         self.report = report or (lambda line: log.info("%s", line))
+        # Told once that this daemon waits as a standby (another holds every mirror).
+        self.notice = notice or (lambda line: log.warning("%s", line))
         self._held: dict[str, int] = {}
+        self._standby_told = False
 
     def request_stop(self, signum: int = 0, frame: FrameType | None = None) -> None:
         self.stop.set()
@@ -65,6 +74,13 @@ class Daemon:
                 os.close(fd)
             self._held.clear()
 
+    def _standby(self, names: list[str]) -> str:
+        holders = sorted({str(lock.holder(self.mirrors.state_dir.mirror_dir(n) / lock.DAEMON_LOCK)) for n in names})
+        return (
+            f"standby: every mirror in {self.mirrors.path} is served by another daemon (pid {', '.join(holders)}); "
+            "this one waits and takes over any mirror that daemon lets go of"
+        )
+
     def _hold(self, name: str) -> bool:
         if name in self._held:
             return True
@@ -76,7 +92,14 @@ class Daemon:
 
     def _round(self) -> float:
         """Run every cycle that is due; seconds until the next one."""
-        names = self.names or [n for n in self.mirrors.names() if self._hold(n)]
+        if self.names:
+            names = self.names
+        else:
+            existing = self.mirrors.names()
+            names = [n for n in existing if self._hold(n)]
+            if existing and not names and not self._standby_told:
+                self._standby_told = True
+                self.notice(self._standby(existing))
         wait = RESCAN_S
         for name in names:
             if self.stop.is_set():

@@ -76,7 +76,9 @@ class Mirrors:
             raise MirrorInvalid(f"the source {source} and target {target} must not contain one another")
         if not target.exists():
             if not target.parent.is_dir():
-                raise MirrorInvalid(f"the target's parent {target.parent} does not exist")
+                raise MirrorInvalid(
+                    f"the target's parent {target.parent} does not exist: create it first (mkdir -p {target.parent})"
+                )
             target.mkdir()
         elif not target.is_dir():
             raise MirrorInvalid(f"the target {target} is not a directory")
@@ -214,7 +216,9 @@ class Mirrors:
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise MirrorInvalid(f"{dest} exists and is not an empty directory; give a new path")
         if not dest.parent.is_dir():
-            raise MirrorInvalid(f"the snapshot's parent {dest.parent} does not exist")
+            raise MirrorInvalid(
+                f"the snapshot's parent {dest.parent} does not exist: create it first (mkdir -p {dest.parent})"
+            )
         with self.locked(name) as record:
             target = Path(record.target)
             if dest == target or target in dest.parents:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,7 @@ class TestCommands:
     ) -> None:
         """Without --state-dir, FARSIDE_MIRROR_DIR names the state directory."""
         monkeypatch.setenv("FARSIDE_MIRROR_DIR", str(tmp_path / "env-state"))
+        (tmp_path / "env-state").mkdir()
         code, out, _ = run(capsys, "status")
         assert code == 0 and str(tmp_path / "env-state") in out
 
@@ -72,3 +74,40 @@ class TestErrors:
         """reverse of a replicating mirror says to split first."""
         code, _, err = run(capsys, "reverse", "--state-dir", str(tmp_path / "state"), mirror)
         assert code == 4 and "split the mirror before reversing it" in err
+
+    def test_a_state_dir_that_is_not_there(self, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+        """Only create makes a state directory; every other command refuses one that is missing."""
+        (tmp_path / "file").write_text("")
+        for action in (["status"], ["run"], ["sync", "m"], ["split", "m"]):
+            code, out, err = run(capsys, *action, "--state-dir", str(tmp_path / "missing"))
+            assert code == 2 and out == "" and "Traceback" not in err
+            assert err.strip() == (
+                f"farside: the mirror state directory {tmp_path / 'missing'} does not exist: give the --state-dir "
+                "your mirrors use (or set FARSIDE_MIRROR_DIR); 'farside mirror create' makes a new one"
+            )
+        code, _, err = run(capsys, "status", "--state-dir", str(tmp_path / "file"))
+        assert code == 2 and "is not a directory" in err
+
+    def test_a_snapshot_needs_its_parent(
+        self, capsys: pytest.CaptureFixture[str], source: Path, tmp_path: Path
+    ) -> None:
+        state = ["--state-dir", str(tmp_path / "state")]
+        assert run(capsys, "create", *state, "m", "--source", str(source), "--target", str(tmp_path / "copy"))[0] == 0
+        code, _, err = run(capsys, "snapshot", *state, "m", str(tmp_path / "no" / "snap"))
+        assert code == 2 and f"create it first (mkdir -p {tmp_path / 'no'})" in err
+
+
+def test_a_second_daemon_says_it_waits_as_a_standby(source: Path, tmp_path: Path) -> None:
+    from farside.mirror.daemon import Daemon
+    from farside.mirror.pair import Mirrors
+
+    mirrors = Mirrors(tmp_path / "state")
+    mirrors.create("m", source, tmp_path / "copy", 3600.0, None)
+    first, told = Daemon(mirrors, []), []
+    assert first._hold("m")
+    second = Daemon(mirrors, [], notice=told.append)
+    for _ in range(2):
+        second._round()
+    assert len(told) == 1 and f"pid {os.getpid()}" in told[0] and told[0].startswith("standby: ")
+    second._release("m")
+    first._release("m")
