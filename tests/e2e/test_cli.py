@@ -96,3 +96,14 @@ def test_a_file_that_is_no_certificate(pool_dir: Path) -> None:
                      "--tls-key", "/etc/passwd")  # fmt: skip
     assert result.returncode != 0 and "serving" not in result.stdout
     assert result.stderr.strip() == "farside: cannot use /etc/passwd as a TLS certificate: it holds no PEM certificate"
+
+
+def test_init_says_what_is_wrong_with_its_arguments(tmp_path: Path) -> None:
+    for args, text in [
+        (("init", "/etc/passwd/site"), "cannot make /etc/passwd/site: a file is in its path"),
+        (("init", str(tmp_path / "site"), "--pool-name", " "), "--pool-name must not be empty"),
+    ]:
+        base = ["--pool-name", "x"] if "--pool-name" not in args else []
+        result = farside(*args, *base, "--admin-password", "pw")
+        assert result.returncode == 2 and text in result.stderr and len(result.stderr.splitlines()) == 1, result
+    assert not (tmp_path / "site").exists()

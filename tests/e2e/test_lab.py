@@ -61,6 +61,7 @@ def test_up_status_disaster_start_down(lab: Path) -> None:
     for lun in ("lun1", "lun2"):
         assert (lab / "luns-b" / lun / ".farside-sr" / "sr.json").exists()
     assert "mirror lun1" in farside("lab", "status", str(lab)).stdout
+    assert (lab / "snapshots").is_dir()  # docs/lab.md: where test failovers' mirror snapshots go
 
     out = farside("lab", "disaster", str(lab)).stdout
     assert "server killed, 3 QEMU processes killed" in out
@@ -81,6 +82,9 @@ def test_bad_input_gets_one_line_and_an_exit_code(lab: Path, tmp_path: Path) -> 
     for args, text in [
         (("lab", "status", str(tmp_path / "nowhere")), "holds no lab: make one with 'farside lab up"),
         (("lab", "up", str(lab), "--vms", "1", "--vapps", "1"), "need --vms 2 at least"),
+        (("lab", "up", str(lab), "--vms", "-3", "--vapps", "0"), "--vms must be 1 or more"),
+        (("lab", "up", "/etc/passwd"), "/etc/passwd is not a directory: give a new or empty directory"),
+        (("lab", "up", "/etc/passwd/lab"), "a file is in its path"),
         (("lab", "disaster", str(tmp_path / "nowhere")), "holds no lab"),
     ]:
         done = farside(*args, check=False)

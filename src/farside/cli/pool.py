@@ -42,6 +42,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def init(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
+    if not args.pool_name.strip():
+        raise ValueError("--pool-name must not be empty: it is how the pool is shown and chosen in a failover")
     if not args.admin_password:
         raise ValueError("--admin-password must not be empty: root could log in with no password")
     if data_dir.exists() and not data_dir.is_dir():
@@ -49,7 +51,10 @@ def init(args: argparse.Namespace) -> int:
     if data_dir.exists() and any(data_dir.iterdir()):
         raise ValueError(f"{data_dir} is not empty; 'farside init' needs a new or empty directory")
     created = not data_dir.exists()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError):
+        raise ValueError(f"cannot make {data_dir}: a file is in its path; give a new or empty directory") from None
     config = ServerConfig(data_dir)
     try:
         facts = host.probe(args.address)

@@ -75,6 +75,11 @@ def test_unreachable_and_wrong_servers(
     assert code == 2 and "did not answer as a pool server (HTTP 501" in line
     code, line = run(capsys, "runs", "--server", "ftp://x")
     assert code == 2 and "not an http:// or https:// URL" in line
+    monkeypatch.setenv("FARSIDE_SERVER", "garbage::::")
+    code, line = run(capsys, "runs")
+    assert code == 2 and "give HOST, HOST:PORT, [IPV6]:PORT or a URL" in line
+    code, line = run(capsys, "runs", "--server", "http://[zz::]:80")
+    assert code == 2 and "is not a server address" in line
 
 
 def test_argparse_refuses_unknown_words(capsys: pytest.CaptureFixture[str]) -> None:

@@ -64,6 +64,10 @@ def test_bad_port_and_server() -> None:
         server_url("h", "70000", False)
     with pytest.raises(XeError, match="http:// or https://"):
         server_url("ftp://h", None, False)
+    for garbage in ("garbage::::", "[::1", "http://[zz::]:1", "http://h:99999"):
+        with pytest.raises(XeError, match=r"must be .*HOST") as error:
+            server_url(garbage, None, False)
+        assert "IPv4 or IPv6" not in str(error.value)
 
 
 def test_precedence_flags_env_file(tmp_path: Path) -> None:
@@ -91,8 +95,10 @@ def test_password_files(tmp_path: Path) -> None:
     assert read_password_file(str(both)) == ("admin", "pw")
     with pytest.raises(XeError, match="format"):
         read_password_file(str(empty))
-    with pytest.raises(XeError, match="Error opening password file"):
+    with pytest.raises(XeError, match=r"Error opening password file .*: No such file or directory"):
         read_password_file(str(tmp_path / "missing"))
+    with pytest.raises(XeError, match=f"Error opening password file '{tmp_path}': Is a directory"):
+        read_password_file(str(tmp_path))
     settings = resolve(parse(["-pwf", str(both), "vm-list"]), ClientEnv())
     assert (settings.user, settings.password) == ("admin", "pw")
 

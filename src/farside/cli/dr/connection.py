@@ -62,11 +62,14 @@ def normalise_url(server: str) -> str:
     """A URL for ``server``: ``http://`` and port 8440 are added when left out."""
     if "://" not in server:
         server = f"http://{server}"
-    parts = urllib.parse.urlsplit(server)
     try:
+        parts = urllib.parse.urlsplit(server)
         port = parts.port
-    except ValueError:
-        raise usage(f"{server} has a bad port; give a URL such as http://127.0.0.1:{DEFAULT_PORT}") from None
+    except ValueError:  # a bad port, or brackets around something that is no IPv6 address
+        raise usage(
+            f"{server} is not a server address: give HOST, HOST:PORT, [IPV6]:PORT or a URL "
+            f"such as http://127.0.0.1:{DEFAULT_PORT}"
+        ) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise usage(f"{server} is not an http:// or https:// URL of a pool server")
     if port is None:

@@ -94,11 +94,17 @@ def up(args: argparse.Namespace) -> int:
     plan = Plan(args.vms, args.vapps)
     if args.luns < 1:
         raise ValueError("--luns must be 1 or more")
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"{root} is not a directory: give a new or empty directory for the lab")
     if root.exists() and any(root.iterdir()):
         raise ValueError(f"{root} is not empty: 'farside lab down {root} --purge' first, or choose a new DIR")
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except (NotADirectoryError, FileExistsError):
+        raise ValueError(f"cannot make {root}: a file is in its path; give a new directory for the lab") from None
     lab = Lab(root, {site: _free_port() for site in SITES}, [f"lun{i + 1}" for i in range(args.luns)])
     lab.save()
+    (root / "snapshots").mkdir()  # where 'farside mirror snapshot' copies go for test failovers (docs/lab.md)
     fd = os.open(lab.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as out:
         out.write(secrets.token_urlsafe(12) + "\n")

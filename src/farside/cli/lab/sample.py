@@ -32,7 +32,11 @@ class Plan:
     vapps: int
 
     def __post_init__(self) -> None:
-        if self.vapps < 0 or self.vms < 2 * self.vapps:
+        if self.vms < 1:
+            raise ValueError("--vms must be 1 or more")
+        if self.vapps < 0:
+            raise ValueError("--vapps must be 0 or more")
+        if self.vms < 2 * self.vapps:
             raise ValueError(f"{self.vapps} vApps of two VMs each need --vms {2 * self.vapps} at least")
         if self.vapps > len(VAPP_NAMES):
             raise ValueError(f"at most {len(VAPP_NAMES)} vApps")

@@ -61,8 +61,8 @@ def read_password_file(path: str) -> tuple[str | None, str]:
     the password on a line of its own. Returns (user or None, password)."""
     try:
         lines = Path(path).expanduser().read_text().splitlines()
-    except OSError:
-        raise XeError(f"Error opening password file '{path}'") from None
+    except OSError as exc:
+        raise XeError(f"Error opening password file '{path}': {exc.strerror or exc}") from None
     lines = [line for line in lines if line.strip()]
     if len(lines) == 1:
         return None, lines[0]
@@ -79,10 +79,14 @@ def server_url(server: str, port: str | None, tls: bool) -> str:
     if port is not None and (not port.isdigit() or not 0 < int(port) <= 65535):
         raise usage_error("Port number must be an integer (0-65535)")
     if "://" in server:
-        parts = urllib.parse.urlsplit(server)
+        try:
+            parts = urllib.parse.urlsplit(server)
+            url_port = parts.port
+        except ValueError:
+            parts, url_port = urllib.parse.urlsplit("x:"), None  # refused just below
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise usage_error(f"Server '{server}' must be an http:// or https:// URL, or HOST[:PORT]")
-        scheme, host, url_port = parts.scheme, parts.hostname, parts.port
+        scheme, host = parts.scheme, parts.hostname
     else:
         host, sep, tail = server.rpartition(":")
         if not sep or "]" in tail or (host.count(":") and not host.startswith("[")):
@@ -95,7 +99,13 @@ def server_url(server: str, port: str | None, tls: bool) -> str:
         scheme = "https" if tls else "http"
     chosen = int(port) if port is not None else url_port or DEFAULT_PORT
     shown = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{shown}:{chosen}"
+    url = f"{scheme}://{shown}:{chosen}"
+    try:
+        urllib.parse.urlsplit(url).port  # noqa: B018 - checks the host part (an IPv6 address in brackets)
+    except ValueError:
+        form = "HOST, HOST:PORT, [IPV6]:PORT, or an http:// or https:// URL"
+        raise usage_error(f"Server '{server}' must be {form}") from None
+    return url
 
 
 def resolve(inv: Invocation, env: ClientEnv) -> Settings:
