@@ -126,6 +126,7 @@ def test_storage_vms_and_vapps(server: PoolServer, tmp_path: Path) -> None:
         "returned are the VM's handle, and the expected and actual VM state at the time of the call."
         for vm in (web, db)
     )
+    assert failed(server, "vm-destroy", f"uuid={web}")[-2:] == ["expected: halted", "actual: running"]
     ok(server, "appliance-shutdown", f"uuid={app}", "--force")
     assert ok(server, "vm-list", f"appliance={app}", "params=power-state", "--minimal") == "halted,halted\n"
     ok(server, "appliance-destroy", f"uuid={app}")
@@ -147,7 +148,9 @@ def test_storage_vms_and_vapps(server: PoolServer, tmp_path: Path) -> None:
     assert ok(server, "vdi-list", "type=Metadata", "--minimal") == "\n"
 
     for vm in (web, db):
-        s.xenapi.VM.destroy(s.xenapi.VM.get_by_uuid(vm))
+        ok(server, "vm-destroy", f"uuid={vm}")
+    assert ok(server, "vm-list", "--minimal") == "\n"
+    assert failed(server, "vm-destroy", f"uuid={web}")[0] == "The uuid you supplied was invalid."
     ok(server, "pbd-unplug", f"uuid={pbd}")
     assert ok(server, "pbd-list", f"uuid={pbd}", "params=currently-attached", "--minimal") == "false\n"
     ok(server, "pbd-plug", f"uuid={pbd}")
@@ -244,6 +247,10 @@ def test_bad_input(server: PoolServer, tmp_path: Path) -> None:
     hint = "For usage run: 'farside xe help'"
     assert failed(server, "vm-frobnicate") == ["Unknown command: vm-frobnicate", hint]
     assert failed(server, "sr-forget") == ["Required parameter not found: uuid", hint]
+    for whitelist in ((), ("sr-whitelist=",)):
+        refused = failed(server, "drtask-create", "type=file", "device-config:path=/x", *whitelist)
+        assert refused[0].startswith("drtask-create needs sr-whitelist=UUID,...") and "sr-probe" in refused[0]
+    assert ok(server, "drtask-list", "--minimal") == "\n"  # nothing was made
     assert failed(server, "drtask-destroy", "uuid=1", "colour=red") == [
         "Unknown parameter 'colour' for drtask-destroy (it takes: uuid)",
         hint,

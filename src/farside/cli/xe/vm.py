@@ -1,4 +1,4 @@
-"""xe's VM commands: list, param-get/param-set, start, shutdown, and Farside's vm-serial."""
+"""xe's VM commands: list, param-get/param-set, start, shutdown, destroy, and Farside's vm-serial."""
 
 from __future__ import annotations
 
@@ -29,6 +29,11 @@ def shutdown(ctx: Context) -> None:
     each(select(ctx, VM, ("force",)), lambda row: row.call(message, row.ref))
 
 
+def destroy(ctx: Context) -> None:
+    """VM.destroy: the VM's record goes, its disks (VDIs) stay; a VM that is not halted is refused."""
+    ctx.call("VM.destroy", ctx.call("VM.get_by_uuid", ctx.params["uuid"]))
+
+
 def serial(ctx: Context) -> None:
     """The VM's recent serial console output, as the server keeps it (Farside's own command)."""
     [row] = select(ctx, VM, (), single=True)
@@ -55,6 +60,12 @@ COMMANDS = [
         optn=(*_SELECT, "force"),
         help="Shut down the selected VM(s); --force powers them off at once.",
         also=_vm_filter,
+    ),
+    Command(
+        "vm-destroy",
+        destroy,
+        reqd=("uuid",),
+        help="Destroy a halted VM: its record, VBDs and VIFs go; its disks (VDIs) stay.",
     ),
     Command(
         "vm-serial",
