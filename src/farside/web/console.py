@@ -133,7 +133,17 @@ class Console:
                 self.logins.forget(login)
                 return RedirectResponse(f"{auth.PATH}/login", status_code=303)
             except FarsideError as exc:
-                if json:
+                wants_json = json or request.url.path.endswith(".json")
+                if exc.failure[0] == "UUID_INVALID" and len(exc.failure) == 3:
+                    # A page about something the pool does not have (a stale link, a typo): not found.
+                    _, cls, uuid = exc.failure
+                    what = _NAMES.get(cls, cls)
+                    where = _LISTED_ON.get(cls, "the Pool page")
+                    message = f"There is no {what} {uuid} in this pool: {where} lists them."
+                    if wants_json:
+                        return JSONResponse({"error": message, "failure": exc.failure}, status_code=404)
+                    return self.render(request, "error.html", login, 404, failure=["NOT_FOUND", message])
+                if wants_json:
                     return JSONResponse({"error": exc.failure}, status_code=409)
                 return self.render(request, "error.html", login, 409, failure=exc.failure)
 
@@ -143,6 +153,11 @@ class Console:
         if json:
             return JSONResponse({"error": why}, status_code=403)
         return self.render(request, "error.html", login, 403, failure=["FORBIDDEN", why])
+
+
+# How an unknown uuid's class is named to the operator, and where its records are listed.
+_NAMES = {"DR_run": "DR run", "VM_appliance": "vApp", "DR_task": "DR task"}
+_LISTED_ON = {"DR_run": "the History page"}
 
 
 class SecurityHeaders:
