@@ -111,7 +111,9 @@ def test_a_second_server_on_one_pool_is_refused(server: PoolServer) -> None:
     result = farside("server", str(server.data_dir), "--listen", f"127.0.0.1:{port}")
     assert result.returncode != 0
     assert "Traceback" not in result.stderr and "serving" not in result.stdout
-    assert "run directory" in result.stderr
+    assert f"is already served (pid {server.process.pid if server.process else '?'}): stop that server first" in (
+        result.stderr
+    )
 
 
 def test_a_port_in_use_is_refused(pool_dir: Path) -> None:
