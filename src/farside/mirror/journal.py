@@ -149,6 +149,7 @@ class JournalWriter:
         self._settle(raise_errors=True)
         fsync_dir(self.dir / "new")
         fsync_dir(self.dir)
+        fsync_dir(self.dir.parent)  # the journal directory's own entry, made in this cycle
         write_json(self.dir / INDEX_FILE, index)
 
 
@@ -204,12 +205,19 @@ def apply(target: Path, index: dict[str, Any], writer: TargetWriter) -> dict[str
             kind = op["op"]
             path = safe_path(target, op["path"])
             if kind == "mkdir":
+                # The source turned a file (or symlink) into a directory: the old entry goes first,
+                # or the committed journal could never be applied and would block every command.
+                if path.is_symlink() or (path.exists() and not path.is_dir()):
+                    path.unlink()
                 path.mkdir(parents=True, exist_ok=True)
                 dirs.add(path.parent)
             elif kind == "place":
                 staged = jdir / op["staged"]
                 if staged.exists():  # gone once placed: the rename is the whole apply
                     path.parent.mkdir(parents=True, exist_ok=True)
+                    if path.is_dir() and not path.is_symlink():
+                        # A directory became a file: its files are removed by this journal anyway.
+                        shutil.rmtree(path)
                     os.replace(staged, path)
                 dirs.add(path.parent)
                 touched[op["path"]] = path

@@ -103,6 +103,12 @@ class Mirrors:
     def delete(self, name: str) -> None:
         """Forget the mirror; both directories stay as they are, the target a complete cycle and pluggable."""
         with self.locked(name) as record:
+            if record.state_enum is not State.SPLIT:
+                # Stop replication durably before the target loses its marker: a delete that dies
+                # halfway must never leave a replicating mirror writing into a pluggable LUN.
+                # Running delete again finishes it.
+                record.state = State.PAUSED.value
+                self.state_dir.save(record)
             for path in (Path(record.source), Path(record.target)):
                 if read_marker(path) is not None:
                     clear_marker(path)
@@ -161,6 +167,9 @@ class Mirrors:
         """Stop replicating; the target, a complete cycle, becomes writable and pluggable."""
         with self.locked(name) as record:
             if record.state_enum is State.SPLIT:
+                # Idempotent, and so the way to finish a split that died after saving the record:
+                # the marker may still be active, and pools would refuse the LUN for ever.
+                write_marker(Path(record.target), Marker(name, str(self.path), TARGET, False))
                 return record
             if record.last_cycle.number == 0:
                 # The target holds nothing the source had: made pluggable (or reversed and resynced
@@ -178,6 +187,15 @@ class Mirrors:
         with self.locked(name) as record:
             if record.state_enum is not State.SPLIT:
                 raise MirrorState(name, record.state, "split the mirror before reversing it")
+            source_marker, target_marker = read_marker(Path(record.source)), read_marker(Path(record.target))
+            if (source_marker is not None and source_marker.role != SOURCE) or (
+                target_marker is not None and target_marker.role != TARGET
+            ):
+                # A reverse died after saving the record: finish it. Swapping again would undo it,
+                # and a resync would then copy the old source over what the split target wrote.
+                write_marker(Path(record.source), Marker(name, str(self.path), SOURCE, False))
+                write_marker(Path(record.target), Marker(name, str(self.path), TARGET, False))
+                return record
             manifest = self.state_dir.load_manifest(name)
             for entry in manifest.values():
                 entry.src, entry.dst = entry.dst, entry.src
