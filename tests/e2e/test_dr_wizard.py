@@ -222,3 +222,32 @@ def test_mirrors_are_never_split_while_the_source_runs_vms_on_them(
     with pytest.raises(RunFailed, match="lone still run in the source pool on the LUNs to split"):
         Engine(XmlRpcSession(b.url, "root", ADMIN_PASSWORD), run, replication=mirrors, source=source).run()
     assert mirrors.split_luns == [] and sb.xenapi.SR.get_all() == []
+
+
+def test_an_abandoned_test_run_never_touches_a_later_failover(
+    two_pools: tuple[PoolServer, PoolServer], tmp_path: Path
+) -> None:
+    """A test run left paused holds its DR task: a failover of the same LUN is told to clean it up
+    first, instead of taking the task over (which let the test's cleanup destroy the failover's VMs)."""
+    sb, _ = site_b_with_copy(two_pools, tmp_path)
+    luns = str(tmp_path / "copy")
+    test = sb.xenapi.DR_run.create("test", {"luns": luns, "power": "none", "pause_after": "precheck"})
+    sb.xenapi.DR_run.start(test)
+    assert sb.xenapi.DR_run.get_state(test) == "paused"
+    failover = sb.xenapi.DR_run.create("failover", {"luns": luns, "confirm_split": "true", "power": "none"})
+    with pytest.raises(XenAPI.Failure) as info:
+        sb.xenapi.DR_run.start(failover)
+    assert (
+        "introduced by another run's DR task" in info.value.details[2]
+        and "clean that run up first" in (info.value.details[2])
+    )
+    assert sb.xenapi.VM.get_all_records() == {}  # the failover recovered nothing
+    sb.xenapi.DR_run.cleanup(test)
+    assert sb.xenapi.DR_run.get_state(test) == "cleaned up"
+    sb.xenapi.DR_run.resume(failover)  # the LUN is free now
+    assert sb.xenapi.DR_run.get_state(failover) == "done"
+    recovered = {sb.xenapi.VM.get_name_label(vm) for vm in sb.xenapi.VM.get_all()}
+    assert recovered == {"lone", "shop-db", "shop-web"}
+    with pytest.raises(XenAPI.Failure):  # cleaned up once: a second cleanup is refused, touching nothing
+        sb.xenapi.DR_run.cleanup(test)
+    assert {sb.xenapi.VM.get_name_label(vm) for vm in sb.xenapi.VM.get_all()} == recovered

@@ -140,6 +140,7 @@ class Engine:
         self._on_step = on_step
         self.runner = runner_id()
         self._saved_at = 0.0
+        self._lost = ""
         record = session.call("DR_run.get_record", run)
         self.options = Options.parse(record["kind"], record["options"])
         self.journal: dict[str, Any] = json.loads(record["steps"] or "{}")
@@ -149,6 +150,8 @@ class Engine:
     def _save(self, force: bool = True) -> None:
         if not force and time.monotonic() - self._saved_at < SAVE_INTERVAL_S:
             return
+        if self._lost:
+            raise RunFailed(f"the run was taken over by another engine: {self._lost}")
         self.s.call("DR_run.set_steps", self.run_ref, json.dumps(self.journal, sort_keys=True))
         self._saved_at = time.monotonic()
 
@@ -164,8 +167,14 @@ class Engine:
 
         def renew() -> None:
             while not stop.wait(CLAIM_RENEW_S):
-                with contextlib.suppress(XenAPIFailure, OSError):
+                try:
                     self.s.call("DR_run.claim", self.run_ref, self.runner)
+                except XenAPIFailure as exc:
+                    if exc.failure[0] == "OPERATION_NOT_ALLOWED":
+                        self._lost = str(exc)  # another engine took the run over
+                        return
+                except OSError:
+                    pass
 
         keeper = threading.Thread(target=renew, name="dr-claim", daemon=True)
         keeper.start()
@@ -216,7 +225,17 @@ class Engine:
 
         On failure the run is marked failed, with its report, and RunFailed is raised."""
         with self._claimed():
+            self._reload(("created", "running", "paused", "failed"))
             return self._run()
+
+    def _reload(self, states: tuple[str, ...]) -> None:
+        """Options and journal as they are now that the run is ours: set_options or another
+        engine may have changed them between this engine's construction and its claim."""
+        record = self.s.call("DR_run.get_record", self.run_ref)
+        if record["state"] not in states:
+            raise XenAPIFailure("OPERATION_NOT_ALLOWED", f"the run is {record['state']}")
+        self.options = Options.parse(record["kind"], record["options"])
+        self.journal = json.loads(record["steps"] or "{}")
 
     def _run(self) -> str:
         self.s.call("DR_run.set_state", self.run_ref, "running")
@@ -344,18 +363,24 @@ class Engine:
             if ref is not None:
                 introduced_by = self.s.call("SR.get_introduced_by", ref)
                 if introduced_by != "OpaqueRef:NULL" and sr["uuid"] not in plugged:
+                    if sr["uuid"] not in data.get("creating", []):
+                        raise RunFailed(f"SR {sr['name']} was introduced by another run's DR task "
+                                        f"{introduced_by}: clean that run up first")  # fmt: skip
                     tasks[sr["uuid"]] = introduced_by  # made by this step before an interruption
                     self._save()
                     continue
                 for pbd in self.s.call("SR.get_PBDs", ref):
                     if not self.s.call("PBD.get_currently_attached", pbd):
+                        if sr["uuid"] not in plugged:  # the intent first: cleanup unplugs it even
+                            plugged.append(sr["uuid"])  # if the engine dies inside the plug
+                            self._save()
                         self.s.call("PBD.plug", pbd)
-                        plugged.append(sr["uuid"])
-                        self._save()
                 # Plugged all along (a server restart keeps it so): the LUN may have been copied
                 # back under it; a scan finds the VDIs, and the metadata, that came with the copy.
                 self.s.call("SR.scan", ref)
                 continue
+            data.setdefault("creating", []).append(sr["uuid"])  # the intent first: a killed engine's
+            self._save()  # task is then found again (resume) or destroyed (cleanup)
             task = self.s.call("DR_task.create", "file", {"path": sr["path"]}, [sr["uuid"]])
             ref = self._sr_by_uuid(sr["uuid"])
             owner = self.s.call("SR.get_introduced_by", ref) if ref is not None else "OpaqueRef:NULL"
@@ -687,11 +712,17 @@ class Engine:
     def _start_one(self, vm: dict[str, Any], paused: bool) -> dict[str, Any]:
         began = time.time()
         ref = self.s.call("VM.get_by_uuid", vm["uuid"])
-        if self._settled_power_state(ref) == "Halted":
+        state = self._settled_power_state(ref)
+        if state == "Suspended" and self.options.kind == "test":
+            # Resuming consumes the memory image, which belongs to the replica: a test never does.
+            return {"state": "started", "note": "left suspended: a test failover never resumes a memory image"}
+        # Halted: start it. Suspended (recovered with its memory image): resume it, so it runs.
+        action = {"Halted": "VM.start", "Suspended": "VM.resume"}.get(state)
+        if action is not None:
             try:
-                self.s.call("VM.start", ref, paused, False)
+                self.s.call(action, ref, paused, False)
             except XenAPIFailure as exc:
-                if exc.failure[0] != "OTHER_OPERATION_IN_PROGRESS" or self._settled_power_state(ref) == "Halted":
+                if exc.failure[0] != "OTHER_OPERATION_IN_PROGRESS" or self._settled_power_state(ref) == state:
                     return {"state": "failed", "error": " ".join(exc.failure)}
         outcome: dict[str, Any] = {"state": "started", "seconds": round(time.time() - began, 3)}
         if vm["ready"] and not paused:
@@ -714,6 +745,8 @@ class Engine:
             ref = self._sr_by_uuid(sr["uuid"])
             if ref is None or sr["uuid"] in enabled:
                 continue
+            if self.s.call("SR.get_introduced_by", ref) != "OpaqueRef:NULL":
+                continue  # no recovered VM uses it: release forgets it, so this pool's metadata goes elsewhere
             try:
                 self.s.call("SR.enable_database_replication", ref)
                 enabled.append(sr["uuid"])
@@ -751,6 +784,7 @@ class Engine:
         """Destroy the DR tasks (SRs in use stay). A test failover also removes all it recovered,
         the networks recovery created and the SRs it introduced, then checks the pool is as before."""
         with self._claimed():
+            self._reload(("created", "running", "paused", "failed", "done", "cleanup failed"))
             self._cleanup()
 
     def _cleanup(self) -> None:
@@ -760,15 +794,24 @@ class Engine:
         test = self.options.kind == "test"
         # Only what the run made: a VM or vApp the pool had before the test (its baseline) is not the test's.
         before = self._data("discover").get("baseline") or {}
-        recovered = [vm["uuid"] for vm in self._selected_vms() if vm["uuid"] not in before.get("VM", [])] \
-            if "select" in self.journal and test else []  # fmt: skip
-        records = self.s.call("VM.get_all_records") if recovered else {}
-        here = {r["uuid"]: (ref, r["power_state"]) for ref, r in records.items()}
-        for uuid in recovered:
-            if uuid not in here:
+        recovering = self.journal.get("recover") if test else None
+        candidates = [vm for vm in self._selected_vms() if vm["uuid"] not in before.get("VM", [])] \
+            if recovering is not None else []  # fmt: skip
+        done = set(recovering["data"].get("done", [])) if recovering is not None else set()
+        records = self.s.call("VM.get_all_records") if candidates else {}
+        here = {r["uuid"]: (ref, r["power_state"], int(r["version"])) for ref, r in records.items()}
+        recovered = []
+        for vm in candidates:
+            if vm["uuid"] not in here:
                 continue  # not recovered, or destroyed by a cleanup before this one
-            ref, power_state = here[uuid]
-            if power_state == "Suspended":
+            ref, power_state, version = here[vm["uuid"]]
+            # This run's copy: journaled as recovered (its own uuid or its vApp's), or, for the item
+            # in flight when the engine died, at its source version + 1 and never started running.
+            ours = vm["uuid"] in done or vm["appliance"] in done
+            if not ours and not (version == vm["version"] + 1 and power_state != "Running"):
+                continue
+            recovered.append(vm["uuid"])
+            if power_state == "Suspended" and self.s.call("VM.get_suspend_VDI", ref) != "OpaqueRef:NULL":
                 # The memory image belongs to the replica: forget its record, so that the
                 # hard shutdown below has nothing to delete (nothing replicated is ever lost).
                 self.s.call("VDI.forget", self.s.call("VM.get_suspend_VDI", ref))
@@ -777,14 +820,22 @@ class Engine:
             self.s.call("VM.destroy", ref)
         if test and "select" in self.journal:
             for uuid in self._data("select")["vapps"]:
-                if uuid in before.get("VM_appliance", []):
+                if uuid in before.get("VM_appliance", []) or uuid not in done:
                     continue
                 with contextlib.suppress(XenAPIFailure):  # gone already: a cleanup run before this one
                     self.s.call("VM_appliance.destroy", self.s.call("VM_appliance.get_by_uuid", uuid))
             for ref, net in self.s.call("network.get_all_records").items():
-                if net["other_config"].get("farside-created-by") == "recovery" and not net["VIFs"]:
+                created = net["other_config"].get("farside-created-by") == "recovery"
+                if created and not net["VIFs"] and net["uuid"] not in before.get("network", []):
                     self.s.call("network.destroy", ref)
-        tasks = self._data("attach").get("tasks", {})
+        attach = self._data("attach")
+        tasks = attach.get("tasks", {})
+        for uuid in attach.get("creating", []):  # created, but the engine died before journaling it
+            ref = self._sr_by_uuid(uuid)
+            if uuid not in tasks and ref is not None and uuid not in before.get("SR", []):
+                owner = self.s.call("SR.get_introduced_by", ref)
+                if owner != "OpaqueRef:NULL":
+                    tasks[uuid] = owner
         self._destroy_tasks()
         if test:
             for uuid in list(tasks) + self._data("attach").get("plugged", []):

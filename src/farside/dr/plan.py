@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +66,15 @@ class Options:
             raise ValueError(f"power must be one of {', '.join(POWER)}, not {power!r}")
         if kind == "test" and power == "start":
             raise ValueError("a test failover never starts VMs running: use start_paused or none")
+        source_url = options.get("source_url", "")
+        if source_url:
+            parts = urllib.parse.urlsplit(source_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(
+                    f"source_url must be the source pool's http:// or https:// address, not {source_url!r}"
+                )
+            if parts.username or parts.password:
+                raise ValueError("source_url must not carry credentials: read-only users can see a run's options")
         split_mirrors = options.get("split_mirrors", "") == "true"
         if kind == "test" and split_mirrors:
             raise ValueError("a test failover never splits mirrors: recover from a snapshot of the mirror instead")
@@ -78,7 +88,7 @@ class Options:
             _list(options.get("select", ""), ","),
             power,
             options.get("confirm_split", "") == "true",
-            options.get("source_url", ""),
+            source_url,
             options.get("source_pool", "").strip(),
             split_mirrors,
             pause_after,

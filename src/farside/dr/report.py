@@ -109,7 +109,7 @@ def _actions(data: dict[str, Any]) -> list[dict[str, str]]:
             actions.append({"action": f"Recover {label}", "result": result, "message": failed.get(uuid, "")})
     for uuid, outcome in start.get("vms", {}).items():
         name = loaded["vms"].get(uuid, {}).get("name", uuid)
-        message = outcome.get("error", "") or outcome.get("ready", "")
+        message = outcome.get("error", "") or outcome.get("ready", "") or outcome.get("note", "")
         result = "Succeeded" if outcome.get("state") == "started" else "Failed"
         actions.append({"action": f"Start VM {name}", "result": result, "message": message})
     return actions
