@@ -218,6 +218,9 @@ def routes(console: Console) -> list[Route]:
         # made as the operator (XenAPI checks the role), after which the pre-checks run again.
         action = problem.get("action") or {}
         if action.get("method") in FIX_ACTIONS:
+            if page.field("vm") != action.get("vm"):
+                # The pre-checks ran again since the page was drawn: this button is not for that VM.
+                raise InvalidValue("vm", page.field("vm"))
             vm = await page.xapi.call("VM.get_by_uuid", action["vm"])
             await page.xapi.call(action["method"], vm)
             await _set(page, run, {"pause_after": "precheck"})
