@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import XenAPI
 
+from farside.cli.lab import processes
 from farside.db import Database, users
 from farside.db.bootstrap import create_pool
 from farside.hypervisor import host
@@ -36,17 +37,7 @@ MINIMAL_VM = {
 
 def kill_qemus(run_dir: Path) -> list[int]:
     """SIGKILL every live QEMU whose pid file is under ``run_dir``; returns the pids killed."""
-    killed = []
-    for pidfile in run_dir.glob("*/qemu.pid"):
-        try:
-            pid = int(pidfile.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            continue
-        if b"qemu" in cmdline:
-            os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-    return killed
+    return processes.kill_qemus(run_dir)
 
 
 def free_port() -> int:

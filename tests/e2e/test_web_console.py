@@ -60,6 +60,20 @@ def log_in(page: Page, server: PoolServer, user: str, password: str) -> None:
     expect(page.locator("#who")).to_contain_text(user)
 
 
+def failover_at_selection(browser: Browser, server: PoolServer, luns: Path) -> Page:
+    """A failover wizard as root, past the storage page (LUNs probed and attached), at the selection."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(WAIT_MS)
+    page.on("dialog", lambda dialog: dialog.accept())
+    log_in(page, server, "root", ADMIN_PASSWORD)
+    page.goto(f"{server.url}/ui/wizard/storage?kind=failover")
+    page.fill("#paths", str(luns))
+    page.click("#probe")
+    page.click("#attach")
+    page.wait_for_selector("#select-form")
+    return page
+
+
 def test_a_test_failover_through_the_wizard(
     two_pools: tuple[PoolServer, PoolServer], tmp_path: Path, browser: Browser, shots: Path
 ) -> None:
@@ -186,15 +200,7 @@ def test_a_precheck_fix_is_one_button(
     a, b = two_pools
     shop_site(a, tmp_path / "lun")
     subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(WAIT_MS)
-    page.on("dialog", lambda dialog: dialog.accept())
-    log_in(page, b, "root", ADMIN_PASSWORD)
-    page.goto(f"{b.url}/ui/wizard/storage?kind=failover")
-    page.fill("#paths", str(tmp_path / "copy"))
-    page.click("#probe")
-    page.click("#attach")
-    page.wait_for_selector("#select-form")
+    page = failover_at_selection(browser, b, tmp_path / "copy")
     page.check("input[name=power][value=none]")
     page.click("#run-prechecks")
     page.wait_for_selector("#precheck-failed")
@@ -228,15 +234,7 @@ def test_a_precheck_fix_can_be_a_call_on_this_pool(
     sb.xenapi.DR_run.start(first)
     lone = sb.xenapi.VM.get_by_uuid(next(u for u, t in tags.items() if t == "lone"))
     assert sb.xenapi.VM.get_power_state(lone) == "Running"
-    page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.set_default_timeout(WAIT_MS)
-    page.on("dialog", lambda dialog: dialog.accept())
-    log_in(page, b, "root", ADMIN_PASSWORD)
-    page.goto(f"{b.url}/ui/wizard/storage?kind=failover")
-    page.fill("#paths", str(tmp_path / "copy"))
-    page.click("#probe")
-    page.click("#attach")
-    page.wait_for_selector("#select-form")
+    page = failover_at_selection(browser, b, tmp_path / "copy")
     page.check("input[name=power][value=none]")
     page.click("#run-prechecks")
     page.wait_for_selector("#precheck-failed")

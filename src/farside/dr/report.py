@@ -6,13 +6,15 @@ import datetime as dt
 from typing import Any
 
 from farside.dr.plan import STEPS, TITLES_BY_KIND, Options
+from farside.model.types import parse_datetime
 
 POWER = {"start": "Start", "start_paused": "Start paused", "none": "Do not start"}
 
 
-def _age(written: str) -> float | None:
+def metadata_age(written: str) -> float | None:
+    """Seconds since a metadata VDI was written (``farside-written``), None when unknown."""
     try:
-        moment = dt.datetime.strptime(written, "%Y%m%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+        moment = parse_datetime(written)
     except ValueError:
         return None
     return (dt.datetime.now(dt.UTC) - moment).total_seconds()
@@ -45,7 +47,7 @@ def render(options: Options, journal: dict[str, Any], outcome: str) -> tuple[str
         for name, entry in sorted(journal.items(), key=lambda item: order.get(item[0], len(order)))
         if name != "report"  # the step writing this very report
     ]
-    ages = {m["pool_name"]: _age(m["written"]) for m in metadata}
+    ages = {m["pool_name"]: metadata_age(m["written"]) for m in metadata}
     report = {
         "kind": options.kind,
         "outcome": outcome,

@@ -35,6 +35,11 @@ def format_datetime(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y%m%dT%H:%M:%SZ")
 
 
+def parse_datetime(text: str) -> dt.datetime:
+    """A datetime in xapi's wire form (``20240131T12:00:00Z``) as an aware UTC datetime; ValueError otherwise."""
+    return dt.datetime.strptime(text, "%Y%m%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+
+
 def now() -> str:
     """The current time in xapi's wire form."""
     return format_datetime(dt.datetime.now(dt.UTC))

@@ -25,6 +25,7 @@ from farside.api.context import Services
 from farside.errors import FarsideError, InternalError, SessionInvalid
 from farside.mirror.adapter import MirrorReplication
 from farside.model.roles import Role
+from farside.model.types import parse_datetime
 from farside.storage.replication import LunReplication
 from farside.web import auth
 from farside.web.client import Xapi
@@ -190,12 +191,10 @@ class SecurityHeaders:
 
 # -- template filters ----------------------------------------------------------------------------
 
-XENAPI_TIME = "%Y%m%dT%H:%M:%SZ"
-
 
 def parse_time(text: str) -> dt.datetime | None:
     try:
-        return dt.datetime.strptime(text, XENAPI_TIME).replace(tzinfo=dt.UTC)
+        return parse_datetime(text)
     except (TypeError, ValueError):
         return None
 

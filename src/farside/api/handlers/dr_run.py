@@ -19,7 +19,7 @@ from farside.dr.engine import CLAIM_RENEW_S, Engine, RunFailed, reopened
 from farside.dr.plan import TITLES_BY_KIND, Options
 from farside.errors import InvalidValue, OperationNotAllowed, XenAPIFailure
 from farside.mirror.adapter import MirrorReplication
-from farside.model.types import format_datetime, now
+from farside.model.types import format_datetime, now, parse_datetime
 
 # A claim unheard of for this long belongs to an engine that is gone.
 CLAIM_STALE_S = 3 * CLAIM_RENEW_S
@@ -107,8 +107,7 @@ def _gone(runner: str, heartbeat: str) -> bool:
             return True
         except PermissionError:
             pass  # alive, another user's
-    heard = dt.datetime.strptime(heartbeat, "%Y%m%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-    age = (dt.datetime.now(dt.UTC) - heard).total_seconds()
+    age = (dt.datetime.now(dt.UTC) - parse_datetime(heartbeat)).total_seconds()
     return age > CLAIM_STALE_S
 
 

@@ -5,7 +5,6 @@ the last word before recovery; and before a test failover's cleanup, a moment to
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from rich.prompt import Confirm, IntPrompt, Prompt
@@ -14,6 +13,7 @@ from farside.cli.dr.driver import Drive
 from farside.cli.dr.options import POWER
 from farside.cli.dr.tables import age, show
 from farside.dr.plan import FIX_ACTIONS, TITLES_BY_KIND
+from farside.dr.report import metadata_age
 
 LIVE = ("replicating", "paused", "resyncing")
 POWER_WORDS = {"start": "start them", "start_paused": "start them paused", "none": "leave them halted"}
@@ -21,14 +21,6 @@ QUESTIONS = {
     "confirm_split": "Do you confirm the storage array no longer mirrors into these LUNs?",
     "split_mirrors": "Split the mirrors still replicating into these LUNs now?",
 }
-
-
-def metadata_age(written: str) -> float | None:
-    try:
-        moment = dt.datetime.strptime(written, "%Y%m%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-    except ValueError:
-        return None
-    return (dt.datetime.now(dt.UTC) - moment).total_seconds()
 
 
 def checklist(d: Drive, labels: list[str], ticked: set[int]) -> set[int]:
