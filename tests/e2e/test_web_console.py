@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -288,3 +289,56 @@ def test_a_failover_from_a_farside_mirror_splits_it(
     page.goto(f"{b.url}/ui/")
     expect(page.locator("#srs .mirror")).to_have_text("split")
     page.screenshot(path=shots / "after-failover-pool.png", full_page=True)
+
+
+def test_a_test_failover_against_a_real_lab(tmp_path: Path, browser: Browser, shots: Path) -> None:
+    """`farside lab up`: site A's SR shows its mirror replicating; at site B, a test failover of a
+    `farside mirror snapshot` runs through the wizard, its report is read, and it cleans up."""
+    root = tmp_path / "lab"
+
+    def farside(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "farside.cli.main", *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    try:
+        farside("lab", "up", str(root), "--vms", "2", "--vapps", "1", "--luns", "1")
+        ports = json.loads((root / "lab.json").read_text())["ports"]
+        password = (root / "password").read_text().strip()
+        a = PoolServer(root / "site-a", port=int(ports["a"]))
+        b = PoolServer(root / "site-b", port=int(ports["b"]))
+        site_a = browser.new_page(viewport={"width": 1280, "height": 900})
+        site_a.set_default_timeout(WAIT_MS)
+        log_in(site_a, a, "root", password)
+        expect(site_a.locator("#srs .mirror")).to_have_text("replicating")
+        expect(site_a.locator("#vms")).to_contain_text("shop-db")
+        site_a.screenshot(path=shots / "lab-site-a-pool.png", full_page=True)
+        site_a.close()
+
+        snapshot = root / "snapshots" / "lun1"
+        farside("mirror", "snapshot", "lun1", str(snapshot), "--state-dir", str(root / "mirror"))
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(WAIT_MS)
+        log_in(page, b, "root", password)
+        page.click("text=DR wizard")
+        page.check("input[value=test]")
+        page.click("#next")
+        page.fill("#paths", str(snapshot))
+        page.click("#probe")
+        page.click("#attach")
+        page.wait_for_selector("#select-form")
+        expect(page.locator("#items")).to_contain_text("vApp shop")
+        page.check("input[name=power][value=start_paused]")
+        page.click("#run-prechecks")
+        page.wait_for_selector("#precheck-ok")
+        page.click("#recover")
+        page.wait_for_selector("#report")
+        assert "Test failover (succeeded)" in page.inner_text("#report")
+        page.screenshot(path=shots / "lab-report.png", full_page=True)
+        page.click("#cleanup")
+        expect(page.locator("#cleanup-result")).to_contain_text("Cleanup: done", timeout=WAIT_MS)
+        status = json.loads(farside("lab", "status", str(root), "--json"))
+        assert [m["state"] for m in status["mirrors"]] == ["replicating"]  # replication went on
+        assert status["sites"]["b"]["vms"] == [] and status["sites"]["b"]["srs"] == []
+    finally:
+        subprocess.run([sys.executable, "-m", "farside.cli.main", "lab", "down", str(root)], capture_output=True)
