@@ -57,8 +57,7 @@ def copy_new(path: str, rel: str, journal: JournalWriter, now: float) -> Copied 
         for _ in range(MAX_READS):
             read_ns = time.time_ns()
             st0 = os.fstat(fd)
-            staged_name, staged = journal.new_file()
-            out = os.open(staged, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+            staged_name, out = journal.new_file()
             try:
                 hashes: list[str | None] = [None] * count(st0.st_size)
                 read = 0
@@ -68,19 +67,17 @@ def copy_new(path: str, rel: str, journal: JournalWriter, now: float) -> Copied 
                     if hash_ is None:
                         continue
                     hashes[index] = hash_
-                    journal.writer.send(out, data, index * CHUNK)
+                    out.send(data, index * CHUNK)
                 st1 = os.fstat(fd)
                 if stat_key(st0) != stat_key(st1):
-                    os.close(out)
-                    out = -1
-                    staged.unlink()
+                    out.close()
+                    out.path.unlink()
                     continue
-                os.ftruncate(out, st0.st_size)
-                os.fchmod(out, st0.st_mode & 0o7777)
-                os.utime(out, ns=(st0.st_mtime_ns, st0.st_mtime_ns))
+                os.ftruncate(out.fd, st0.st_size)
+                os.fchmod(out.fd, st0.st_mode & 0o7777)
+                os.utime(out.fd, ns=(st0.st_mtime_ns, st0.st_mtime_ns))
             except BaseException:
-                if out >= 0:
-                    os.close(out)
+                out.close()
                 raise
             # fsync and the end-to-end check run in the background while the next file is copied.
             journal.seal(out, hashes, st0.st_size, rel)

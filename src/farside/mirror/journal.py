@@ -7,7 +7,9 @@
 
 Nothing in the target's own files changes until ``index.json`` exists, and ``index.json`` is
 written (atomically) only once ``data`` and every new file are fsynced and read back against their
-chunk hashes. Applying is idempotent (writes of the same bytes, renames that are skipped once done,
+chunk hashes. New files, the bulk of a first sync, bypass the page cache (``O_DIRECT``): their
+writes go to the disk as they are made, the read-back reads the disk, not a cached copy, and the
+mirror neither evicts the pool's cached data nor pays to fill memory with pages nobody reads again. Applying is idempotent (writes of the same bytes, renames that are skipped once done,
 removals of what is gone), so a crash while applying is finished by applying again: ``replay``
 runs before anything else touches the target. A journal without ``index.json`` was never committed
 and is thrown away; the target still holds the previous cycle.
@@ -16,7 +18,8 @@ and is thrown away; the target still holds the previous cycle.
 from __future__ import annotations
 
 import contextlib
-import mmap
+import ctypes
+import errno
 import os
 import shutil
 from collections import deque
@@ -25,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from farside.mirror import sparse
-from farside.mirror.chunks import CHUNK, LEGACY_HASH, Reader, digest
+from farside.mirror.chunks import ALIGN, CHUNK, LEGACY_HASH, Reader, digest
 from farside.mirror.writer import TargetWriter
 from farside.storage.files import fsync_dir, read_json, write_json
 from farside.storage.mirror_marker import MARKER_DIR
@@ -67,6 +70,7 @@ class JournalWriter:
         self._chunks: list[tuple[int, int, str]] = []  # (offset in data, length, hash)
         self._staged = 0
         self.reader = Reader()  # the cycle's thread reads the source through it
+        self._seal_reader = Reader()  # the sealing thread's, for the read-back
         # One thread checks and fsyncs finished new files while the cycle reads and writes the
         # next ones: the disk writes back one file while the next is copied, on the other core.
         self._sealer: ThreadPoolExecutor | None = None
@@ -103,23 +107,23 @@ class JournalWriter:
 
     # -- new files -----------------------------------------------------------------------------
 
-    def new_file(self) -> tuple[str, Path]:
-        """A path for a whole new file, and its name in the journal."""
+    def new_file(self) -> tuple[str, NewFile]:
+        """A whole new file to write, and its name in the journal."""
         self._staged += 1
         name = f"new/{self._staged}"
-        return name, self.dir / name
+        return name, NewFile(self.dir / name, self.writer)
 
-    def seal(self, fd: int, hashes: list[str | None], size: int, rel: str) -> None:
+    def seal(self, new: NewFile, hashes: list[str | None], size: int, rel: str) -> None:
         """fsync a written new file and check it against its source hashes, in the background.
 
-        Takes ``fd`` over (it is closed once done). A failure (a mismatch, an I/O error) is raised
+        Takes ``new`` over (it is closed once done). A failure (a mismatch, an I/O error) is raised
         by ``commit``.
         """
         if self._sealer is None:
             self._sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mirror-seal")
         while len(self._sealing) >= SEALING:
             self._sealing.popleft().result()
-        self._sealing.append(self._sealer.submit(_seal, fd, hashes, size, rel))
+        self._sealing.append(self._sealer.submit(_seal, new, hashes, size, rel, self._seal_reader))
 
     def _settle(self, raise_errors: bool) -> None:
         """Wait for every new file being sealed; raise the first failure if asked."""
@@ -153,24 +157,71 @@ class JournalWriter:
         write_json(self.dir / INDEX_FILE, index)
 
 
-def _seal(fd: int, hashes: list[str | None], size: int, rel: str) -> None:
+class NewFile:
+    """A whole new file being written into the journal.
+
+    Whole blocks go straight to the disk (``O_DIRECT``); what ``O_DIRECT`` refuses (a file's last,
+    partial block; a buffer that is not aligned; a filesystem without it, such as tmpfs) goes
+    through the page cache, and ``fsync`` covers both.
+    """
+
+    def __init__(self, path: Path, writer: TargetWriter) -> None:
+        self.path = path
+        self.writer = writer
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            self.direct = os.open(path, os.O_RDWR | os.O_DIRECT)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                os.close(self.fd)
+                raise
+            self.direct = -1
+
+    def send(self, data: bytes | memoryview, offset: int) -> None:
+        """Write source data at ``offset``."""
+        if self.direct >= 0 and offset % ALIGN == 0 and len(data) % ALIGN == 0 and _aligned(data):
+            try:
+                self.writer.send(self.direct, data, offset)
+                return
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                # The filesystem opened the file for O_DIRECT but refuses its writes: nothing
+                # was written, and the rest of the file goes through the page cache.
+                os.close(self.direct)
+                self.direct = -1
+        self.writer.send(self.fd, data, offset)
+
+    def close(self) -> None:
+        for fd in (self.fd, self.direct):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self.direct = -1
+
+
+def _aligned(data: bytes | memoryview) -> bool:
+    """Whether a buffer's address suits O_DIRECT (a read-only one is taken as not: ctypes cannot see it)."""
+    view = memoryview(data)
+    if view.readonly or not view.c_contiguous:
+        return False
+    return ctypes.addressof(ctypes.c_char.from_buffer(view)) % ALIGN == 0
+
+
+def _seal(new: NewFile, hashes: list[str | None], size: int, rel: str, reader: Reader) -> None:
     """Make a new file durable, then read it back and check each chunk against the source hash."""
     try:
-        os.fsync(fd)
-        if os.fstat(fd).st_size != size:
+        os.fsync(new.fd)
+        if os.fstat(new.fd).st_size != size:
             raise CorruptJournal(f"the copy of {rel} in the journal has the wrong size")
-        if any(h is not None for h in hashes):
-            # Mapped, not read: the check hashes the page cache in place, with no copy. Safe here
-            # because nothing else writes or truncates a file in the journal.
-            with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped, memoryview(mapped) as view:
-                mapped.madvise(mmap.MADV_SEQUENTIAL)
-                for index, hash_ in enumerate(hashes):
-                    if hash_ is not None and digest(view[index * CHUNK : (index + 1) * CHUNK]) != hash_:
-                        raise CorruptJournal(
-                            f"the copy of {rel} in the journal does not match its source at chunk {index}"
-                        )
+        # From the disk where O_DIRECT is available: the check then covers what was stored.
+        fd = new.direct if new.direct >= 0 else new.fd
+        want = [i for i, h in enumerate(hashes) if h is not None]
+        got = {index: hash_ for index, _data, hash_ in reader.hashed(fd, size, want)}
+        for index in want:
+            if got.get(index) != hashes[index]:
+                raise CorruptJournal(f"the copy of {rel} in the journal does not match its source at chunk {index}")
     finally:
-        os.close(fd)
+        new.close()
 
 
 def pending(target: Path) -> dict[str, Any] | None:

@@ -4,8 +4,10 @@ and a full target fails clearly with the previous cycle intact."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -164,7 +166,9 @@ class CorruptingWriter(TargetWriter):
     def send(self, fd: int, data: bytes | memoryview, offset: int) -> None:
         if not self.done:
             self.done = True
-            data = b"damaged" + bytes(data)[7:]
+            # In place, in the reader's buffer after the source hash was taken: the write itself
+            # is unchanged (O_DIRECT where the target has it), only the bytes went wrong.
+            memoryview(data)[:7] = b"damaged"
         super().send(fd, data, offset)
 
 
@@ -209,6 +213,77 @@ class TestNewFiles:
         assert not journal.journal_dir(target).exists()
         mirrors.sync(mirror)
         assert tree(target) == tree(source)
+
+
+class RecordingWriter(TargetWriter):
+    """Notes, for each write into the journal, whether it bypassed the page cache."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sends: list[tuple[bool, int, int]] = []  # (O_DIRECT, offset, length)
+
+    def send(self, fd: int, data: bytes | memoryview, offset: int) -> None:
+        self.sends.append((bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT), offset, len(data)))
+        super().send(fd, data, offset)
+
+
+class NoDirectWrites(TargetWriter):
+    """A filesystem that opens files with O_DIRECT but refuses O_DIRECT writes (EINVAL)."""
+
+    def write(self, fd: int, data: bytes | memoryview, offset: int) -> None:
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        super().write(fd, data, offset)
+
+
+def _direct_supported(path: Path) -> bool:
+    try:
+        os.close(os.open(path / "probe", os.O_RDWR | os.O_CREAT | os.O_DIRECT, 0o600))
+        return True
+    except OSError:
+        return False
+    finally:
+        (path / "probe").unlink(missing_ok=True)
+
+
+class TestDirectWrites:
+    def test_whole_blocks_bypass_the_page_cache(
+        self, mirrors: Mirrors, mirror: str, source: Path, target: Path, tmp_path: Path
+    ) -> None:
+        """A new file's whole chunks are written with O_DIRECT; its last partial block through the
+        page cache; the copy is whole."""
+        if not _direct_supported(tmp_path):
+            pytest.skip("this filesystem has no O_DIRECT")
+        writer = RecordingWriter()
+        mirrors.sync(mirror, writer=writer)
+        assert tree(target) == tree(source)
+        # full.img is 3 MiB + 100 bytes: three direct chunks, then 100 bytes buffered.
+        full = [(direct, offset, length) for direct, offset, length in writer.sends if length in (MIB, 100)]
+        assert (True, 0, MIB) in full and (True, 2 * MIB, MIB) in full
+        assert (False, 3 * MIB, 100) in full
+
+    def test_a_filesystem_refusing_direct_writes_gets_buffered_ones(
+        self, mirrors: Mirrors, mirror: str, source: Path, target: Path
+    ) -> None:
+        mirrors.sync(mirror, writer=NoDirectWrites())
+        assert tree(target) == tree(source)
+
+    def test_a_filesystem_without_direct_io(
+        self, mirrors: Mirrors, mirror: str, source: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        real_open = os.open
+
+        def no_direct(path: object, flags: int, *args: int) -> int:
+            if flags & os.O_DIRECT:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_open(path, flags, *args)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(journal.os, "open", no_direct)
+        writer = RecordingWriter()
+        mirrors.sync(mirror, writer=writer)
+        monkeypatch.undo()
+        assert tree(target) == tree(source)
+        assert writer.sends and not any(direct for direct, _o, _l in writer.sends)
 
 
 def _blake2b(data: bytes) -> str:
