@@ -9,10 +9,12 @@ Nothing in the target's own files changes until ``index.json`` exists, and ``ind
 written (atomically) only once ``data`` and every new file are fsynced and read back against their
 chunk hashes. New files, the bulk of a first sync, bypass the page cache (``O_DIRECT``): their
 writes go to the disk as they are made, the read-back reads the disk, not a cached copy, and the
-mirror neither evicts the pool's cached data nor pays to fill memory with pages nobody reads again. Applying is idempotent (writes of the same bytes, renames that are skipped once done,
-removals of what is gone), so a crash while applying is finished by applying again: ``replay``
-runs before anything else touches the target. A journal without ``index.json`` was never committed
-and is thrown away; the target still holds the previous cycle.
+mirror neither evicts the pool's cached data nor pays to fill memory with pages nobody reads again.
+
+Applying is idempotent (writes of the same bytes, renames that are skipped once done, removals of
+what is gone), so a crash while applying is finished by applying again: ``replay`` runs before
+anything else touches the target. A journal without ``index.json`` was never committed and is
+thrown away; the target still holds the previous cycle.
 """
 
 from __future__ import annotations
