@@ -7,6 +7,8 @@
 - A VM running ``farside image bootable --counter`` (on a qcow2 disk) writes its tick count while
   cycles run: the target image always passes ``qemu-img check`` and its count never goes back.
 - SIGTERM stops the daemon cleanly (exit 0), between files.
+- ``farside mirror split`` issued while the daemon runs a long (bandwidth-limited) cycle takes the
+  mirror at once: the cycle is abandoned, the target is the last complete cycle, the daemon goes on.
 
 ENOSPC, torn applies and unstable files are covered in tests/unit/mirror/ (writer hooks).
 """
@@ -158,6 +160,36 @@ def test_sigterm_stops_cleanly(tmp_path: Path, daemons: list[Daemon]) -> None:
     assert "stopped" in out
     assert not journal.journal_dir(target).exists()
     assert digest_tree(target) in {digest_tree(source), _without(source, "late.img")}
+
+
+def test_split_preempts_the_daemons_cycle(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """A split during a long cycle abandons it: the failover gets the last complete cycle now, not
+    once the cycle has crawled to its end at 1 MiB/s (a minute here)."""
+    source, target, state = tmp_path / "a", tmp_path / "b", tmp_path / "state"
+    source.mkdir()
+    write_generation(source, 0, random.Random(3))
+    mirrors = Mirrors(state)
+    mirrors.create("m", source, target, interval=0)
+    mirrors.sync("m")
+    before = digest_tree(target)
+    record = mirrors.load("m")
+    record.bwlimit = 1.0
+    mirrors.state_dir.save(record)
+    fill(source / "big.img", 64 * MIB, seed=4)
+    daemons.append(Daemon(state, "m"))
+    deadline = time.monotonic() + 60
+    while not (journal.journal_dir(target) / "new").is_dir():  # the daemon's cycle is under way
+        assert time.monotonic() < deadline and daemons[-1].process.poll() is None
+        time.sleep(0.02)
+    split = farside("mirror", "split", "--state-dir", str(state), "m", timeout=30)
+    assert split.returncode == 0, split.stderr
+    assert digest_tree(target) == before
+    status = mirrors.status("m")
+    assert (status["state"], status["cycle"], status["failing"]) == ("split", 1, False)
+    daemons[-1].process.send_signal(signal.SIGTERM)
+    out, err = daemons[-1].process.communicate(timeout=60)
+    assert daemons[-1].process.returncode == 0, err
+    assert "MIRROR_CYCLE_ABANDONED" in out + err
 
 
 def _without(root: Path, name: str) -> str:

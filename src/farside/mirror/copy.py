@@ -21,15 +21,29 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from farside.mirror.chunks import CHUNK, Reader, count
+from farside.mirror.errors import CycleStopped
 from farside.mirror.journal import JournalWriter, stat_key
 from farside.mirror.sparse import data_chunks
 from farside.mirror.state import FileEntry
 
 MAX_READS = 3
 RACY_NS = 2_000_000_000
+
+
+class Stop(Protocol):
+    """Asked while a file is read whether the cycle must give up (a ``threading.Event`` is one)."""
+
+    def is_set(self) -> bool: ...
+
+
+def check_stop(stop: Stop | None) -> None:
+    """Raise ``CycleStopped`` if asked to; looked at every chunk (a flock test: microseconds), so a
+    cycle slowed down by ``--bwlimit`` stops as soon as a chunk is sent."""
+    if stop is not None and stop.is_set():
+        raise CycleStopped()
 
 
 @dataclass
@@ -50,7 +64,7 @@ def chunk_hashes(fd: int, size: int) -> list[str | None]:
     return hashes
 
 
-def copy_new(path: str, rel: str, journal: JournalWriter, now: float) -> Copied | None:
+def copy_new(path: str, rel: str, journal: JournalWriter, now: float, stop: Stop | None = None) -> Copied | None:
     """Read a file whole into a new journal file; None if it kept changing while read."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -63,6 +77,7 @@ def copy_new(path: str, rel: str, journal: JournalWriter, now: float) -> Copied 
                 read = 0
                 indexes = data_chunks(fd, st0.st_size, CHUNK)
                 for index, data, hash_ in journal.reader.hashed(fd, st0.st_size, indexes):
+                    check_stop(stop)
                     read += len(data)
                     if hash_ is None:
                         continue
@@ -90,7 +105,7 @@ def copy_new(path: str, rel: str, journal: JournalWriter, now: float) -> Copied 
 
 
 def copy_changes(
-    path: str, rel: str, old: FileEntry, dirty: set[int], journal: JournalWriter, now: float
+    path: str, rel: str, old: FileEntry, dirty: set[int], journal: JournalWriter, now: float, stop: Stop | None = None
 ) -> Copied | None:
     """Read a file and journal the chunks that differ from ``old`` or are ``dirty`` at the target.
 
@@ -107,6 +122,7 @@ def copy_changes(
             writes: list[list[object]] = []
             read = 0
             for index, data, hash_ in journal.reader.hashed(fd, size, data_chunks(fd, size, CHUNK)):
+                check_stop(stop)
                 read += len(data)
                 if hash_ is None:
                     continue

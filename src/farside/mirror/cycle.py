@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 from farside.mirror import journal
 from farside.mirror.chunks import HASH, LEGACY_HASH, known
-from farside.mirror.copy import Copied, chunk_hashes, copy_changes, copy_new, reserve_target
+from farside.mirror.copy import Copied, Stop, chunk_hashes, copy_changes, copy_new, reserve_target
 from farside.mirror.errors import CycleStopped, MirrorIoError, MirrorTargetFull
 from farside.mirror.journal import CorruptJournal, JournalWriter, stat_key
 from farside.mirror.state import CycleStats, FileEntry, Record, State, StateDir
@@ -80,14 +79,14 @@ def run_cycle(
     state_dir: StateDir,
     record: Record,
     writer: TargetWriter | None = None,
-    stop: threading.Event | None = None,
+    stop: Stop | None = None,
 ) -> CycleResult:
     """Copy what changed since the last cycle; the caller holds the mirror lock and has replayed.
 
     Raises:
         MirrorTargetFull: the target ran out of space; the target still holds the previous cycle.
         MirrorIoError: the source or target could not be read or written.
-        CycleStopped: ``stop`` was set before the journal was committed; nothing changed.
+        CycleStopped: ``stop`` was set while the source was read; nothing changed.
     """
     writer = writer or TargetWriter(record.bwlimit)
     source, target = Path(record.source), Path(record.target)
@@ -129,7 +128,7 @@ def _translate(record: Record, exc: BaseException) -> BaseException:
     return exc
 
 
-def _build(state_dir: StateDir, record: Record, jw: JournalWriter, stop: threading.Event | None) -> dict[str, Any]:
+def _build(state_dir: StateDir, record: Record, jw: JournalWriter, stop: Stop | None) -> dict[str, Any]:
     """Read the source, journal what changed; the journal's index."""
     source, target = Path(record.source), Path(record.target)
     manifest = state_dir.load_manifest(record.name)
@@ -160,9 +159,9 @@ def _build(state_dir: StateDir, record: Record, jw: JournalWriter, stop: threadi
             continue
         copied: Copied | None
         if old is None or tst is None:
-            copied = copy_new(str(source / rel), rel, jw, stats.started)
+            copied = copy_new(str(source / rel), rel, jw, stats.started, stop)
         else:
-            copied = copy_changes(str(source / rel), rel, old, dirty, jw, stats.started)
+            copied = copy_changes(str(source / rel), rel, old, dirty, jw, stats.started, stop)
         if copied is None:
             lagging[rel] = old.taken if old is not None else None
             continue

@@ -71,5 +71,19 @@ class MirrorTargetFull(MirrorIoError):
     code = "MIRROR_TARGET_FULL"
 
 
+class MirrorPreempted(StateError):
+    """``[name, cycle]``: a command (split, pause, delete) took the mirror over a cycle in progress."""
+
+    code = "MIRROR_CYCLE_ABANDONED"
+
+    def describe(self) -> str:
+        name, number = self.params
+        return (
+            f"{self.code}: mirror {name!r}: the cycle was abandoned because a split, pause or delete asked for the "
+            f"mirror; the target still holds cycle {number}"
+        )
+
+
 class CycleStopped(Exception):
-    """A cycle gave up before its journal was committed, because the daemon is stopping."""
+    """A cycle gave up before its journal was committed: the daemon is stopping, or a command
+    preempted it (see ``lock.Preemption``)."""

@@ -4,30 +4,80 @@
 resync, snapshot, delete. A command waits for it, so a command issued while the daemon copies runs
 right after that cycle. ``daemon.lock`` is held by a running ``farside mirror run`` for its whole
 life, so that one daemon at a time serves a mirror and ``status`` can say whether one runs.
-flocks die with their process, so a killed daemon leaves no stale lock behind.
+``preempt.lock`` is held by a command that must not wait for a cycle to end (split, pause, delete)
+while it waits for ``mirror.lock``: the cycle in progress sees it (``Preemption``) and gives up
+before its commit, so a failover's split never waits out a long first sync.
+flocks die with their process, so a killed daemon leaves no stale lock behind, and a killed
+command no stale request.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 MIRROR_LOCK = "mirror.lock"
 DAEMON_LOCK = "daemon.lock"
+PREEMPT_LOCK = "preempt.lock"
 
 
 @contextmanager
 def held(path: Path) -> Iterator[None]:
-    """Hold an exclusive flock on ``path`` (created if missing), waiting for it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold an exclusive flock on ``path`` (created if missing), waiting for it.
+
+    Raises:
+        FileNotFoundError: the directory of ``path`` is gone (the mirror was deleted meanwhile).
+    """
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            ours = os.fstat(fd)
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                now = None
+        except BaseException:
+            os.close(fd)
+            raise
+        if now is not None and (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino):
+            break
+        # The file was removed while we waited (a delete): a lock on it guards nothing.
+        os.close(fd)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
+
+
+class Preemption:
+    """Whether a cycle should give up: its own ``stop`` is set, or a command holds ``preempt.lock``.
+
+    Has ``is_set`` like the ``threading.Event`` it wraps, so a cycle checks one flag for both.
+    """
+
+    def __init__(self, path: Path, stop: threading.Event | None = None) -> None:
+        self.stop = stop
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def is_set(self) -> bool:
+        if self.stop is not None and self.stop.is_set():
+            return True
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return False
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def try_hold(path: Path) -> int | None:

@@ -12,14 +12,14 @@ import os
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from farside.errors import FarsideError
 from farside.mirror import cycle, journal, lock, snapshot
 from farside.mirror.cycle import CycleResult
-from farside.mirror.errors import CycleStopped, MirrorExists, MirrorInvalid, MirrorState
+from farside.mirror.errors import CycleStopped, MirrorExists, MirrorInvalid, MirrorPreempted, MirrorState
 from farside.mirror.state import Record, State, StateDir, check_name
 from farside.mirror.writer import TargetWriter
 from farside.storage import lease
@@ -45,10 +45,22 @@ class Mirrors:
         return self.state_dir.load(name)
 
     @contextmanager
-    def locked(self, name: str) -> Iterator[Record]:
-        """Hold the mirror lock, finish any interrupted apply, and give the current record."""
+    def locked(self, name: str, preempt: bool = False) -> Iterator[Record]:
+        """Hold the mirror lock, finish any interrupted apply, and give the current record.
+
+        With ``preempt``, a cycle in progress is asked to give up (before its commit) instead of
+        being waited for: what split, pause and delete want, now.
+        """
         self.state_dir.load(name)  # MIRROR_UNKNOWN before creating a lock file
-        with lock.held(self.state_dir.mirror_dir(name) / lock.MIRROR_LOCK):
+        mdir = self.state_dir.mirror_dir(name)
+        with ExitStack() as stack:
+            try:
+                if preempt:
+                    stack.enter_context(lock.held(mdir / lock.PREEMPT_LOCK))
+                stack.enter_context(lock.held(mdir / lock.MIRROR_LOCK))
+            except FileNotFoundError:
+                self.state_dir.load(name)  # deleted while we waited: MIRROR_UNKNOWN
+                raise
             record = self.state_dir.load(name)
             cycle.replay(self.state_dir, record)
             yield record
@@ -102,7 +114,7 @@ class Mirrors:
 
     def delete(self, name: str) -> None:
         """Forget the mirror; both directories stay as they are, the target a complete cycle and pluggable."""
-        with self.locked(name) as record:
+        with self.locked(name, preempt=True) as record:
             if record.state_enum is not State.SPLIT:
                 # Stop replication durably before the target loses its marker: a delete that dies
                 # halfway must never leave a replicating mirror writing into a pluggable LUN.
@@ -128,6 +140,7 @@ class Mirrors:
         Raises:
             MirrorState: the mirror is paused or split.
             MirrorTargetFull, MirrorIoError: the cycle failed; the target holds the previous cycle.
+            MirrorPreempted: a split, pause or delete took the mirror over while the source was read.
         """
         with self.locked(name) as record:
             if record.state_enum in (State.PAUSED, State.SPLIT):
@@ -136,19 +149,28 @@ class Mirrors:
             return self._cycle(record, writer, stop)
 
     def _cycle(self, record: Record, writer: TargetWriter | None, stop: threading.Event | None) -> CycleResult:
+        preemption = lock.Preemption(self.state_dir.mirror_dir(record.name) / lock.PREEMPT_LOCK, stop)
         try:
-            return cycle.run_cycle(self.state_dir, record, writer or TargetWriter(record.bwlimit), stop)
-        except _NOT_ERRORS:
-            raise
+            return cycle.run_cycle(self.state_dir, record, writer or TargetWriter(record.bwlimit), preemption)
+        except CycleStopped:
+            # Not a failure of replication: the daemon stopping (its own ``stop``), or a command
+            # that took the mirror over.
+            if stop is not None and stop.is_set():
+                raise
+            raise MirrorPreempted(record.name, record.last_cycle.number) from None
+        except MirrorState:
+            raise  # a refusal, not a failure
         except Exception as exc:
             fresh = self.state_dir.load(record.name)
             fresh.last_attempt = record.last_attempt
             fresh.add_error(exc.describe() if isinstance(exc, FarsideError) else str(exc))
             self.state_dir.save(fresh)
             raise
+        finally:
+            preemption.close()
 
     def pause(self, name: str) -> None:
-        with self.locked(name) as record:
+        with self.locked(name, preempt=True) as record:
             if record.state_enum not in (State.REPLICATING, State.RESYNCING, State.PAUSED):
                 raise MirrorState(name, record.state, "only a replicating mirror can be paused")
             record.state = State.PAUSED.value
@@ -164,8 +186,14 @@ class Mirrors:
     # -- split, reverse, resync ----------------------------------------------------------------
 
     def split(self, name: str) -> Record:
-        """Stop replicating; the target, a complete cycle, becomes writable and pluggable."""
-        with self.locked(name) as record:
+        """Stop replicating; the target, a complete cycle, becomes writable and pluggable.
+
+        A cycle in progress is abandoned before its commit rather than waited for: a failover
+        must not wait out a long cycle (the target keeps the last complete cycle). Unless no
+        cycle has completed yet: the split would be refused anyway, so the first sync, the only
+        progress there is, is waited for.
+        """
+        with self.locked(name, preempt=self.load(name).last_cycle.number > 0) as record:
             if record.state_enum is State.SPLIT:
                 # Idempotent, and so the way to finish a split that died after saving the record:
                 # the marker may still be active, and pools would refuse the LUN for ever.
@@ -278,10 +306,6 @@ class Mirrors:
                 for rel, since in record.lagging.items()
             },
         }
-
-
-# Refusals and a stopping daemon are not failures of replication.
-_NOT_ERRORS = (MirrorState, CycleStopped)
 
 
 def _absolute(path: Path) -> Path:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from farside.mirror import lock
 from farside.mirror.copy import MAX_READS
-from farside.mirror.errors import MirrorState
+from farside.mirror.errors import MirrorPreempted, MirrorState, MirrorUnknown
 from farside.mirror.pair import Mirrors
 from farside.mirror.writer import TargetWriter
 from mirror_trees import MIB, fill, tree
@@ -189,3 +193,119 @@ class TestSnapshot:
         assert not (tmp_path / "snap" / ".farside-mirror").exists()
         assert (tmp_path / "snap" / "sparse.img").stat().st_blocks * 512 <= 3 * MIB
         assert os.listdir(tmp_path / "site-b") == ["lun1"]
+
+
+class GatedWriter(TargetWriter):
+    """Holds the cycle at its first chunk until the test lets it go on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = threading.Event()
+        self.go = threading.Event()
+
+    def send(self, fd: int, data: bytes | memoryview, offset: int) -> None:
+        super().send(fd, data, offset)
+        self.started.set()
+        assert self.go.wait(30)
+
+
+def _in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[object]]:
+    """Run ``call`` in a thread; the list gets its result or the exception it raised."""
+    out: list[object] = []
+
+    def body() -> None:
+        try:
+            out.append(call())
+        except Exception as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    return thread, out
+
+
+class TestPreemption:
+    def _wait_for_request(self, mirrors: Mirrors, mirror: str) -> None:
+        flag = lock.Preemption(mirrors.state_dir.mirror_dir(mirror) / lock.PREEMPT_LOCK)
+        try:
+            for _ in range(3000):
+                if flag.is_set():
+                    return
+                time.sleep(0.01)
+            raise AssertionError("the split never asked for the mirror")
+        finally:
+            flag.close()
+
+    @pytest.mark.parametrize("command", ["split", "pause"])
+    def test_split_or_pause_abandons_the_cycle_in_progress(
+        self, mirrors: Mirrors, mirror: str, source: Path, target: Path, command: str
+    ) -> None:
+        """A split (or pause) issued during a cycle takes the mirror at the cycle's next chunk: the
+        cycle is abandoned before its commit, the target keeps the last cycle, no error is recorded."""
+        mirrors.sync(mirror)
+        before = tree(target)
+        fill(source / "new.img", 4 * MIB, seed=9)
+        writer = GatedWriter()
+        syncing, synced = _in_thread(lambda: mirrors.sync(mirror, writer=writer))
+        assert writer.started.wait(30)
+        taking, took = _in_thread(lambda: getattr(mirrors, command)(mirror))
+        self._wait_for_request(mirrors, mirror)
+        writer.go.set()
+        syncing.join(30)
+        taking.join(30)
+        assert isinstance(synced[0], MirrorPreempted), synced
+        assert "still holds cycle 1" in synced[0].describe()
+        assert not isinstance(took[0], Exception), took
+        status = mirrors.status(mirror)
+        assert status["state"] == command.replace("pause", "paused")
+        assert status["cycle"] == 1 and not status["failing"] and status["errors"] == []
+        assert tree(target) == before
+
+    def test_split_during_the_first_sync_waits_for_it(self, mirrors: Mirrors, mirror: str, target: Path) -> None:
+        """Before any cycle completed a split would be refused, so it waits for the first sync instead
+        of throwing it away."""
+        writer = GatedWriter()
+        syncing, synced = _in_thread(lambda: mirrors.sync(mirror, writer=writer))
+        assert writer.started.wait(30)
+        taking, took = _in_thread(lambda: mirrors.split(mirror))
+        time.sleep(0.2)  # time for a split that would preempt to ask; it must not
+        flag = lock.Preemption(mirrors.state_dir.mirror_dir(mirror) / lock.PREEMPT_LOCK)
+        assert not flag.is_set()
+        flag.close()
+        writer.go.set()
+        syncing.join(30)
+        taking.join(30)
+        assert not isinstance(synced[0], Exception) and not isinstance(took[0], Exception), (synced, took)
+        assert mirrors.status(mirror)["state"] == "split"
+        assert mirrors.status(mirror)["cycle"] == 1
+
+    def test_a_command_waiting_on_a_deleted_mirror(self, mirrors: Mirrors, mirror: str) -> None:
+        """A command that waited for the lock of a mirror deleted meanwhile says the mirror is gone,
+        instead of acting under a lock on a file that no longer guards anything."""
+        mirrors.sync(mirror)
+        mdir = mirrors.state_dir.mirror_dir(mirror)
+        with lock.held(mdir / lock.MIRROR_LOCK):
+            waiting, waited = _in_thread(lambda: mirrors.unpause(mirror))
+            time.sleep(0.3)  # let it block on the lock (if not, it finds no mirror: the same outcome)
+            # What delete leaves once it lets go of the lock: the directory and its files gone.
+            for f in mdir.iterdir():
+                f.unlink()
+            mdir.rmdir()
+        waiting.join(30)
+        assert isinstance(waited[0], MirrorUnknown), waited
+
+
+def test_a_lock_file_replaced_while_waiting_is_taken_anew(tmp_path: Path) -> None:
+    path = tmp_path / "mirror.lock"
+    got: list[int] = []
+    with lock.held(path):
+        thread, _ = _in_thread(lambda: _hold_and_note(path, got))
+        time.sleep(0.3)
+        path.unlink()
+    thread.join(30)
+    assert got == [path.stat().st_ino]
+
+
+def _hold_and_note(path: Path, got: list[int]) -> None:
+    with lock.held(path):
+        got.append(path.stat().st_ino)
