@@ -43,7 +43,7 @@ url, password, run, step, throttle = sys.argv[1:5] + [float(sys.argv[5])]
 
 class Throttled(XmlRpcSession):
     def call(self, method, *args):
-        if method == "DR_run.set_steps" and json.loads(args[1]).get(step, {}).get("state") in ("started", "done"):
+        if method == "DR_run.save" and "steps" in args[2] and json.loads(args[2]["steps"]).get(step, {}).get("state") in ("started", "done"):
             time.sleep(throttle)
         return super().call(method, *args)
 

@@ -127,6 +127,31 @@ def test_one_engine_at_a_time(two_pools: tuple[PoolServer, PoolServer], tmp_path
     sb.xenapi.DR_run.cleanup(run)
 
 
+def test_only_the_claim_holder_saves_the_run(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
+    """An engine that lost the claim (stalled, taken over) cannot write the run: its late journal
+    would overwrite its successor's. The fields are read-only to plain setters too."""
+    sb, _ = site_b_with_copy(two_pools, tmp_path)
+    run = sb.xenapi.DR_run.create("test", {"luns": str(tmp_path / "copy"), "power": "none"})
+    ours, theirs = f"{socket.gethostname()}:{os.getpid()}:ours", f"{socket.gethostname()}:{os.getpid()}:theirs"
+    sb.xenapi.DR_run.claim(run, ours)
+    sb.xenapi.DR_run.save(run, ours, {"steps": '{"discover": {"state": "started", "data": {}}}'})
+    with pytest.raises(XenAPI.Failure) as info:
+        sb.xenapi.DR_run.save(run, theirs, {"steps": "{}", "state": "failed"})
+    assert info.value.details[0] == "OPERATION_NOT_ALLOWED" and "only the engine holding its claim" in info.value.details[1]
+    assert sb.xenapi.DR_run.get_state(run) == "created" and "discover" in sb.xenapi.DR_run.get_steps(run)
+    for bad, field in (({"runner": "x"}, "fields"), ({"state": "exploded"}, "state"), ({"steps": "{"}, "steps")):
+        with pytest.raises(XenAPI.Failure) as info:
+            sb.xenapi.DR_run.save(run, ours, bad)
+        assert info.value.details[:2] == ["INVALID_VALUE", field], info.value.details
+    with pytest.raises(XenAPI.Failure) as info:
+        sb.xenapi.DR_run.set_state(run, "done")
+    assert info.value.details[0] == "MESSAGE_METHOD_UNKNOWN"
+    sb.xenapi.DR_run.unclaim(run, ours)
+    sb.xenapi.DR_run.start(run)  # a fresh engine claims it and carries it out from the saved journal
+    assert sb.xenapi.DR_run.get_state(run) == "done"
+    sb.xenapi.DR_run.cleanup(run)
+
+
 class Mirrors(LunReplication):
     """Replication as an array would report it (test double): every LUN replicating until split."""
 

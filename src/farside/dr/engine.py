@@ -79,6 +79,10 @@ class RunFailed(Exception):
     """A step could not go on; the reason is in the run's journal and report."""
 
 
+class RunTakenOver(RunFailed):
+    """Another engine holds the run's claim now: this one stops without writing anything more."""
+
+
 def changes(differences: dict[str, dict[str, list[str]]]) -> str:
     """The cleanup's differences from the baseline as a sentence: "VM added a, b; SR removed c"."""
     parts = [
@@ -150,10 +154,20 @@ class Engine:
     def _save(self, force: bool = True) -> None:
         if not force and time.monotonic() - self._saved_at < SAVE_INTERVAL_S:
             return
-        if self._lost:
-            raise RunFailed(f"the run was taken over by another engine: {self._lost}")
-        self.s.call("DR_run.set_steps", self.run_ref, json.dumps(self.journal, sort_keys=True))
+        self._write(steps=json.dumps(self.journal, sort_keys=True))
         self._saved_at = time.monotonic()
+
+    def _write(self, **fields: str) -> None:
+        """Save fields of the run as the claim's holder; the pool refuses once another holds it."""
+        if self._lost:
+            raise RunTakenOver(f"the run was taken over by another engine: {self._lost}")
+        try:
+            self.s.call("DR_run.save", self.run_ref, self.runner, fields)
+        except XenAPIFailure as exc:
+            if exc.failure[0] != "OPERATION_NOT_ALLOWED":
+                raise
+            self._lost = str(exc)
+            raise RunTakenOver(f"the run was taken over by another engine: {exc}") from None
 
     def _emit(self, step: str, state: str, **counts: int) -> None:
         if self._on_step is not None:
@@ -207,6 +221,8 @@ class Engine:
         # FarsideError, not only XenAPIFailure: the storage adapter raises Farside's own errors
         # (MirrorReplication.split: OperationNotAllowed, MirrorUnknown, ...), which must fail the
         # step, not escape the engine with the run left "running".
+        except RunTakenOver:
+            raise  # nothing more is ours to write
         except (FarsideError, RunFailed, OSError, ValueError) as exc:
             entry.update(state="failed", error=str(exc))
             self._save()
@@ -238,7 +254,7 @@ class Engine:
         self.journal = json.loads(record["steps"] or "{}")
 
     def _run(self) -> str:
-        self.s.call("DR_run.set_state", self.run_ref, "running")
+        self._write(state="running")
         steps: dict[str, Callable[[dict[str, Any]], None]] = {
             "discover": self._discover,
             "split": self._split,
@@ -260,14 +276,16 @@ class Engine:
                 if name in self.options.pause_after and not entry.get("paused"):
                     entry["paused"] = True  # paused once: a resume goes on past it
                     self._save()
-                    self.s.call("DR_run.set_state", self.run_ref, "paused")
+                    self._write(state="paused")
                     self._emit(name, "paused")
                     return "paused"
+        except RunTakenOver:
+            raise
         except RunFailed:
             self._write_report("failed")
-            self.s.call("DR_run.set_state", self.run_ref, "failed")
+            self._write(state="failed")
             raise
-        self.s.call("DR_run.set_state", self.run_ref, "done")
+        self._write(state="done")
         return "done"
 
     # -- discover and attach ---------------------------------------------------------------
@@ -776,9 +794,7 @@ class Engine:
 
     def _write_report(self, outcome: str) -> None:
         text, report = render(self.options, self.journal, outcome)
-        self.s.call("DR_run.set_report", self.run_ref, text)
-        self.s.call("DR_run.set_report_json", self.run_ref, json.dumps(report, sort_keys=True))
-        self.s.call("DR_run.set_finished", self.run_ref, now())
+        self._write(report=text, report_json=json.dumps(report, sort_keys=True), finished=now())
 
     def cleanup(self) -> None:
         """Destroy the DR tasks (SRs in use stay). A test failover also removes all it recovered,
@@ -858,8 +874,8 @@ class Engine:
                 if differences:
                     entry.update(state="failed", error=f"the pool differs from before the test: {changes(differences)}")
                     self._save()
-                    self.s.call("DR_run.set_state", self.run_ref, "cleanup failed")
+                    self._write(state="cleanup failed")
                     raise RunFailed(entry["error"])
         entry.update(state="done", finished=now())
         self._save()
-        self.s.call("DR_run.set_state", self.run_ref, "cleaned up")
+        self._write(state="cleaned up")

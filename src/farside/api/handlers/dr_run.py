@@ -23,6 +23,9 @@ from farside.model.types import format_datetime, now, parse_datetime
 
 # A claim unheard of for this long belongs to an engine that is gone.
 CLAIM_STALE_S = 3 * CLAIM_RENEW_S
+# What the engine writes as the run goes (DR_run.save), and the states it may set.
+SAVED_FIELDS = ("state", "steps", "report", "report_json", "finished")
+STATES = ("created", "running", "paused", "failed", "done", "cleaned up", "cleanup failed")
 
 
 @handles("DR_run.create")
@@ -135,4 +138,37 @@ def unclaim(ctx: Context, run: str, runner: str) -> str:
         row = tx.check("DR_run", run)
         if tx.get_field("DR_run", row, "runner") == runner:
             tx.set_fields("DR_run", row, {"runner": ""})
+    return ""
+
+
+@handles("DR_run.save")
+def save(ctx: Context, run: str, runner: str, fields: dict[str, str]) -> str:
+    """Write the run's journal, state or report, for the engine that holds the claim only: an
+    engine that lost it (stalled past CLAIM_STALE_S, taken over) must not overwrite its successor's."""
+    unknown = sorted(set(fields) - set(SAVED_FIELDS))
+    if unknown:
+        raise InvalidValue("fields", f"{', '.join(unknown)}: an engine saves only {', '.join(SAVED_FIELDS)}")
+    if "state" in fields and fields["state"] not in STATES:
+        raise InvalidValue("state", f"{fields['state']}: a run is one of {', '.join(STATES)}")
+    for key in ("steps", "report_json"):
+        if key in fields:
+            try:
+                json.loads(fields[key])
+            except ValueError:
+                raise InvalidValue(key, "not JSON") from None
+    if "finished" in fields:
+        try:
+            parse_datetime(fields["finished"])
+        except ValueError:
+            why = f"{fields['finished']}: not a date in xapi's form (20260101T00:00:00Z)"
+            raise InvalidValue("finished", why) from None
+    with ctx.db.write() as tx:
+        row = tx.check("DR_run", run)
+        holder = tx.get_field("DR_run", row, "runner")
+        if holder != runner:
+            raise OperationNotAllowed(
+                f"the run is carried out by {holder or 'no engine'}, not {runner or 'an unnamed one'}: "
+                "only the engine holding its claim (DR_run.claim) saves it"
+            )
+        tx.set_fields("DR_run", row, dict(fields))
     return ""

@@ -17,17 +17,18 @@ DR_RUN = ClassDef(
         F("uuid", "string", RT),
         F("name_label", "string", RW, setter=Role.POOL_OPERATOR),
         F("kind", "string", RO),
-        # Written by the engine through XenAPI, wherever it runs (CLI or server): settable.
-        F("state", "string", RW, "created", setter=Role.POOL_OPERATOR),
+        # Written by the engine that holds the claim, wherever it runs (CLI or server), through
+        # DR_run.save: a superseded engine's late write is refused, never mixed into the journal.
+        F("state", "string", RO, "created"),
         F("options", "(string -> string) map", RO),
         # The engine carrying the run out (host:pid:nonce) and when it last said so: one at a time.
         F("runner", "string", RO),
         F("runner_heartbeat", "datetime", RO),
-        F("steps", "string", RW, "{}", setter=Role.POOL_OPERATOR),
-        F("report", "string", RW, setter=Role.POOL_OPERATOR),
-        F("report_json", "string", RW, "{}", setter=Role.POOL_OPERATOR),
+        F("steps", "string", RO, "{}"),
+        F("report", "string", RO),
+        F("report_json", "string", RO, "{}"),
         F("created", "datetime", RT),
-        F("finished", "datetime", RW, setter=Role.POOL_OPERATOR),
+        F("finished", "datetime", RO),
     ],
     messages=[
         M("create", Role.POOL_OPERATOR, [("kind", "string"), ("options", "(string -> string) map")], "DR_run ref"),
@@ -37,6 +38,12 @@ DR_RUN = ClassDef(
         M("set_options", Role.POOL_OPERATOR, [("self", "DR_run ref"), ("value", "(string -> string) map")], "void"),
         M("claim", Role.POOL_OPERATOR, [("self", "DR_run ref"), ("runner", "string")], "void"),
         M("unclaim", Role.POOL_OPERATOR, [("self", "DR_run ref"), ("runner", "string")], "void"),
+        M(
+            "save",
+            Role.POOL_OPERATOR,
+            [("self", "DR_run ref"), ("runner", "string"), ("fields", "(string -> string) map")],
+            "void",
+        ),
     ],
     farside=True,
 )
