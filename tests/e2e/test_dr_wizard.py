@@ -152,6 +152,36 @@ def test_only_the_claim_holder_saves_the_run(two_pools: tuple[PoolServer, PoolSe
     sb.xenapi.DR_run.cleanup(run)
 
 
+class TakenOverAt(XmlRpcSession):
+    """A session through which, as the engine saves ``step`` as started, another engine takes the
+    run over (as one would once this engine stalled past the claim's 30 s)."""
+
+    def __init__(self, url: str, step: str, other: XenAPI.Session) -> None:
+        super().__init__(url, "root", ADMIN_PASSWORD)
+        self.step, self.other, self.done = step, other, False
+
+    def call(self, method: str, *args: object) -> object:
+        result = super().call(method, *args)
+        fields = args[2] if method == "DR_run.save" else {}
+        if not self.done and isinstance(fields, dict) and self.step in json.loads(fields.get("steps", "{}")):
+            self.done = True
+            run = str(args[0])
+            self.other.xenapi.DR_run.claim(run, "successor")
+            self.other.xenapi.DR_run.save(run, "successor", {"steps": '{"successor": true}'})
+        return result
+
+
+def test_an_engine_taken_over_stops_without_writing(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
+    sb, _ = site_b_with_copy(two_pools, tmp_path)
+    run = sb.xenapi.DR_run.create("test", {"luns": str(tmp_path / "copy"), "power": "none"})
+    engine = Engine(TakenOverAt(two_pools[1].url, "discover", sb), run)
+    engine.runner = f"{socket.gethostname()}:{2**22 + 9}:stalled"  # a holder the pool sees as gone
+    with pytest.raises(RunFailed, match="taken over by another engine"):
+        engine.run()
+    assert json.loads(sb.xenapi.DR_run.get_steps(run)) == {"successor": True}
+    assert sb.xenapi.DR_run.get_state(run) == "running" and sb.xenapi.DR_run.get_runner(run) == "successor"
+
+
 class Mirrors(LunReplication):
     """Replication as an array would report it (test double): every LUN replicating until split."""
 
