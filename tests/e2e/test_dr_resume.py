@@ -43,7 +43,8 @@ url, password, run, step, throttle = sys.argv[1:5] + [float(sys.argv[5])]
 
 class Throttled(XmlRpcSession):
     def call(self, method, *args):
-        if method == "DR_run.save" and "steps" in args[2] and json.loads(args[2]["steps"]).get(step, {}).get("state") in ("started", "done"):
+        steps = json.loads(args[2].get("steps", "{}")) if method == "DR_run.save" else {}
+        if steps.get(step, {}).get("state") in ("started", "done"):
             time.sleep(throttle)
         return super().call(method, *args)
 
