@@ -137,7 +137,8 @@ def test_only_the_claim_holder_saves_the_run(two_pools: tuple[PoolServer, PoolSe
     sb.xenapi.DR_run.save(run, ours, {"steps": '{"discover": {"state": "started", "data": {}}}'})
     with pytest.raises(XenAPI.Failure) as info:
         sb.xenapi.DR_run.save(run, theirs, {"steps": "{}", "state": "failed"})
-    assert info.value.details[0] == "OPERATION_NOT_ALLOWED" and "only the engine holding its claim" in info.value.details[1]
+    assert info.value.details[0] == "OPERATION_NOT_ALLOWED"
+    assert "only the engine holding its claim" in info.value.details[1]
     assert sb.xenapi.DR_run.get_state(run) == "created" and "discover" in sb.xenapi.DR_run.get_steps(run)
     for bad, field in (({"runner": "x"}, "fields"), ({"state": "exploded"}, "state"), ({"steps": "{"}, "steps")):
         with pytest.raises(XenAPI.Failure) as info:
