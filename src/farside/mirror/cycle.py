@@ -197,6 +197,13 @@ def _build(state_dir: StateDir, record: Record, jw: JournalWriter, stop: Stop | 
     }
 
 
+def changed_since_cycle(target: Path, manifest: dict[str, FileEntry]) -> list[str]:
+    """The files of ``target`` that differ from the last cycle (by stat), or that it added or lost."""
+    files = walk(target).files
+    changed = [rel for rel, entry in manifest.items() if rel not in files or stat_key(files[rel]) != entry.dst]
+    return sorted(changed + [rel for rel in files if rel not in manifest])
+
+
 def _target_changes(path: Path, old: FileEntry) -> set[int]:
     """The chunks of a target file that no longer match the manifest."""
     fd = os.open(path, os.O_RDONLY)

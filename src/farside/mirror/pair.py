@@ -269,6 +269,19 @@ class Mirrors:
             target = Path(record.target)
             if dest == target or target in dest.parents:
                 raise MirrorInvalid(f"the snapshot {dest} must be outside the target {target}")
+            if record.last_cycle.number == 0:
+                raise MirrorState(name, record.state, f"no cycle has completed yet: run 'farside mirror sync {name}'")
+            if record.state_enum is State.SPLIT:
+                # A split target is writable: what a pool wrote there since is not the last cycle.
+                changed = cycle.changed_since_cycle(target, self.state_dir.load_manifest(name))
+                if changed:
+                    shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+                    raise MirrorState(
+                        name,
+                        record.state,
+                        f"the target was written since the split ({shown}), so it no longer holds the last "
+                        f"cycle; to keep it as it is now, copy {target} itself",
+                    )
             return snapshot.copy_tree(target, dest)
 
     # -- status --------------------------------------------------------------------------------

@@ -194,6 +194,24 @@ class TestSnapshot:
         assert (tmp_path / "snap" / "sparse.img").stat().st_blocks * 512 <= 3 * MIB
         assert os.listdir(tmp_path / "site-b") == ["lun1"]
 
+    def test_a_split_target_written_since_is_not_the_last_cycle(
+        self, mirrors: Mirrors, mirror: str, source: Path, target: Path, tmp_path: Path
+    ) -> None:
+        """A split mirror's snapshot is the last cycle only while nobody wrote the target; after a
+        write it is refused, naming what changed and what to do."""
+        with pytest.raises(MirrorState, match="no cycle has completed yet"):
+            mirrors.snapshot(mirror, tmp_path / "early")
+        mirrors.sync(mirror)
+        expected = tree(source)
+        mirrors.split(mirror)
+        mirrors.snapshot(mirror, tmp_path / "untouched")
+        assert tree(tmp_path / "untouched") == expected
+        with open(target / "full.img", "r+b") as f:
+            f.write(b"written by the pool after the split")
+        with pytest.raises(MirrorState, match=r"written since the split \(full.img\).*copy .* itself"):
+            mirrors.snapshot(mirror, tmp_path / "late")
+        assert not (tmp_path / "late").exists()
+
 
 class GatedWriter(TargetWriter):
     """Holds the cycle at its first chunk until the test lets it go on."""
