@@ -71,7 +71,10 @@ def replay(state_dir: StateDir, record: Record, writer: TargetWriter | None = No
     index = journal.pending(target)
     if index is None:
         return False
-    _apply_and_record(state_dir, record, index, writer or TargetWriter())
+    try:
+        _apply_and_record(state_dir, record, index, writer or TargetWriter())
+    except (OSError, CorruptJournal) as exc:
+        raise _apply_failed(record, index, exc) from exc
     return True
 
 
@@ -109,8 +112,28 @@ def run_cycle(
     try:
         _apply_and_record(state_dir, record, index, writer)
     except (OSError, CorruptJournal) as exc:
-        raise _translate(record, exc) from exc
+        raise _apply_failed(record, index, exc) from exc
     return CycleResult(record.last_cycle, list(record.warnings), dict(record.lagging))
+
+
+def _apply_failed(record: Record, index: dict[str, Any], exc: OSError | CorruptJournal) -> MirrorIoError:
+    """The error for a committed cycle that could not be applied. The target is half applied, and
+    every command finishes the apply before it acts, so each one stops here: the operator must
+    learn what to do."""
+    number = index["cycle"]["number"]
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return MirrorTargetFull(
+            record.name,
+            f"cycle {number} is committed but could not be applied: no space left at the target {record.target}. "
+            "Free space there; the next mirror command (any: status shows the apply pending) finishes it first",
+        )
+    where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
+    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return MirrorIoError(
+        record.name,
+        f"cycle {number} is committed but could not be applied: {why}{where}. Fix that; the next mirror "
+        "command finishes the apply first",
+    )
 
 
 def _translate(record: Record, exc: BaseException) -> BaseException:

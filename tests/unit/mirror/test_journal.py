@@ -155,6 +155,48 @@ class TestFullTarget:
         assert tree(target) == tree(source)
         assert not mirrors.status(mirror)["failing"]
 
+    def test_enospc_while_applying_says_what_to_do(
+        self, mirrors: Mirrors, mirror: str, source: Path, target: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """ENOSPC after the commit (in the cycle's apply, then in a later command's replay of it)
+        leaves the cycle committed and half applied: the error says so and what to do, and once
+        there is room the next command finishes the apply before it acts."""
+        mirrors.sync(mirror)
+        change_three_chunks(source)
+
+        def says_what_to_do(failure: pytest.ExceptionInfo[MirrorTargetFull]) -> None:
+            message = failure.value.describe()
+            assert "cycle 2 is committed but could not be applied" in message and "Free space there" in message
+            assert mirrors.status(mirror)["apply_pending"]
+
+        with pytest.raises(MirrorTargetFull) as failure:
+            mirrors.sync(mirror, writer=FullAtApply())
+        says_what_to_do(failure)
+
+        def full(*_: object) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(TargetWriter, "write", full)  # still full when split replays the apply
+        with pytest.raises(MirrorTargetFull) as failure:
+            mirrors.split(mirror)
+        says_what_to_do(failure)
+        monkeypatch.undo()
+        mirrors.split(mirror)
+        assert tree(target) == tree(source)
+        assert mirrors.status(mirror)["state"] == "split" and mirrors.status(mirror)["cycle"] == 2
+
+
+class FullAtApply(CrashingWriter):
+    """Room for the journal, none for the apply: ENOSPC at the first in-place write."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def write(self, fd: int, data: bytes | memoryview, offset: int) -> None:
+        if not self._sending:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().write(fd, data, offset)
+
 
 class CorruptingWriter(TargetWriter):
     """Damages the first chunk sent into a new file: a copy gone wrong between source and target."""
