@@ -3,30 +3,35 @@ the source (asked whether its VMs still run), and the logged-in sessions.
 
 The target comes from ``--server``/``--user``/``--password-file``, else ``FARSIDE_SERVER``,
 ``FARSIDE_USER``, ``FARSIDE_PASSWORD``/``FARSIDE_PASSWORD_FILE``; the source from the same flags
-prefixed ``--source-`` and ``FARSIDE_SOURCE_PASSWORD``. Secrets stay in this process: the DR_run
-record in the pool holds none.
+prefixed ``--source-`` and ``FARSIDE_SOURCE_PASSWORD``. A password file holds the password, or
+the user name and the password on two lines (as ``farside xe -pwf``). Secrets stay in this process:
+the DR_run record in the pool holds none. Addresses, files and the login are
+:mod:`farside.cli.connection`'s; this module says their problems in ``farside dr``'s words.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
-import http.client
-import ssl
-import urllib.parse
-import xml.parsers.expat
-import xmlrpc.client
 from dataclasses import dataclass
-from pathlib import Path
 
 from rich.console import Console
 
+from farside.cli.connection import (
+    DEFAULT_USER,
+    AddressError,
+    AddressProblem,
+    LoginError,
+    LoginProblem,
+    PasswordFileError,
+    PasswordFileProblem,
+    log_in,
+    read_password_file,
+    server_url,
+)
 from farside.cli.dr.failures import DrCliError, usage
 from farside.config import DEFAULT_PORT, client_env, source_password_from_env
 from farside.dr.session import XmlRpcSession
-from farside.errors import XenAPIFailure
-
-DEFAULT_USER = "root"
 
 
 @dataclass(frozen=True)
@@ -58,34 +63,42 @@ def add_flags(p: argparse.ArgumentParser, source: bool) -> None:
     g.add_argument("--source-password-file", metavar="F", help="its password ($FARSIDE_SOURCE_PASSWORD)")
 
 
+_ADDRESS = {
+    AddressProblem.NOT_HTTP: "{server} is not an http:// or https:// URL of a pool server",
+    AddressProblem.NOT_AN_ADDRESS: (
+        f"{{server}} is not a server address: give HOST, HOST:PORT, [IPV6]:PORT or a URL "
+        f"such as http://127.0.0.1:{DEFAULT_PORT}"
+    ),
+    AddressProblem.CREDENTIALS: (
+        "a server URL holds no user name or password: pass --user and --password-file "
+        "(--source-user and --source-password-file for the source pool)"
+    ),
+}
+_PASSWORD_FILE = {
+    PasswordFileProblem.UNREADABLE: "cannot read the password file {path}: {reason}",
+    PasswordFileProblem.EMPTY: "the password file {path} is empty: put the password on its first line",
+    PasswordFileProblem.TOO_MANY_LINES: (
+        "the password file {path} has more than two lines: put the password alone on a line, "
+        "or the user name on the first line and the password on the second"
+    ),
+}
+
+
 def normalise_url(server: str) -> str:
     """A URL for ``server``: ``http://`` and port 8440 are added when left out."""
-    if "://" not in server:
-        server = f"http://{server}"
     try:
-        parts = urllib.parse.urlsplit(server)
-        port = parts.port
-    except ValueError:  # a bad port, or brackets around something that is no IPv6 address
-        raise usage(
-            f"{server} is not a server address: give HOST, HOST:PORT, [IPV6]:PORT or a URL "
-            f"such as http://127.0.0.1:{DEFAULT_PORT}"
-        ) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise usage(f"{server} is not an http:// or https:// URL of a pool server")
-    if port is None:
-        server = f"{parts.scheme}://{parts.netloc}:{DEFAULT_PORT}{parts.path}"
-    return server.rstrip("/")
+        return server_url(server)
+    except AddressError as exc:
+        raise usage(_ADDRESS[exc.problem].format(server=exc.server)) from None
 
 
-def read_password(path: str) -> str:
-    """The password in a file: its first line (a trailing newline is not part of it)."""
+def read_password(path: str) -> tuple[str | None, str]:
+    """The user name (None unless the file gives one) and the password in a password file."""
     try:
-        lines = Path(path).expanduser().read_text().splitlines()
-    except OSError as exc:
-        raise usage(f"cannot read the password file {path}: {exc.strerror or exc}") from None
-    if not lines or not lines[0]:
-        raise usage(f"the password file {path} is empty: put the password on its first line")
-    return lines[0]
+        found = read_password_file(path)
+    except PasswordFileError as exc:
+        raise usage(_PASSWORD_FILE[exc.problem].format(path=exc.path, reason=exc.reason)) from None
+    return found.user, found.password
 
 
 def target(args: argparse.Namespace, interactive: bool) -> Endpoint:
@@ -94,16 +107,17 @@ def target(args: argparse.Namespace, interactive: bool) -> Endpoint:
     if not server:
         raise usage("no target pool: pass --server URL (or set FARSIDE_SERVER)")
     url = normalise_url(server)
-    user = args.user or env.user or DEFAULT_USER
-    if args.password_file:
-        password = read_password(args.password_file)
+    user = args.user or env.user
+    # --password-file, else FARSIDE_PASSWORD, else FARSIDE_PASSWORD_FILE
+    path = args.password_file or (env.password_file if env.password is None else None)
+    if path:
+        file_user, password = read_password(path)
+        user = user or file_user
     elif env.password is not None:
         password = env.password
-    elif env.password_file:
-        password = read_password(env.password_file)
     else:
-        password = _ask(url, user, interactive, "--password-file F (or set FARSIDE_PASSWORD)")
-    return Endpoint(url, user, password, not (args.no_verify or env.no_verify))
+        password = _ask(url, user or DEFAULT_USER, interactive, "--password-file F (or set FARSIDE_PASSWORD)")
+    return Endpoint(url, user or DEFAULT_USER, password, not (args.no_verify or env.no_verify))
 
 
 def source(args: argparse.Namespace, interactive: bool) -> Endpoint | None:
@@ -112,15 +126,16 @@ def source(args: argparse.Namespace, interactive: bool) -> Endpoint | None:
             raise usage("--source-user and --source-password-file need --source-server URL")
         return None
     url = normalise_url(args.source_server)
-    user = args.source_user or DEFAULT_USER
+    user = args.source_user
     if args.source_password_file:
-        password = read_password(args.source_password_file)
+        file_user, password = read_password(args.source_password_file)
+        user = user or file_user
     else:
         password = source_password_from_env() or _ask(
-            url, user, interactive, "--source-password-file F (or set FARSIDE_SOURCE_PASSWORD)"
+            url, user or DEFAULT_USER, interactive, "--source-password-file F (or set FARSIDE_SOURCE_PASSWORD)"
         )
     verify = not (args.no_verify or client_env().no_verify)
-    return Endpoint(url, user, password, verify)
+    return Endpoint(url, user or DEFAULT_USER, password, verify)
 
 
 def _ask(url: str, user: str, interactive: bool, how: str) -> str:
@@ -138,32 +153,38 @@ class Unreachable(DrCliError):
 SOURCE_TIMEOUT_S = 15.0
 
 
+_LOGIN = {
+    LoginProblem.WRONG_PASSWORD: "{url} refused the user name or password of {user}: check them",
+    LoginProblem.REFUSED: "{url} refused the login: {reason}",
+    LoginProblem.CERTIFICATE: (
+        "the certificate of {url} does not verify ({reason}); pass --no-verify to accept a self-signed one"
+    ),
+    LoginProblem.TLS: "cannot speak TLS with {url} ({reason}): does the server run with --tls?",
+    LoginProblem.HTTP_STATUS: "{url} did not answer as a pool server ({reason})",
+    LoginProblem.NOT_A_POOL: "{url} did not answer as a pool server ({reason}): is it a farside server?",
+    LoginProblem.HUNG_UP: "{url} closed the connection without answering: {check}",
+    LoginProblem.TIMEOUT: "{url} did not answer {waited}: check the address and that the server runs",
+    LoginProblem.UNREACHABLE: "cannot reach {url} ({reason}): check the address and that the server runs",
+}
+# Nothing answers at all: a pool lost in the disaster. A server that hangs up is there.
+_NOTHING_ANSWERS = (LoginProblem.TIMEOUT, LoginProblem.UNREACHABLE)
+
+
 def connect(endpoint: Endpoint, timeout: float | None = None) -> XmlRpcSession:
     """Log in; every way this can fail becomes one line saying what to check."""
-    url = endpoint.url
     try:
-        return XmlRpcSession(url, endpoint.user, endpoint.password, verify_tls=endpoint.verify, timeout=timeout)
-    except XenAPIFailure as exc:
-        if exc.failure[0] == "SESSION_AUTHENTICATION_FAILED":
-            raise usage(f"{url} refused the user name or password of {endpoint.user}: check them") from None
-        raise usage(f"{url} refused the login: {exc.describe()}") from None
-    except ssl.SSLCertVerificationError as exc:
-        raise usage(
-            f"the certificate of {url} does not verify ({exc.verify_message}); "
-            "pass --no-verify to accept a self-signed one"
-        ) from None
-    except ssl.SSLError as exc:
-        raise usage(f"cannot speak TLS with {url} ({exc.reason}): does the server run with --tls?") from None
-    except xmlrpc.client.ProtocolError as exc:
-        raise usage(f"{url} did not answer as a pool server (HTTP {exc.errcode} {exc.errmsg})") from None
-    except (xmlrpc.client.ResponseError, xml.parsers.expat.ExpatError, http.client.HTTPException) as exc:
-        raise usage(f"{url} did not answer as a pool server ({type(exc).__name__}): is it a farside server?") from None
-    except TimeoutError:
-        waited = f"within {timeout:g} s" if timeout else "in time"
-        raise Unreachable(f"{url} did not answer {waited}: check the address and that the server runs") from None
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise Unreachable(f"cannot reach {url} ({reason}): check the address and that the server runs") from None
+        return log_in(endpoint.url, endpoint.user, endpoint.password, endpoint.verify, timeout)
+    except LoginError as exc:
+        message = _LOGIN[exc.problem].format(
+            url=exc.url,
+            user=endpoint.user,
+            reason=exc.reason,
+            waited=f"within {timeout:g} s" if timeout else "in time",
+            check="if the server runs with --tls, use an https:// URL" if exc.plain_http else "is it a farside server?",
+        )
+        if exc.problem in _NOTHING_ANSWERS:
+            raise Unreachable(message) from None
+        raise usage(message) from None
 
 
 def connect_source(endpoint: Endpoint, err: Console) -> XmlRpcSession | None:
