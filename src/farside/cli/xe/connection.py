@@ -4,25 +4,23 @@ Each setting comes from the first place that has it: the command line (``-s``, `
 ``-pw``, ``-pwf``, ``--config``, ``--tls``, ``--no-verify``), the ``FARSIDE_*`` environment
 (read in :mod:`farside.config`), then the settings file (``~/.farside/xe.conf`` or ``--config``),
 whose lines are ``key=value`` with xe's keys (``server``, ``port``, ``username``, ``password``,
-``passwordfile``) plus ``tls`` and ``no-verify``.
+``passwordfile``) plus ``tls`` and ``no-verify``. Server addresses, password files and the login
+are :mod:`farside.cli.connection`'s, shared with ``farside dr``; this module words their problems
+as xe does.
 """
 
 from __future__ import annotations
 
-import http.client
-import ssl
-import urllib.parse
-import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
 
+from farside.cli import connection as client
+from farside.cli.connection import AddressProblem, LoginProblem
 from farside.cli.xe.argv import Invocation
-from farside.cli.xe.failures import XeError, usage_error
-from farside.config import DEFAULT_CLIENT_CONFIG, DEFAULT_HOST, DEFAULT_PORT, ClientEnv
+from farside.cli.xe.failures import XeError, describe, usage_error
+from farside.config import DEFAULT_CLIENT_CONFIG, DEFAULT_HOST, ClientEnv
 from farside.dr.session import XmlRpcSession
-from farside.errors import XenAPIFailure
 
-DEFAULT_USER = "root"
 _FILE_KEYS = {"server", "port", "username", "password", "passwordfile", "tls", "no-verify"}
 _TRUE = ("1", "true", "yes", "on")
 
@@ -41,6 +39,8 @@ def read_config(path: Path) -> dict[str, str]:
         lines = path.read_text().splitlines()
     except OSError as exc:
         raise XeError(f"Error opening config file '{path}': {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise XeError(f"Error opening config file '{path}': not a text file") from None
     settings = {}
     for number, line in enumerate(lines, 1):
         stripped = line.strip()
@@ -60,52 +60,34 @@ def read_password_file(path: str) -> tuple[str | None, str]:
     """xe's password file: the username on the first line and the password on the second, or just
     the password on a line of its own. Returns (user or None, password)."""
     try:
-        lines = Path(path).expanduser().read_text().splitlines()
-    except OSError as exc:
-        raise XeError(f"Error opening password file '{path}': {exc.strerror or exc}") from None
-    lines = [line for line in lines if line.strip()]
-    if len(lines) == 1:
-        return None, lines[0]
-    if len(lines) == 2:
-        return lines[0], lines[1]
-    raise XeError(
-        f"Error: password file '{path}' format: expecting the password alone on one line, "
-        "or the username on the first line and the password on the second"
-    )
+        found = client.read_password_file(path)
+    except client.PasswordFileError as exc:
+        if exc.problem is client.PasswordFileProblem.UNREADABLE:
+            raise XeError(f"Error opening password file '{path}': {exc.reason}") from None
+        raise XeError(
+            f"Error: password file '{path}' format: expecting the password alone on one line, "
+            "or the username on the first line and the password on the second"
+        ) from None
+    return found.user, found.password
+
+
+_ADDRESS = {
+    AddressProblem.NOT_HTTP: "Server '{server}' must be an http:// or https:// URL, or HOST[:PORT]",
+    AddressProblem.NOT_AN_ADDRESS: (
+        "Server '{server}' must be HOST, HOST:PORT, [IPV6]:PORT, or an http:// or https:// URL"
+    ),
+    AddressProblem.CREDENTIALS: "A server URL must not hold a user name or password: use -u with -pw or -pwf",
+}
 
 
 def server_url(server: str, port: str | None, tls: bool) -> str:
     """The base URL for ``-s`` (a URL or ``host[:port]``) and ``-p``."""
     if port is not None and (not port.isdigit() or not 0 < int(port) <= 65535):
         raise usage_error("Port number must be an integer (0-65535)")
-    if "://" in server:
-        try:
-            parts = urllib.parse.urlsplit(server)
-            url_port = parts.port
-        except ValueError:
-            parts, url_port = urllib.parse.urlsplit("x:"), None  # refused just below
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise usage_error(f"Server '{server}' must be an http:// or https:// URL, or HOST[:PORT]")
-        scheme, host = parts.scheme, parts.hostname
-    else:
-        host, sep, tail = server.rpartition(":")
-        if not sep or "]" in tail or (host.count(":") and not host.startswith("[")):
-            host, url_port = server, None
-        elif not tail.isdigit():
-            raise usage_error(f"Server '{server}' must be HOST or HOST:PORT")
-        else:
-            url_port = int(tail)
-        host = host.strip("[]")
-        scheme = "https" if tls else "http"
-    chosen = int(port) if port is not None else url_port or DEFAULT_PORT
-    shown = f"[{host}]" if ":" in host else host
-    url = f"{scheme}://{shown}:{chosen}"
     try:
-        urllib.parse.urlsplit(url).port  # noqa: B018 - checks the host part (an IPv6 address in brackets)
-    except ValueError:
-        form = "HOST, HOST:PORT, [IPV6]:PORT, or an http:// or https:// URL"
-        raise usage_error(f"Server '{server}' must be {form}") from None
-    return url
+        return client.server_url(server, int(port) if port is not None else None, tls)
+    except client.AddressError as exc:
+        raise usage_error(_ADDRESS[exc.problem].format(server=exc.server)) from None
 
 
 def resolve(inv: Invocation, env: ClientEnv) -> Settings:
@@ -142,40 +124,42 @@ def resolve(inv: Invocation, env: ClientEnv) -> Settings:
             "Username/password must be specified (-u USER -pw PASSWORD, -pwf FILE, "
             "or FARSIDE_USER with FARSIDE_PASSWORD or FARSIDE_PASSWORD_FILE)"
         )
-    return Settings(url, user or DEFAULT_USER, password, verify)
+    return Settings(url, user or client.DEFAULT_USER, password, verify)
+
+
+_UNABLE = "Unable to contact server at {url} ({reason}). Please check server and port settings.{hint}"
+_LOGIN = {
+    LoginProblem.WRONG_PASSWORD: (
+        "Authentication failed for user '{user}' at {url}",
+        "Check the user name and password (-u/-pw, -pwf, FARSIDE_USER with FARSIDE_PASSWORD).",
+    ),
+    LoginProblem.CERTIFICATE: (
+        "The certificate of {url} could not be verified ({reason}).",
+        "To accept a self-signed certificate, add --no-verify (or set FARSIDE_NO_VERIFY=1).",
+    ),
+    LoginProblem.TLS: (
+        "Unable to contact server at {url} over TLS ({reason}). Does it run with --tls? "
+        "Use an http:// URL if it does not.",
+    ),
+    LoginProblem.HTTP_STATUS: ("{url} did not answer as a pool server ({reason}).",),
+    LoginProblem.NOT_A_POOL: ("{url} did not answer as a pool server ({reason}).",),
+    LoginProblem.HUNG_UP: (_UNABLE,),
+    LoginProblem.TIMEOUT: (_UNABLE,),
+    LoginProblem.UNREACHABLE: (_UNABLE,),
+}
 
 
 def connect(settings: Settings) -> XmlRpcSession:
     """Log in; every way this can fail becomes an XeError saying what to check."""
-    url = settings.url
     try:
-        return XmlRpcSession(url, settings.user, settings.password, verify_tls=settings.verify)
-    except XenAPIFailure as exc:
-        if exc.failure[0] == "SESSION_AUTHENTICATION_FAILED":
-            raise XeError(
-                f"Authentication failed for user '{settings.user}' at {url}",
-                "Check the user name and password (-u/-pw, -pwf, FARSIDE_USER with FARSIDE_PASSWORD).",
-            ) from None
-        raise
-    except ssl.SSLCertVerificationError as exc:
-        raise XeError(
-            f"The certificate of {url} could not be verified ({exc.verify_message}).",
-            "To accept a self-signed certificate, add --no-verify (or set FARSIDE_NO_VERIFY=1).",
-        ) from None
-    except ssl.SSLError as exc:
-        raise XeError(
-            f"Unable to contact server at {url} over TLS ({exc.reason}). Does it run with --tls? "
-            "Use an http:// URL if it does not."
-        ) from None
-    except (OSError, http.client.HTTPException) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        return client.log_in(settings.url, settings.user, settings.password, settings.verify)
+    except client.LoginError as exc:
+        if exc.failure is not None and exc.problem is LoginProblem.REFUSED:
+            raise XeError(*describe(exc.failure.failure[0], exc.failure.params)) from None
         # A TLS server hangs up on a plain HTTP request.
-        closed = isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError))
-        hint = (
-            " Does it run with --tls? Then use an https:// URL or --tls." if closed and url.startswith("http:") else ""
-        )
+        tls = exc.problem is LoginProblem.HUNG_UP and exc.plain_http
+        hint = " Does it run with --tls? Then use an https:// URL or --tls." if tls else ""
+        lines = _LOGIN[exc.problem]
         raise XeError(
-            f"Unable to contact server at {url} ({reason}). Please check server and port settings.{hint}"
+            *(line.format(url=exc.url, user=settings.user, reason=exc.reason, hint=hint) for line in lines)
         ) from None
-    except xmlrpc.client.ProtocolError as exc:
-        raise XeError(f"{url} did not answer as a pool server (HTTP {exc.errcode} {exc.errmsg}).") from None
