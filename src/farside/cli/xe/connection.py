@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from farside.cli import connection as client
-from farside.cli.connection import AddressProblem, LoginProblem
 from farside.cli.xe.argv import Invocation
 from farside.cli.xe.failures import XeError, describe, usage_error
 from farside.config import DEFAULT_CLIENT_CONFIG, DEFAULT_HOST, ClientEnv
@@ -72,11 +71,11 @@ def read_password_file(path: str) -> tuple[str | None, str]:
 
 
 _ADDRESS = {
-    AddressProblem.NOT_HTTP: "Server '{server}' must be an http:// or https:// URL, or HOST[:PORT]",
-    AddressProblem.NOT_AN_ADDRESS: (
+    client.AddressProblem.NOT_HTTP: "Server '{server}' must be an http:// or https:// URL, or HOST[:PORT]",
+    client.AddressProblem.NOT_AN_ADDRESS: (
         "Server '{server}' must be HOST, HOST:PORT, [IPV6]:PORT, or an http:// or https:// URL"
     ),
-    AddressProblem.CREDENTIALS: "A server URL must not hold a user name or password: use -u with -pw or -pwf",
+    client.AddressProblem.CREDENTIALS: "A server URL must not hold a user name or password: use -u with -pw or -pwf",
 }
 
 
@@ -129,23 +128,23 @@ def resolve(inv: Invocation, env: ClientEnv) -> Settings:
 
 _UNABLE = "Unable to contact server at {url} ({reason}). Please check server and port settings.{hint}"
 _LOGIN = {
-    LoginProblem.WRONG_PASSWORD: (
+    client.LoginProblem.WRONG_PASSWORD: (
         "Authentication failed for user '{user}' at {url}",
         "Check the user name and password (-u/-pw, -pwf, FARSIDE_USER with FARSIDE_PASSWORD).",
     ),
-    LoginProblem.CERTIFICATE: (
+    client.LoginProblem.CERTIFICATE: (
         "The certificate of {url} could not be verified ({reason}).",
         "To accept a self-signed certificate, add --no-verify (or set FARSIDE_NO_VERIFY=1).",
     ),
-    LoginProblem.TLS: (
+    client.LoginProblem.TLS: (
         "Unable to contact server at {url} over TLS ({reason}). Does it run with --tls? "
         "Use an http:// URL if it does not.",
     ),
-    LoginProblem.HTTP_STATUS: ("{url} did not answer as a pool server ({reason}).",),
-    LoginProblem.NOT_A_POOL: ("{url} did not answer as a pool server ({reason}).",),
-    LoginProblem.HUNG_UP: (_UNABLE,),
-    LoginProblem.TIMEOUT: (_UNABLE,),
-    LoginProblem.UNREACHABLE: (_UNABLE,),
+    client.LoginProblem.HTTP_STATUS: ("{url} did not answer as a pool server ({reason}).",),
+    client.LoginProblem.NOT_A_POOL: ("{url} did not answer as a pool server ({reason}).",),
+    client.LoginProblem.HUNG_UP: (_UNABLE,),
+    client.LoginProblem.TIMEOUT: (_UNABLE,),
+    client.LoginProblem.UNREACHABLE: (_UNABLE,),
 }
 
 
@@ -154,10 +153,10 @@ def connect(settings: Settings) -> XmlRpcSession:
     try:
         return client.log_in(settings.url, settings.user, settings.password, settings.verify)
     except client.LoginError as exc:
-        if exc.failure is not None and exc.problem is LoginProblem.REFUSED:
+        if exc.failure is not None and exc.problem is client.LoginProblem.REFUSED:
             raise XeError(*describe(exc.failure.failure[0], exc.failure.params)) from None
         # A TLS server hangs up on a plain HTTP request.
-        tls = exc.problem is LoginProblem.HUNG_UP and exc.plain_http
+        tls = exc.problem is client.LoginProblem.HUNG_UP and exc.plain_http
         hint = " Does it run with --tls? Then use an https:// URL or --tls." if tls else ""
         lines = _LOGIN[exc.problem]
         raise XeError(
