@@ -73,6 +73,12 @@ class LoginServers:
             server.socket = context.wrap_socket(server.socket, server_side=True)
         return self._start(server, "https" if tls else "http")
 
+    def not_xenapi(self) -> str:
+        """XML-RPC, but a login answers a bare string instead of XenAPI's Status/Value record."""
+        server = xmlrpc.server.SimpleXMLRPCServer(("127.0.0.1", 0), logRequests=False, allow_none=True)
+        server.register_function(lambda *args: "hello", "session.login_with_password")
+        return self._start(server)
+
     def http_error(self) -> str:
         """An HTTP server with no POST: every XML-RPC call gets 501."""
         return self._start(http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quiet))

@@ -121,7 +121,10 @@ class XmlRpcSession:
 
     @staticmethod
     def _unwrap(result: Any) -> Any:
-        if result.get("Status") == "Success":
+        if not isinstance(result, dict) or result.get("Status") not in ("Success", "Failure"):
+            # XML-RPC, but not XenAPI's {"Status", "Value" | "ErrorDescription"}: not a pool server.
+            raise xmlrpc.client.ResponseError(f"an XML-RPC answer that is not XenAPI's: {result!r:.80}")
+        if result["Status"] == "Success":
             return result.get("Value")
-        description = [str(d) for d in result.get("ErrorDescription", ["INTERNAL_ERROR"])]
+        description = [str(d) for d in result.get("ErrorDescription") or ["INTERNAL_ERROR"]]
         raise XenAPIFailure(description[0], *description[1:])

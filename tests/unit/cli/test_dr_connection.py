@@ -112,8 +112,16 @@ def test_a_server_that_hangs_up_is_there(login_servers: LoginServers) -> None:
         refused.message
         == f"{url} closed the connection without answering: if the server runs with --tls, use an https:// URL"
     )
-    with pytest.raises(DrCliError):
+    with pytest.raises(DrCliError, match="if that site is really down, run again without --source-server"):
         connection.connect_source(Endpoint(url, "root", PASSWORD, True), Console(file=io.StringIO()))
+
+
+def test_xml_rpc_that_is_not_xenapi(login_servers: LoginServers) -> None:
+    """A server answering XML-RPC in another shape is not a pool server (it was a traceback)."""
+    url = login_servers.not_xenapi()
+    assert login_refusal(url).message == (
+        f"{url} did not answer as a pool server (ResponseError): is it a farside server?"
+    )
 
 
 def test_a_source_that_does_not_answer_is_skipped(login_servers: LoginServers, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -195,6 +195,12 @@ def connect_source(endpoint: Endpoint, err: Console) -> XmlRpcSession | None:
     except Unreachable as exc:
         err.print(f"farside: {exc.message}; going on without asking it", markup=False, highlight=False, soft_wrap=True)
         return None
+    except DrCliError as exc:
+        # Something answers there, so the pool may still run the VMs: the operator decides.
+        raise DrCliError(
+            f"{exc.message} (the source pool); if that site is really down, run again without --source-server",
+            exc.exit_code,
+        ) from None
 
 
 def lost(url: str, exc: BaseException) -> DrCliError:
