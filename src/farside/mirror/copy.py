@@ -65,8 +65,12 @@ def chunk_hashes(fd: int, size: int) -> list[str | None]:
 
 
 def copy_new(path: str, rel: str, journal: JournalWriter, now: float, stop: Stop | None = None) -> Copied | None:
-    """Read a file whole into a new journal file; None if it kept changing while read."""
-    fd = os.open(path, os.O_RDONLY)
+    """Read a file whole into a new journal file; None if it kept changing while read (or is gone)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None  # removed (or renamed over) since the walk: the next cycle sees what is there
+
     try:
         for _ in range(MAX_READS):
             read_ns = time.time_ns()
@@ -109,9 +113,13 @@ def copy_changes(
 ) -> Copied | None:
     """Read a file and journal the chunks that differ from ``old`` or are ``dirty`` at the target.
 
-    Returns None if the file kept changing while read.
+    Returns None if the file kept changing while read, or is gone since the walk.
     """
-    fd = os.open(path, os.O_RDONLY)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+
     try:
         for _ in range(MAX_READS):
             read_ns = time.time_ns()

@@ -50,7 +50,10 @@ def walk(root: Path) -> Tree:
                 tree.dirs.add(rel)
         for f in filenames:
             rel = os.path.normpath(os.path.join(rel_dir, f))
-            st = os.lstat(os.path.join(dirpath, f))
+            try:
+                st = os.lstat(os.path.join(dirpath, f))
+            except FileNotFoundError:
+                continue  # removed while walked (a pool's metadata written by rename)
             if stat.S_ISREG(st.st_mode):
                 tree.files[rel] = st
             else:
@@ -186,6 +189,11 @@ def _build(state_dir: StateDir, record: Record, jw: JournalWriter, stop: Stop | 
         else:
             copied = copy_changes(str(source / rel), rel, old, dirty, jw, stats.started, stop)
         if copied is None:
+            if not os.path.lexists(source / rel):
+                # Gone since the walk (a pool's metadata is written by rename): removed now, as
+                # if the walk had not seen it; it is not lagging.
+                src.files.pop(rel)
+                continue
             lagging[rel] = old.taken if old is not None else None
             continue
         stats.bytes_read += copied.bytes_read

@@ -18,7 +18,7 @@ from types import FrameType
 
 from farside.errors import FarsideError
 from farside.mirror import lock
-from farside.mirror.errors import CycleStopped, MirrorBusy, MirrorUnknown
+from farside.mirror.errors import CycleStopped, MirrorBusy, MirrorState, MirrorUnknown
 from farside.mirror.pair import Mirrors
 from farside.mirror.state import State
 
@@ -83,7 +83,15 @@ class Daemon:
 
     def _hold(self, name: str) -> bool:
         if name in self._held:
-            return True
+            # Still the mirror's lock file? A mirror deleted and created again has a new one.
+            held = os.fstat(self._held[name])
+            try:
+                now = os.stat(self.mirrors.state_dir.mirror_dir(name) / lock.DAEMON_LOCK)
+            except FileNotFoundError:
+                now = None
+            if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                return True
+            self._release(name)
         fd = lock.try_hold(self.mirrors.state_dir.mirror_dir(name) / lock.DAEMON_LOCK)
         if fd is None:
             return False
@@ -96,6 +104,8 @@ class Daemon:
             names = self.names
         else:
             existing = self.mirrors.names()
+            for gone in set(self._held) - set(existing):
+                self._release(gone)  # deleted: its lock file is gone with it
             names = [n for n in existing if self._hold(n)]
             if existing and not names and not self._standby_told:
                 self._standby_told = True
@@ -125,6 +135,8 @@ class Daemon:
             result = self.mirrors.sync(name, stop=self.stop)
         except CycleStopped:
             self.report(f"{name}: stopping; the cycle in progress was abandoned, the target holds the last one")
+        except MirrorState:
+            pass  # paused or split since this round read the record: nothing to do, nothing wrong
         except FarsideError as exc:
             self.report(f"{name}: {exc.describe()}")
         else:

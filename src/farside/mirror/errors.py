@@ -72,15 +72,16 @@ class MirrorTargetFull(MirrorIoError):
 
 
 class MirrorPreempted(StateError):
-    """``[name, cycle]``: a command (split, pause, delete) took the mirror over a cycle in progress."""
+    """``[name, what the target holds]``: a command (split, pause, delete) took the mirror over a
+    cycle in progress."""
 
     code = "MIRROR_CYCLE_ABANDONED"
 
     def describe(self) -> str:
-        name, number = self.params
+        name, held = self.params
         return (
             f"{self.code}: mirror {name!r}: the cycle was abandoned because a split, pause or delete asked for the "
-            f"mirror; the target still holds cycle {number}"
+            f"mirror; the target still holds {held}"
         )
 
 

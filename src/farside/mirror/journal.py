@@ -24,6 +24,7 @@ import ctypes
 import errno
 import os
 import shutil
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -76,7 +77,9 @@ class JournalWriter:
         # One thread checks and fsyncs finished new files while the cycle reads and writes the
         # next ones: the disk writes back one file while the next is copied, on the other core.
         self._sealer: ThreadPoolExecutor | None = None
-        self._sealing: deque[Future[None]] = deque()
+        self._sealing: deque[tuple[Future[None], NewFile]] = deque()
+        # Set by discard: a read-back under way stops at its next batch, queued ones never start.
+        self._abandon = threading.Event()
 
     def close(self) -> None:
         if self._data_fd >= 0:
@@ -85,6 +88,10 @@ class JournalWriter:
 
     def discard(self) -> None:
         self.close()
+        self._abandon.set()
+        for future, new in self._sealing:
+            if future.cancel():
+                new.close()
         self._settle(raise_errors=False)
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -123,15 +130,23 @@ class JournalWriter:
         """
         if self._sealer is None:
             self._sealer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mirror-seal")
-        while len(self._sealing) >= SEALING:
-            self._sealing.popleft().result()
-        self._sealing.append(self._sealer.submit(_seal, new, hashes, size, rel, self._seal_reader))
+        try:
+            while len(self._sealing) >= SEALING:
+                self._sealing.popleft()[0].result()
+        except BaseException:
+            new.close()  # not handed over yet: the caller let go of it
+            raise
+        future = self._sealer.submit(_seal, new, hashes, size, rel, self._seal_reader, self._abandon)
+        self._sealing.append((future, new))
 
     def _settle(self, raise_errors: bool) -> None:
         """Wait for every new file being sealed; raise the first failure if asked."""
         first: BaseException | None = None
         while self._sealing:
-            exc = self._sealing.popleft().exception()
+            future, _new = self._sealing.popleft()
+            if future.cancelled():
+                continue
+            exc = future.exception()
             first = first or exc
         if self._sealer is not None:
             self._sealer.shutdown()
@@ -209,7 +224,9 @@ def _aligned(data: bytes | memoryview) -> bool:
     return ctypes.addressof(ctypes.c_char.from_buffer(view)) % ALIGN == 0
 
 
-def _seal(new: NewFile, hashes: list[str | None], size: int, rel: str, reader: Reader) -> None:
+def _seal(
+    new: NewFile, hashes: list[str | None], size: int, rel: str, reader: Reader, abandon: threading.Event
+) -> None:
     """Make a new file durable, then read it back and check each chunk against the source hash."""
     try:
         os.fsync(new.fd)
@@ -218,7 +235,11 @@ def _seal(new: NewFile, hashes: list[str | None], size: int, rel: str, reader: R
         # From the disk where O_DIRECT is available: the check then covers what was stored.
         fd = new.direct if new.direct >= 0 else new.fd
         want = [i for i, h in enumerate(hashes) if h is not None]
-        got = {index: hash_ for index, _data, hash_ in reader.hashed(fd, size, want)}
+        got: dict[int, str | None] = {}
+        for index, _data, hash_ in reader.hashed(fd, size, want):
+            if abandon.is_set():
+                return  # the journal is being thrown away: checking it is wasted disk reads
+            got[index] = hash_
         for index in want:
             if got.get(index) != hashes[index]:
                 raise CorruptJournal(f"the copy of {rel} in the journal does not match its source at chunk {index}")

@@ -4,9 +4,11 @@
 resync, snapshot, delete. A command waits for it, so a command issued while the daemon copies runs
 right after that cycle. ``daemon.lock`` is held by a running ``farside mirror run`` for its whole
 life, so that one daemon at a time serves a mirror and ``status`` can say whether one runs.
-``preempt.lock`` is held by a command that must not wait for a cycle to end (split, pause, delete)
-while it waits for ``mirror.lock``: the cycle in progress sees it (``Preemption``) and gives up
-before its commit, so a failover's split never waits out a long first sync.
+``preempt.lock`` is held by a command that must not wait for a cycle to end (pause, delete) while
+it waits for ``mirror.lock``: the cycle in progress sees it (``Preemption``) and gives up before its
+commit. ``split.lock`` is the same for split, except that the first cycle does not give up for it:
+a split before any completed cycle would be refused anyway, so it waits for the first sync rather
+than throw away the only progress there is. A failover's split thus never waits out a long cycle.
 flocks die with their process, so a killed daemon leaves no stale lock behind, and a killed
 command no stale request.
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 MIRROR_LOCK = "mirror.lock"
 DAEMON_LOCK = "daemon.lock"
 PREEMPT_LOCK = "preempt.lock"
+SPLIT_LOCK = "split.lock"
 
 
 @contextmanager
@@ -55,29 +58,32 @@ def held(path: Path) -> Iterator[None]:
 
 
 class Preemption:
-    """Whether a cycle should give up: its own ``stop`` is set, or a command holds ``preempt.lock``.
+    """Whether a cycle should give up: its own ``stop`` is set, or a command holds ``preempt.lock``
+    (or ``split.lock``, unless the cycle is the mirror's first).
 
-    Has ``is_set`` like the ``threading.Event`` it wraps, so a cycle checks one flag for both.
+    Has ``is_set`` like the ``threading.Event`` it wraps, so a cycle checks one flag for all.
     """
 
-    def __init__(self, path: Path, stop: threading.Event | None = None) -> None:
+    def __init__(self, mirror_dir: Path, first: bool, stop: threading.Event | None = None) -> None:
         self.stop = stop
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        names = [PREEMPT_LOCK] if first else [PREEMPT_LOCK, SPLIT_LOCK]
+        self._fds = [os.open(mirror_dir / name, os.O_RDWR | os.O_CREAT, 0o644) for name in names]
 
     def is_set(self) -> bool:
         if self.stop is not None and self.stop.is_set():
             return True
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        for fd in self._fds:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fd, fcntl.LOCK_UN)
         return False
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
 
 
 def try_hold(path: Path) -> int | None:

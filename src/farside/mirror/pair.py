@@ -45,18 +45,19 @@ class Mirrors:
         return self.state_dir.load(name)
 
     @contextmanager
-    def locked(self, name: str, preempt: bool = False) -> Iterator[Record]:
+    def locked(self, name: str, preempt: str = "") -> Iterator[Record]:
         """Hold the mirror lock, finish any interrupted apply, and give the current record.
 
-        With ``preempt``, a cycle in progress is asked to give up (before its commit) instead of
-        being waited for: what split, pause and delete want, now.
+        With ``preempt`` (``lock.PREEMPT_LOCK`` or ``lock.SPLIT_LOCK``), a cycle in progress is
+        asked to give up (before its commit) instead of being waited for: what pause, delete and
+        split want, now (see ``lock.Preemption``).
         """
         self.state_dir.load(name)  # MIRROR_UNKNOWN before creating a lock file
         mdir = self.state_dir.mirror_dir(name)
         with ExitStack() as stack:
             try:
                 if preempt:
-                    stack.enter_context(lock.held(mdir / lock.PREEMPT_LOCK))
+                    stack.enter_context(lock.held(mdir / preempt))
                 stack.enter_context(lock.held(mdir / lock.MIRROR_LOCK))
             except FileNotFoundError:
                 self.state_dir.load(name)  # deleted while we waited: MIRROR_UNKNOWN
@@ -114,7 +115,7 @@ class Mirrors:
 
     def delete(self, name: str) -> None:
         """Forget the mirror; both directories stay as they are, the target a complete cycle and pluggable."""
-        with self.locked(name, preempt=True) as record:
+        with self.locked(name, preempt=lock.PREEMPT_LOCK) as record:
             if record.state_enum is not State.SPLIT:
                 # Stop replication durably before the target loses its marker: a delete that dies
                 # halfway must never leave a replicating mirror writing into a pluggable LUN.
@@ -149,7 +150,9 @@ class Mirrors:
             return self._cycle(record, writer, stop)
 
     def _cycle(self, record: Record, writer: TargetWriter | None, stop: threading.Event | None) -> CycleResult:
-        preemption = lock.Preemption(self.state_dir.mirror_dir(record.name) / lock.PREEMPT_LOCK, stop)
+        first = record.last_cycle.number == 0
+        preemption = lock.Preemption(self.state_dir.mirror_dir(record.name), first, stop)
+        resyncing = record.state_enum is State.RESYNCING
         try:
             return cycle.run_cycle(self.state_dir, record, writer or TargetWriter(record.bwlimit), preemption)
         except CycleStopped:
@@ -157,7 +160,8 @@ class Mirrors:
             # that took the mirror over.
             if stop is not None and stop.is_set():
                 raise
-            raise MirrorPreempted(record.name, record.last_cycle.number) from None
+            held = "what it held before the resync" if resyncing else f"cycle {record.last_cycle.number}"
+            raise MirrorPreempted(record.name, held) from None
         except MirrorState:
             raise  # a refusal, not a failure
         except Exception as exc:
@@ -170,7 +174,7 @@ class Mirrors:
             preemption.close()
 
     def pause(self, name: str) -> None:
-        with self.locked(name, preempt=True) as record:
+        with self.locked(name, preempt=lock.PREEMPT_LOCK) as record:
             if record.state_enum not in (State.REPLICATING, State.RESYNCING, State.PAUSED):
                 raise MirrorState(name, record.state, "only a replicating mirror can be paused")
             record.state = State.PAUSED.value
@@ -189,11 +193,11 @@ class Mirrors:
         """Stop replicating; the target, a complete cycle, becomes writable and pluggable.
 
         A cycle in progress is abandoned before its commit rather than waited for: a failover
-        must not wait out a long cycle (the target keeps the last complete cycle). Unless no
-        cycle has completed yet: the split would be refused anyway, so the first sync, the only
-        progress there is, is waited for.
+        must not wait out a long cycle (the target keeps the last complete cycle). Except the
+        first: the split would be refused anyway, so the first sync, the only progress there is,
+        is waited for.
         """
-        with self.locked(name, preempt=self.load(name).last_cycle.number > 0) as record:
+        with self.locked(name, preempt=lock.SPLIT_LOCK) as record:
             if record.state_enum is State.SPLIT:
                 # Idempotent, and so the way to finish a split that died after saving the record:
                 # the marker may still be active, and pools would refuse the LUN for ever.

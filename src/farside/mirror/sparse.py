@@ -53,7 +53,12 @@ def data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
             if exc.errno == errno.ENXIO:  # no data after pos: the rest is a hole
                 return
             raise
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        try:
+            end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # truncated since SEEK_DATA: the caller's fstat sees it
+                return
+            raise
         if start >= size:
             return
         yield start, end

@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from farside.mirror import lock
+from farside.mirror import journal, lock
+from farside.mirror.chunks import Reader
 from farside.mirror.copy import MAX_READS
 from farside.mirror.errors import MirrorPreempted, MirrorState, MirrorUnknown
 from farside.mirror.pair import Mirrors
@@ -244,7 +246,7 @@ def _in_thread(call: Callable[[], object]) -> tuple[threading.Thread, list[objec
 
 class TestPreemption:
     def _wait_for_request(self, mirrors: Mirrors, mirror: str) -> None:
-        flag = lock.Preemption(mirrors.state_dir.mirror_dir(mirror) / lock.PREEMPT_LOCK)
+        flag = lock.Preemption(mirrors.state_dir.mirror_dir(mirror), first=False)
         try:
             for _ in range(3000):
                 if flag.is_set():
@@ -280,22 +282,122 @@ class TestPreemption:
         assert tree(target) == before
 
     def test_split_during_the_first_sync_waits_for_it(self, mirrors: Mirrors, mirror: str, target: Path) -> None:
-        """Before any cycle completed a split would be refused, so it waits for the first sync instead
-        of throwing it away."""
+        """Before any cycle completed a split would be refused, so the first sync does not give up
+        for it: the split waits, then splits the first cycle."""
         writer = GatedWriter()
         syncing, synced = _in_thread(lambda: mirrors.sync(mirror, writer=writer))
         assert writer.started.wait(30)
         taking, took = _in_thread(lambda: mirrors.split(mirror))
-        time.sleep(0.2)  # time for a split that would preempt to ask; it must not
-        flag = lock.Preemption(mirrors.state_dir.mirror_dir(mirror) / lock.PREEMPT_LOCK)
-        assert not flag.is_set()
-        flag.close()
+        self._wait_for_request(mirrors, mirror)  # the split asks...
+        first = lock.Preemption(mirrors.state_dir.mirror_dir(mirror), first=True)
+        assert not first.is_set()  # ...and the first cycle does not hear it
+        first.close()
         writer.go.set()
         syncing.join(30)
         taking.join(30)
         assert not isinstance(synced[0], Exception) and not isinstance(took[0], Exception), (synced, took)
         assert mirrors.status(mirror)["state"] == "split"
         assert mirrors.status(mirror)["cycle"] == 1
+
+    def test_a_split_waiting_through_the_first_cycle_still_preempts_the_second(
+        self, mirrors: Mirrors, mirror: str, source: Path, target: Path
+    ) -> None:
+        """A split asked for during the first sync does not decide once: if a daemon takes the lock
+        back for cycle 2 before the split gets it, cycle 2 gives up for the split."""
+        writer = GatedWriter()
+        syncing, synced = _in_thread(lambda: mirrors.sync(mirror, writer=writer))
+        assert writer.started.wait(30)
+        with lock.held(mirrors.state_dir.mirror_dir(mirror) / lock.SPLIT_LOCK):  # a split waiting
+            writer.go.set()
+            syncing.join(30)
+            assert not isinstance(synced[0], Exception) and mirrors.load(mirror).last_cycle.number == 1
+            fill(source / "second.img", 4 * MIB, seed=10)
+            with pytest.raises(MirrorPreempted, match="still holds cycle 1"):
+                mirrors.sync(mirror)  # cycle 2, under the waiting split
+        mirrors.split(mirror)
+        assert not (target / "second.img").exists()
+
+    def test_a_resync_preempted_says_what_the_target_holds(
+        self, mirrors: Mirrors, mirror: str, source: Path, target: Path
+    ) -> None:
+        mirrors.sync(mirror)
+        mirrors.split(mirror)
+        fill(source / "new.img", 4 * MIB, seed=11)
+        writer = GatedWriter()
+        resyncing, resynced = _in_thread(lambda: mirrors.resync(mirror, writer=writer))
+        assert writer.started.wait(30)
+        taking, took = _in_thread(lambda: mirrors.split(mirror))
+        self._wait_for_request(mirrors, mirror)
+        writer.go.set()
+        resyncing.join(30)
+        taking.join(30)
+        assert isinstance(resynced[0], MirrorPreempted) and not isinstance(took[0], Exception), (resynced, took)
+        assert "still holds what it held before the resync" in resynced[0].describe()
+        assert mirrors.status(mirror)["state"] == "split"
+
+    def test_a_preempted_cycle_stops_checking_what_it_throws_away(
+        self, mirrors: Mirrors, mirror: str, source: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The background read-back of a new file (64 MiB here, a whole image in life) stops at its
+        next batch once the cycle is abandoned: a split does not wait for the disk to re-read a
+        journal that is about to be deleted."""
+        mirrors.sync(mirror)
+        fill(source / "a.img", 64 * MIB, seed=1)  # checked in the background while b.img is copied
+        fill(source / "b.img", 4 * MIB, seed=2)
+        reading, asked = threading.Event(), threading.Event()
+        after_ask: list[int] = []
+        real_seal = journal._seal
+
+        class Observed:
+            """The sealing thread's reader: holds the read-back at its first batch until the cycle
+            was abandoned, then counts what it is still asked to read."""
+
+            def __init__(self, real: Reader, abandon: threading.Event) -> None:
+                self.real, self.abandon = real, abandon
+
+            def hashed(self, fd: int, size: int, indexes: list[int]) -> Iterator[tuple[int, memoryview, str | None]]:
+                for n, item in enumerate(self.real.hashed(fd, size, indexes)):
+                    if self.abandon.is_set():
+                        after_ask.append(item[0])
+                    yield item
+                    if n == 0:
+                        reading.set()
+                        assert asked.wait(60) and self.abandon.wait(60)
+
+        def seal(
+            new: journal.NewFile, hashes: list[str | None], size: int, rel: str, reader: Reader, abandon: Any
+        ) -> None:
+            real_seal(new, hashes, size, rel, Observed(reader, abandon), abandon)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(journal, "_seal", seal)
+        pausing: list[threading.Thread] = []
+
+        class PauseArrives(TargetWriter):
+            """At b.img's first chunk (a.img being read back), a pause asks for the mirror."""
+
+            def send(self, fd: int, data: bytes | memoryview, offset: int) -> None:
+                super().send(fd, data, offset)
+                if not pausing and os.readlink(f"/proc/self/fd/{fd}").endswith("new/2"):
+                    assert reading.wait(60)
+                    pausing.append(_in_thread(lambda: mirrors.pause(mirror))[0])
+                    self._wait_for_pause()
+                    asked.set()
+
+            def _wait_for_pause(self) -> None:
+                flag = lock.Preemption(mirrors.state_dir.mirror_dir(mirror), first=False)
+                while not flag.is_set():
+                    time.sleep(0.01)
+                flag.close()
+
+        try:
+            with pytest.raises(MirrorPreempted):
+                mirrors.sync(mirror, writer=PauseArrives())
+        finally:
+            asked.set()
+            for thread in pausing:
+                thread.join(30)
+        assert pausing and mirrors.status(mirror)["state"] == "paused"
+        assert len(after_ask) <= 1, f"{len(after_ask)} chunks of 64 read back after the cycle was abandoned"
 
     def test_a_command_waiting_on_a_deleted_mirror(self, mirrors: Mirrors, mirror: str) -> None:
         """A command that waited for the lock of a mirror deleted meanwhile says the mirror is gone,

@@ -399,3 +399,29 @@ def test_a_crash_while_removing_an_applied_journal(
     assert journal.pending(target) is None
     assert tree(target) == tree(source)
     assert mirrors.sync(mirror).stats.number == 3
+
+
+def _open_under(root: Path) -> list[str]:
+    """This process's open files under ``root``, deleted ones included."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if link.startswith(str(root)):
+            found.append(link)
+    return found
+
+
+def test_a_failed_read_back_leaks_no_file(mirrors: Mirrors, mirror: str, source: Path, target: Path) -> None:
+    """A cycle of more new files than are sealed at once, whose first copy fails its check: every
+    journal file is closed, so the discarded journal's space is given back."""
+    for i in range(journal.SEALING + 8):
+        fill(source / f"f{i:02d}.img", 64 * 1024 + 7, seed=100 + i)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(2):
+        with pytest.raises(MirrorIoError, match="does not match its source"):
+            mirrors.sync(mirror, writer=CorruptingWriter())
+    assert _open_under(target) == []
+    assert len(os.listdir("/proc/self/fd")) == before
