@@ -107,3 +107,26 @@ def test_init_says_what_is_wrong_with_its_arguments(tmp_path: Path) -> None:
         result = farside(*args, *base, "--admin-password", "pw")
         assert result.returncode == 2 and text in result.stderr and len(result.stderr.splitlines()) == 1, result
     assert not (tmp_path / "site").exists()
+    empty = tmp_path / "empty-password"
+    empty.write_text("\n")
+    for args, text in [
+        (("--admin-password-file", str(tmp_path / "missing")), "cannot read --admin-password-file"),
+        (("--admin-password-file", str(empty)), "the admin password must not be empty"),
+        (("--admin-password", "a", "--admin-password-file", str(empty)), "not allowed with argument"),
+    ]:
+        result = farside("init", str(tmp_path / "site"), "--pool-name", "x", *args)
+        assert result.returncode == 2 and text in result.stderr and len(result.stderr.splitlines()) == 1, result
+    assert not (tmp_path / "site").exists()
+
+
+def test_init_takes_the_password_from_a_file(tmp_path: Path) -> None:
+    """A password that starts with "-" (as a random one may) stays out of argv, and of ps."""
+    (tmp_path / "password").write_text("-Xy_9-random\n")
+    result = farside("init", str(tmp_path / "site"), "--pool-name", "Site A", "--admin-password-file",
+                     str(tmp_path / "password"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    server = PoolServer(tmp_path / "site").start()
+    try:
+        server.session("root", "-Xy_9-random").xenapi.session.logout()
+    finally:
+        server.stop()

@@ -18,7 +18,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p = commands.add_parser("init", help="create a pool in a new data directory")
     p.add_argument("data_dir", type=Path, help="directory for the pool database and TLS files (must be empty)")
     p.add_argument("--pool-name", required=True, help="the pool's name_label, e.g. 'Site A'")
-    p.add_argument("--admin-password", required=True, help="password of the pool-admin user 'root'")
+    password = p.add_mutually_exclusive_group(required=True)
+    password.add_argument("--admin-password", help="password of the pool-admin user 'root'")
+    password.add_argument(
+        "--admin-password-file",
+        type=Path,
+        help="a file whose first line is root's password (kept out of the command line, which ps shows)",
+    )
     p.add_argument("--address", default="127.0.0.1", help="address clients use for this host")
     p.set_defaults(run=init)
 
@@ -44,8 +50,15 @@ def init(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
     if not args.pool_name.strip():
         raise ValueError("--pool-name must not be empty: it is how the pool is shown and chosen in a failover")
-    if not args.admin_password:
-        raise ValueError("--admin-password must not be empty: root could log in with no password")
+    password = args.admin_password
+    if args.admin_password_file is not None:
+        try:
+            lines = args.admin_password_file.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read --admin-password-file {args.admin_password_file}: {exc}") from None
+        password = lines[0] if lines else ""
+    if not password:
+        raise ValueError("the admin password must not be empty: root could log in with no password")
     if data_dir.exists() and not data_dir.is_dir():
         raise ValueError(f"{data_dir} is not a directory; give a new or empty directory")
     if data_dir.exists() and any(data_dir.iterdir()):
@@ -60,7 +73,7 @@ def init(args: argparse.Namespace) -> int:
         facts = host.probe(args.address)
         db = Database.create(config.db_path)
         try:
-            pool = create_pool(db, args.pool_name, facts, args.admin_password)
+            pool = create_pool(db, args.pool_name, facts, password)
             with db.read() as tx:
                 uuid = tx.get_field("pool", pool, "uuid")
         finally:

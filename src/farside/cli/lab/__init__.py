@@ -110,8 +110,9 @@ def up(args: argparse.Namespace) -> int:
         out.write(secrets.token_urlsafe(12) + "\n")
     try:
         for site in SITES:
+            # From the file: a random password may start with "-", and argv is public (ps).
             _farside("init", str(lab.site_dir(site)), "--pool-name", SITE_NAMES[site],
-                     "--admin-password", lab.password())  # fmt: skip
+                     "--admin-password-file", str(lab.password_file))  # fmt: skip
             _serve(lab, site)
             print(f"{SITE_NAMES[site]}: serving {lab.url(site)}")
         populate(session(lab, "a"), [lab.lun_dir("a", lun) for lun in lab.luns], plan)
