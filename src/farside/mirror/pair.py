@@ -177,6 +177,8 @@ class Mirrors:
         with self.locked(name, preempt=lock.PREEMPT_LOCK) as record:
             if record.state_enum not in (State.REPLICATING, State.RESYNCING, State.PAUSED):
                 raise MirrorState(name, record.state, "only a replicating mirror can be paused")
+            if record.state_enum is not State.PAUSED:
+                record.paused_from = record.state
             record.state = State.PAUSED.value
             self.state_dir.save(record)
 
@@ -184,7 +186,9 @@ class Mirrors:
         with self.locked(name) as record:
             if record.state_enum not in (State.PAUSED, State.REPLICATING):
                 raise MirrorState(name, record.state, "only a paused mirror can be unpaused")
-            record.state = State.REPLICATING.value
+            if record.state_enum is State.PAUSED:
+                record.state = record.paused_from or State.REPLICATING.value
+                record.paused_from = ""
             self.state_dir.save(record)
 
     # -- split, reverse, resync ----------------------------------------------------------------

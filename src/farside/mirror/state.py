@@ -84,6 +84,9 @@ class Record:
     lagging: dict[str, float | None] = field(default_factory=dict)  # path -> when last taken
     warnings: list[str] = field(default_factory=list)  # from the last cycle
     last_attempt: float = 0.0
+    # What a pause interrupted (replicating or resyncing): unpause goes back to it, so a resync
+    # paused halfway is still shown as one until a cycle completes.
+    paused_from: str = ""
 
     @property
     def state_enum(self) -> State:

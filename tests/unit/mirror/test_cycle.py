@@ -399,6 +399,27 @@ class TestPreemption:
         assert pausing and mirrors.status(mirror)["state"] == "paused"
         assert len(after_ask) <= 1, f"{len(after_ask)} chunks of 64 read back after the cycle was abandoned"
 
+    def test_a_resync_paused_halfway_is_still_a_resync_once_unpaused(
+        self, mirrors: Mirrors, mirror: str, source: Path, target: Path
+    ) -> None:
+        """Its target still holds what the split left until a cycle completes, and says so."""
+        mirrors.sync(mirror)
+        mirrors.split(mirror)
+        fill(source / "new.img", 4 * MIB, seed=12)
+        writer = GatedWriter()
+        resyncing, resynced = _in_thread(lambda: mirrors.resync(mirror, writer=writer))
+        assert writer.started.wait(30)
+        pausing, _ = _in_thread(lambda: mirrors.pause(mirror))
+        self._wait_for_request(mirrors, mirror)
+        writer.go.set()
+        resyncing.join(30)
+        pausing.join(30)
+        assert isinstance(resynced[0], MirrorPreempted), resynced
+        mirrors.unpause(mirror)
+        assert mirrors.status(mirror)["state"] == "resyncing"
+        mirrors.sync(mirror)
+        assert mirrors.status(mirror)["state"] == "replicating" and tree(target) == tree(source)
+
     def test_a_command_waiting_on_a_deleted_mirror(self, mirrors: Mirrors, mirror: str) -> None:
         """A command that waited for the lock of a mirror deleted meanwhile says the mirror is gone,
         instead of acting under a lock on a file that no longer guards anything."""
