@@ -149,7 +149,8 @@ class Story:
             self.mirror("split", lun)
 
     def failback(self) -> None:
-        report = self.dr("failback", "a", "--lun-dir", str(self.root / "luns-a"))
+        source = ["--source-server", self.lab.url("b"), "--source-password-file", str(self.lab.password_file)]
+        report = self.dr("failback", "a", *source, "--lun-dir", str(self.root / "luns-a"))
         if report["outcome"] != "succeeded":
             raise StepFailed(f"the failback {report['outcome']}")
         self.facts["recovery time (failback run)"] = report["total_seconds"]

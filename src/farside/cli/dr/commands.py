@@ -99,9 +99,22 @@ def start(kind: str) -> Command:
             options.require_scripted(options.Request(**{**wishes.__dict__, "all": True}))
         target = connection.target(args, interactive)
         source = connection.source(args, interactive)
+        if kind == "failback" and source is None:
+            # The pool failed back from is up by definition: without asking it, VMs still running
+            # there would be started here too, two copies writing the same disks.
+            raise usage(
+                "a failback needs the pool it fails back from: give --source-server URL (the DR site's "
+                "pool; its password with --source-password-file or $FARSIDE_SOURCE_PASSWORD), so that VMs "
+                "still running there are found before anything starts here"
+            )
         with contextlib.ExitStack() as stack:
             session = stack.enter_context(_logged_in(target))
             source_session = _source_session(stack, source, err)
+            if kind == "failback" and source_session is None:
+                raise usage(
+                    f"the pool failed back from ({source.url if source else '?'}) does not answer: a failback "
+                    "needs it, to refuse VMs still running there; start it, or run a failover instead"
+                )
             run_options = options.run_options(wishes, source.url if source else "", pause=interactive)
             try:
                 ref = str(session.call("DR_run.create", kind, run_options))
