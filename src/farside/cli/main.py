@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from farside import __version__
-from farside.cli import dr, image, lab, metadata, mirror, pool, user, xe
 from farside.errors import FarsideError
 
 
@@ -22,6 +21,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser() -> argparse.ArgumentParser:
+    # Imported here, not at the top: they bring in the server stack, which takes a moment to load,
+    # and an operator's Ctrl-C meanwhile must end the command as any other Ctrl-C does (main).
+    from farside.cli import dr, image, lab, metadata, mirror, pool, user, xe
+
     p: argparse.ArgumentParser = _Parser(prog="farside", description="Disaster recovery for VM pools, speaking XenAPI.")
     p.add_argument("--version", action="version", version=f"farside {__version__}")
     commands = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -38,7 +41,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
+    try:
+        commands = parser()
+    except KeyboardInterrupt:
+        return 130
+    args = commands.parse_args(argv)
     try:
         code: int = args.run(args)
         return code

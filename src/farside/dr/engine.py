@@ -9,6 +9,7 @@ reconciles by uuid before it does anything, so a run that was interrupted at any
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import xmlrpc.client
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import groupby
@@ -197,7 +199,8 @@ class Engine:
         finally:
             stop.set()
             keeper.join()
-            with contextlib.suppress(XenAPIFailure, OSError):
+            # Best effort: a claim left behind is taken over once stale (or at once on this host).
+            with contextlib.suppress(XenAPIFailure, OSError, http.client.HTTPException, xmlrpc.client.Error):
                 self.s.call("DR_run.unclaim", self.run_ref, self.runner)
 
     def _data(self, step: str) -> dict[str, Any]:
@@ -317,11 +320,19 @@ class Engine:
         live = (ReplicationState.REPLICATING, ReplicationState.PAUSED, ReplicationState.RESYNCING)
         waiting, to_split = [], []
         for sr in self._data("discover")["srs"]:
-            if sr["path"] in split or self.options.kind == "test":
+            if sr["path"] in split:
                 continue
             state = self.replication.state(Path(sr["path"]))
             if state not in live:
                 continue
+            if self.options.kind == "test":
+                # A test never splits (replication goes on), and a pool cannot plug a LUN still
+                # being written: the test must run on a copy of it.
+                raise RunFailed(
+                    f"{sr['path']} is a mirror target still replicated into ({state.value}): a test failover "
+                    "runs on a point-in-time copy of it, which replication leaves alone. Take one (with "
+                    "farside mirror: 'farside mirror snapshot MIRROR DIR') and start a new test on DIR"
+                )
             if not self.options.split_mirrors:
                 waiting.append(f"{sr['path']} ({state.value})")
                 continue

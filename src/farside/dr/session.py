@@ -108,7 +108,14 @@ class XmlRpcSession:
         target: Any = self._proxy
         for part in method.split("."):
             target = getattr(target, part)
-        return self._unwrap(target(session, *args))
+        try:
+            result = target(session, *args)
+        except BaseException:
+            # An interrupted call (Ctrl-C: not an Exception, so xmlrpc.client does not reset it)
+            # leaves the connection mid-request; the next call, an unclaim say, needs a fresh one.
+            self._local.proxy = None
+            raise
+        return self._unwrap(result)
 
     def serial(self, vm_uuid: str) -> bytes:
         query = urllib.parse.urlencode({"session_id": self._handle, "uuid": vm_uuid})

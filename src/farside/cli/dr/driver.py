@@ -181,6 +181,8 @@ def _failed(d: Drive, ref: str, uuid: str, kind: str, reason: str) -> int:
     why = reason.partition(": ")[2] or reason  # RunFailed says "step: why"
     if step == "discover" and not any(e.get("state") == "done" for e in journal.values()):
         return _nothing_found(d, ref, why)
+    if step == "split" and kind == "test":
+        return _not_on_a_target(d, ref, why)
     if d.json:
         d.out.print_json(json.dumps(_report_json(d, ref, uuid)))
     else:
@@ -221,6 +223,17 @@ def _nothing_found(d: Drive, ref: str, why: str) -> int:
         highlight=False,
         soft_wrap=True,
     )
+    return EXIT_USAGE
+
+
+def _not_on_a_target(d: Drive, ref: str, why: str) -> int:
+    """A test pointed at a LUN still replicated into: nothing was attached, and a resume could
+    never plug it, so the run is removed and the operator starts again on a snapshot."""
+    state, _ = clean_up(d.session, ref)
+    if state == "cleaned up":
+        d.session.call("DR_run.destroy", ref)
+        d.announce = ""
+    d.err.print(f"farside: {why} (nothing was done)", markup=False, highlight=False, soft_wrap=True)
     return EXIT_USAGE
 
 
