@@ -107,11 +107,13 @@ def test_init_says_what_is_wrong_with_its_arguments(tmp_path: Path) -> None:
         result = farside(*args, *base, "--admin-password", "pw")
         assert result.returncode == 2 and text in result.stderr and len(result.stderr.splitlines()) == 1, result
     assert not (tmp_path / "site").exists()
-    empty = tmp_path / "empty-password"
+    empty, two_lines = tmp_path / "empty-password", tmp_path / "user-and-password"
     empty.write_text("\n")
+    two_lines.write_text("root\nsecret\n")
     for args, text in [
         (("--admin-password-file", str(tmp_path / "missing")), "cannot read --admin-password-file"),
         (("--admin-password-file", str(empty)), "the admin password must not be empty"),
+        (("--admin-password-file", str(two_lines)), "holds 2 lines: put root's password alone"),
         (("--admin-password", "a", "--admin-password-file", str(empty)), "not allowed with argument"),
     ]:
         result = farside("init", str(tmp_path / "site"), "--pool-name", "x", *args)

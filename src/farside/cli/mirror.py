@@ -168,8 +168,9 @@ def pause(args: argparse.Namespace) -> int:
 
 
 def unpause(args: argparse.Namespace) -> int:
-    _mirrors(args).unpause(args.name)
-    print(f"{args.name}: replicating")
+    mirrors = _mirrors(args)
+    mirrors.unpause(args.name)
+    print(f"{args.name}: {mirrors.load(args.name).state}")  # replicating, or resyncing as before the pause
     return 0
 
 

@@ -23,7 +23,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     password.add_argument(
         "--admin-password-file",
         type=Path,
-        help="a file whose first line is root's password (kept out of the command line, which ps shows)",
+        help="a file holding root's password alone on a line (kept out of the command line, which ps shows)",
     )
     p.add_argument("--address", default="127.0.0.1", help="address clients use for this host")
     p.set_defaults(run=init)
@@ -56,6 +56,13 @@ def init(args: argparse.Namespace) -> int:
             lines = args.admin_password_file.read_text().splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise ValueError(f"cannot read --admin-password-file {args.admin_password_file}: {exc}") from None
+        lines = [line for line in lines if line.strip()]
+        if len(lines) > 1:
+            # farside xe and farside dr read a two-line file as user and password: refuse the doubt.
+            raise ValueError(
+                f"--admin-password-file {args.admin_password_file} holds {len(lines)} lines: put root's password "
+                "alone on its first line"
+            )
         password = lines[0] if lines else ""
     if not password:
         raise ValueError("the admin password must not be empty: root could log in with no password")

@@ -160,7 +160,8 @@ class Mirrors:
             # that took the mirror over.
             if stop is not None and stop.is_set():
                 raise
-            held = "what it held before the resync" if resyncing else f"cycle {record.last_cycle.number}"
+            number = record.last_cycle.number
+            held = "what it held before the resync" if resyncing else f"cycle {number}" if number else "no cycle yet"
             raise MirrorPreempted(record.name, held) from None
         except MirrorState:
             raise  # a refusal, not a failure

@@ -116,7 +116,8 @@ def up(args: argparse.Namespace) -> int:
             _serve(lab, site)
             print(f"{SITE_NAMES[site]}: serving {lab.url(site)}")
         populate(session(lab, "a"), [lab.lun_dir("a", lun) for lun in lab.luns], plan)
-        print(f"Site A: {plan.vms} VMs running, {plan.vapps} vApps, metadata replicated on {len(lab.luns)} SRs")
+        vapps = f"{plan.vapps} vApp{'' if plan.vapps == 1 else 's'}"
+        print(f"Site A: {plan.vms} VMs running, {vapps}, metadata replicated on {len(lab.luns)} SRs")
         state = str(lab.mirror_dir)
         for lun in lab.luns:
             lab.lun_dir("b", lun).parent.mkdir(parents=True, exist_ok=True)
