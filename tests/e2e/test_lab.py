@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -69,7 +70,15 @@ def test_up_status_disaster_start_down(lab: Path) -> None:
     assert status["sites"]["a"]["server"] == "down" and status["sites"]["b"]["server"] == "up"
     assert not [p for p in lab_processes(lab) if "qemu" in p and "site-a" in p]
 
-    farside("lab", "start", str(lab), "a")
+    # Another program took site A's port while it was down: the site moves to a free one.
+    port = json.loads((lab / "lab.json").read_text())["ports"]["a"]
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        out = farside("lab", "start", str(lab), "a").stdout
+    assert f"127.0.0.1:{port} is taken by another program" in out
+    assert json.loads((lab / "lab.json").read_text())["ports"]["a"] != port
     status = json.loads(farside("lab", "status", str(lab), "--json").stdout)
     assert {vm["power_state"] for vm in status["sites"]["a"]["vms"]} == {"Halted"}  # their QEMUs died
 

@@ -73,6 +73,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        # As the server binds: connections of the killed server in TIME_WAIT do not count.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def session(lab: Lab, site: str) -> XmlRpcSession:
     return XmlRpcSession(lab.url(site), "root", lab.password())
 
@@ -207,6 +218,13 @@ def start_site(args: argparse.Namespace) -> int:
     if processes.running(lab.server_pid_file(args.site), lab.server_marker(args.site)) is not None:
         print(f"{SITE_NAMES[args.site]} is already serving {lab.url(args.site)}")
         return 0
+    if not _port_free(lab.ports[args.site]):
+        # Something else took the site's port while it was down: serve on another, and say so
+        # (lab.json is what every lab command and the demo read the address from).
+        old = lab.url(args.site)
+        lab.ports[args.site] = _free_port()
+        lab.save()
+        print(f"{old} is taken by another program: {SITE_NAMES[args.site]} moves to {lab.url(args.site)}")
     _serve(lab, args.site)
     print(f"{SITE_NAMES[args.site]}: serving {lab.url(args.site)}")
     return 0
