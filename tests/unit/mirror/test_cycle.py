@@ -256,6 +256,21 @@ class TestPreemption:
         finally:
             flag.close()
 
+    def _interrupted(
+        self, mirrors: Mirrors, mirror: str, cycle: Callable[[TargetWriter], object], command: str
+    ) -> MirrorPreempted:
+        """Run ``cycle`` until its first chunk, then ``command`` (split or pause); what the cycle raised."""
+        writer = GatedWriter()
+        cycling, cycled = _in_thread(lambda: cycle(writer))
+        assert writer.started.wait(30)
+        taking, took = _in_thread(lambda: getattr(mirrors, command)(mirror))
+        self._wait_for_request(mirrors, mirror)
+        writer.go.set()
+        cycling.join(30)
+        taking.join(30)
+        assert isinstance(cycled[0], MirrorPreempted) and not isinstance(took[0], Exception), (cycled, took)
+        return cycled[0]
+
     @pytest.mark.parametrize("command", ["split", "pause"])
     def test_split_or_pause_abandons_the_cycle_in_progress(
         self, mirrors: Mirrors, mirror: str, source: Path, target: Path, command: str
@@ -265,17 +280,8 @@ class TestPreemption:
         mirrors.sync(mirror)
         before = tree(target)
         fill(source / "new.img", 4 * MIB, seed=9)
-        writer = GatedWriter()
-        syncing, synced = _in_thread(lambda: mirrors.sync(mirror, writer=writer))
-        assert writer.started.wait(30)
-        taking, took = _in_thread(lambda: getattr(mirrors, command)(mirror))
-        self._wait_for_request(mirrors, mirror)
-        writer.go.set()
-        syncing.join(30)
-        taking.join(30)
-        assert isinstance(synced[0], MirrorPreempted), synced
-        assert "still holds cycle 1" in synced[0].describe()
-        assert not isinstance(took[0], Exception), took
+        preempted = self._interrupted(mirrors, mirror, lambda w: mirrors.sync(mirror, writer=w), command)
+        assert "still holds cycle 1" in preempted.describe()
         status = mirrors.status(mirror)
         assert status["state"] == command.replace("pause", "paused")
         assert status["cycle"] == 1 and not status["failing"] and status["errors"] == []
@@ -317,22 +323,16 @@ class TestPreemption:
         mirrors.split(mirror)
         assert not (target / "second.img").exists()
 
-    def test_a_resync_preempted_says_what_the_target_holds(
-        self, mirrors: Mirrors, mirror: str, source: Path, target: Path
-    ) -> None:
+    def _interrupted_resync(self, mirrors: Mirrors, mirror: str, source: Path, command: str) -> MirrorPreempted:
+        """A resync under way when ``command`` (split or pause) asks for the mirror; what it raised."""
         mirrors.sync(mirror)
         mirrors.split(mirror)
         fill(source / "new.img", 4 * MIB, seed=11)
-        writer = GatedWriter()
-        resyncing, resynced = _in_thread(lambda: mirrors.resync(mirror, writer=writer))
-        assert writer.started.wait(30)
-        taking, took = _in_thread(lambda: mirrors.split(mirror))
-        self._wait_for_request(mirrors, mirror)
-        writer.go.set()
-        resyncing.join(30)
-        taking.join(30)
-        assert isinstance(resynced[0], MirrorPreempted) and not isinstance(took[0], Exception), (resynced, took)
-        assert "still holds what it held before the resync" in resynced[0].describe()
+        return self._interrupted(mirrors, mirror, lambda w: mirrors.resync(mirror, writer=w), command)
+
+    def test_a_resync_preempted_says_what_the_target_holds(self, mirrors: Mirrors, mirror: str, source: Path) -> None:
+        preempted = self._interrupted_resync(mirrors, mirror, source, "split")
+        assert "still holds what it held before the resync" in preempted.describe()
         assert mirrors.status(mirror)["state"] == "split"
 
     def test_a_preempted_cycle_stops_checking_what_it_throws_away(
@@ -403,18 +403,7 @@ class TestPreemption:
         self, mirrors: Mirrors, mirror: str, source: Path, target: Path
     ) -> None:
         """Its target still holds what the split left until a cycle completes, and says so."""
-        mirrors.sync(mirror)
-        mirrors.split(mirror)
-        fill(source / "new.img", 4 * MIB, seed=12)
-        writer = GatedWriter()
-        resyncing, resynced = _in_thread(lambda: mirrors.resync(mirror, writer=writer))
-        assert writer.started.wait(30)
-        pausing, _ = _in_thread(lambda: mirrors.pause(mirror))
-        self._wait_for_request(mirrors, mirror)
-        writer.go.set()
-        resyncing.join(30)
-        pausing.join(30)
-        assert isinstance(resynced[0], MirrorPreempted), resynced
+        self._interrupted_resync(mirrors, mirror, source, "pause")
         mirrors.unpause(mirror)
         assert mirrors.status(mirror)["state"] == "resyncing"
         mirrors.sync(mirror)
