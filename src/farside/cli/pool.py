@@ -6,6 +6,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+from farside.cli.connection import PasswordFile, PasswordFileError, PasswordFileProblem, read_password_file
 from farside.cli.tls import make_self_signed
 from farside.config import DEFAULT_LISTEN, Listen, ServerConfig, kvm_from_env, session_timeout_from_env
 from farside.db import Database
@@ -46,24 +47,28 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     s.set_defaults(run=server)
 
 
+_ALONE = "put root's password alone on its first line"
+
+
 def init(args: argparse.Namespace) -> int:
     data_dir: Path = args.data_dir
     if not args.pool_name.strip():
         raise ValueError("--pool-name must not be empty: it is how the pool is shown and chosen in a failover")
     password = args.admin_password
     if args.admin_password_file is not None:
+        path = str(args.admin_password_file)
         try:
-            lines = args.admin_password_file.read_text().splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValueError(f"cannot read --admin-password-file {args.admin_password_file}: {exc}") from None
-        lines = [line for line in lines if line.strip()]
-        if len(lines) > 1:
+            given = read_password_file(path)
+        except PasswordFileError as exc:
+            if exc.problem is PasswordFileProblem.UNREADABLE:
+                raise ValueError(f"cannot read --admin-password-file {path}: {exc.reason}") from None
+            if exc.problem is PasswordFileProblem.TOO_MANY_LINES:
+                raise ValueError(f"--admin-password-file {path} holds more than 2 lines: {_ALONE}") from None
+            given = PasswordFile(None, "")  # EMPTY: refused below, as an empty --admin-password
+        if given.user is not None:
             # farside xe and farside dr read a two-line file as user and password: refuse the doubt.
-            raise ValueError(
-                f"--admin-password-file {args.admin_password_file} holds {len(lines)} lines: put root's password "
-                "alone on its first line"
-            )
-        password = lines[0] if lines else ""
+            raise ValueError(f"--admin-password-file {path} holds 2 lines: {_ALONE}")
+        password = given.password
     if not password:
         raise ValueError("the admin password must not be empty: root could log in with no password")
     if data_dir.exists() and not data_dir.is_dir():

@@ -9,6 +9,8 @@ from typing import Any
 KINDS = ("failover", "failback", "test")
 TITLES_BY_KIND = {"failover": "Failover", "failback": "Failback", "test": "Test failover"}
 POWER = ("start", "start_paused", "none")
+# What DR_run.state can be: the engine moves a run through these.
+RUN_STATES = ("created", "running", "paused", "failed", "done", "cleaned up", "cleanup failed")
 STEPS = (
     "discover", "split", "attach", "choose", "load", "select", "precheck", "recover", "start", "protect", "release",
     "report",

@@ -18,8 +18,8 @@ from typing import Any
 
 from farside.mirror import journal
 from farside.mirror.chunks import HASH, LEGACY_HASH, known
-from farside.mirror.copy import Copied, Stop, chunk_hashes, copy_changes, copy_new, reserve_target
-from farside.mirror.errors import CycleStopped, MirrorIoError, MirrorTargetFull
+from farside.mirror.copy import Copied, Stop, check_stop, chunk_hashes, copy_changes, copy_new, reserve_target
+from farside.mirror.errors import MirrorIoError, MirrorTargetFull
 from farside.mirror.journal import CorruptJournal, JournalWriter, stat_key
 from farside.mirror.state import CycleStats, FileEntry, Record, State, StateDir
 from farside.mirror.writer import TargetWriter
@@ -130,13 +130,17 @@ def _apply_failed(record: Record, index: dict[str, Any], exc: OSError | CorruptJ
             f"cycle {number} is committed but could not be applied: no space left at the target {record.target}. "
             "Free space there; the next mirror command (any: status shows the apply pending) finishes it first",
         )
-    where = f" ({exc.filename})" if isinstance(exc, OSError) and exc.filename else ""
-    why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    why = _reason(exc) if isinstance(exc, OSError) else str(exc)
     return MirrorIoError(
         record.name,
-        f"cycle {number} is committed but could not be applied: {why}{where}. Fix that; the next mirror "
+        f"cycle {number} is committed but could not be applied: {why}. Fix that; the next mirror "
         "command finishes the apply first",
     )
+
+
+def _reason(exc: OSError) -> str:
+    """What the system said, and of which file."""
+    return f"{exc.strerror or exc}" + (f" ({exc.filename})" if exc.filename else "")
 
 
 def _translate(record: Record, exc: BaseException) -> BaseException:
@@ -147,8 +151,7 @@ def _translate(record: Record, exc: BaseException) -> BaseException:
             "Free space there and replication resumes with the next cycle",
         )
     if isinstance(exc, OSError):
-        where = f" ({exc.filename})" if exc.filename else ""
-        return MirrorIoError(record.name, f"{exc.strerror or exc}{where}; the target still holds its last cycle")
+        return MirrorIoError(record.name, f"{_reason(exc)}; the target still holds its last cycle")
     if isinstance(exc, CorruptJournal):
         return MirrorIoError(record.name, f"{exc}; the cycle was abandoned and will be retried")
     return exc
@@ -170,8 +173,7 @@ def _build(state_dir: StateDir, record: Record, jw: JournalWriter, stop: Stop | 
         ops.append({"op": "mkdir", "path": rel})
     reserves: list[tuple[str, dict[str, Any]]] = []
     for rel, st in sorted(src.files.items()):
-        if stop is not None and stop.is_set():
-            raise CycleStopped()
+        check_stop(stop)
         old = manifest.get(rel)
         tst = dst.files.get(rel)
         dirty: set[int] = set()

@@ -83,13 +83,8 @@ class Daemon:
 
     def _hold(self, name: str) -> bool:
         if name in self._held:
-            # Still the mirror's lock file? A mirror deleted and created again has a new one.
-            held = os.fstat(self._held[name])
-            try:
-                now = os.stat(self.mirrors.state_dir.mirror_dir(name) / lock.DAEMON_LOCK)
-            except FileNotFoundError:
-                now = None
-            if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            # A mirror deleted and created again has a new lock file.
+            if lock.still_at(self._held[name], self.mirrors.state_dir.mirror_dir(name) / lock.DAEMON_LOCK):
                 return True
             self._release(name)
         fd = lock.try_hold(self.mirrors.state_dir.mirror_dir(name) / lock.DAEMON_LOCK)

@@ -39,15 +39,11 @@ def held(path: Path) -> Iterator[None]:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            ours = os.fstat(fd)
-            try:
-                now = os.stat(path)
-            except FileNotFoundError:
-                now = None
+            current = still_at(fd, path)
         except BaseException:
             os.close(fd)
             raise
-        if now is not None and (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino):
+        if current:
             break
         # The file was removed while we waited (a delete): a lock on it guards nothing.
         os.close(fd)
@@ -55,6 +51,17 @@ def held(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def still_at(fd: int, path: Path) -> bool:
+    """Whether the open lock file ``fd`` is still the file at ``path`` (not removed or replaced):
+    a lock on a file no longer there guards nothing."""
+    ours = os.fstat(fd)
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (now.st_dev, now.st_ino) == (ours.st_dev, ours.st_ino)
 
 
 class Preemption:

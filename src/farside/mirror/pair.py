@@ -160,8 +160,10 @@ class Mirrors:
             # that took the mirror over.
             if stop is not None and stop.is_set():
                 raise
-            number = record.last_cycle.number
-            held = "what it held before the resync" if resyncing else f"cycle {number}" if number else "no cycle yet"
+            if resyncing:
+                held = "what it held before the resync"
+            else:
+                held = f"cycle {record.last_cycle.number}" if record.last_cycle.number else "no cycle yet"
             raise MirrorPreempted(record.name, held) from None
         except MirrorState:
             raise  # a refusal, not a failure

@@ -16,16 +16,15 @@ from farside.api.context import Context
 from farside.api.local import LocalSession
 from farside.api.registry import handles
 from farside.dr.engine import CLAIM_RENEW_S, Engine, RunFailed, reopened
-from farside.dr.plan import TITLES_BY_KIND, Options
+from farside.dr.plan import RUN_STATES, TITLES_BY_KIND, Options
 from farside.errors import InvalidValue, OperationNotAllowed, XenAPIFailure
 from farside.mirror.adapter import MirrorReplication
 from farside.model.types import format_datetime, now, parse_datetime
 
 # A claim unheard of for this long belongs to an engine that is gone.
 CLAIM_STALE_S = 3 * CLAIM_RENEW_S
-# What the engine writes as the run goes (DR_run.save), and the states it may set.
+# What the engine writes as the run goes (DR_run.save).
 SAVED_FIELDS = ("state", "steps", "report", "report_json", "finished")
-STATES = ("created", "running", "paused", "failed", "done", "cleaned up", "cleanup failed")
 
 
 @handles("DR_run.create")
@@ -148,8 +147,8 @@ def save(ctx: Context, run: str, runner: str, fields: dict[str, str]) -> str:
     unknown = sorted(set(fields) - set(SAVED_FIELDS))
     if unknown:
         raise InvalidValue("fields", f"{', '.join(unknown)}: an engine saves only {', '.join(SAVED_FIELDS)}")
-    if "state" in fields and fields["state"] not in STATES:
-        raise InvalidValue("state", f"{fields['state']}: a run is one of {', '.join(STATES)}")
+    if "state" in fields and fields["state"] not in RUN_STATES:
+        raise InvalidValue("state", f"{fields['state']}: a run is one of {', '.join(RUN_STATES)}")
     for key in ("steps", "report_json"):
         if key in fields:
             try:

@@ -208,10 +208,7 @@ def _failed(d: Drive, ref: str, uuid: str, kind: str, reason: str) -> int:
 def _nothing_found(d: Drive, ref: str, why: str) -> int:
     """The LUN paths gave no SR: nothing was done, so the run is removed rather than left failed
     with a resume hint; the operator fixes the paths and starts again."""
-    state, _ = clean_up(d.session, ref)
-    if state == "cleaned up":
-        d.session.call("DR_run.destroy", ref)
-        d.announce = ""  # the run is gone
+    _remove(d, ref)
     # "SR_BACKEND_FAILURE_PATH the LUN path /x does not exist; ...": the code means nothing here.
     code, _, rest = why.partition(" ")
     # Its advice ("create the directory first") is for making an SR, not for finding one.
@@ -229,12 +226,17 @@ def _nothing_found(d: Drive, ref: str, why: str) -> int:
 def _not_on_a_target(d: Drive, ref: str, why: str) -> int:
     """A test pointed at a LUN still replicated into: nothing was attached, and a resume could
     never plug it, so the run is removed and the operator starts again on a snapshot."""
+    _remove(d, ref)
+    d.err.print(f"farside: {why} (nothing was done)", markup=False, highlight=False, soft_wrap=True)
+    return EXIT_USAGE
+
+
+def _remove(d: Drive, ref: str) -> None:
+    """Clean up a run that did nothing and destroy its record: there is nothing to resume."""
     state, _ = clean_up(d.session, ref)
     if state == "cleaned up":
         d.session.call("DR_run.destroy", ref)
-        d.announce = ""
-    d.err.print(f"farside: {why} (nothing was done)", markup=False, highlight=False, soft_wrap=True)
-    return EXIT_USAGE
+        d.announce = ""  # the run is gone
 
 
 def clean_up(session: XmlRpcSession, ref: str) -> tuple[str, str]:
