@@ -78,7 +78,8 @@ import XenAPI
 
 import farside
 from farside.db import Database
-from farside.dr.engine import READY_KEY, Engine
+from farside.dr.plan import READY_KEY
+from farside.dr.runner import Engine
 from farside.dr.session import XmlRpcSession
 from farside.model.types import NULL_REF
 from farside.storage.lun import Lun

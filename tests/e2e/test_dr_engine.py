@@ -124,7 +124,8 @@ def test_vms_still_running_at_the_source_stop_a_failover(
     two_pools: tuple[PoolServer, PoolServer], tmp_path: Path
 ) -> None:
     """Given the source pool, a failover of VMs that still run there is refused; given only its address, warned."""
-    from farside.dr.engine import Engine, RunFailed
+    from farside.dr.context import RunFailed
+    from farside.dr.runner import Engine
     from farside.dr.session import XmlRpcSession
 
     from pools import ADMIN_PASSWORD

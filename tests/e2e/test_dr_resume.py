@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import XenAPI
 
-from farside.dr.engine import STEPS
+from farside.dr.plan import STEPS
 from farside.storage import lease
 
 from pools import ADMIN_PASSWORD, PoolServer, kill_qemus, make_pool
@@ -31,12 +31,12 @@ pytestmark = pytest.mark.e2e
 THROTTLE_S = 0.15
 CHILD = """
 import json, sys, time
-from farside.dr import engine
-from farside.dr.engine import Engine
+from farside.dr import context
+from farside.dr.runner import Engine
 from farside.dr.session import XmlRpcSession
 
 # Every item's progress written at once, so that a kill can land between two items of a step.
-engine.SAVE_INTERVAL_S = 0
+context.SAVE_INTERVAL_S = 0
 
 url, password, run, step, throttle = sys.argv[1:5] + [float(sys.argv[5])]
 

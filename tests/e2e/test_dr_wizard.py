@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import XenAPI
 
-from farside.dr.engine import Engine, RunFailed
+from farside.dr.context import RunFailed
+from farside.dr.runner import Engine
 from farside.dr.session import XmlRpcSession
 from farside.storage.replication import LunReplication, ReplicationState
 

@@ -21,6 +21,8 @@ FIX_ACTIONS = {"VM.hard_shutdown": "Shut down (hard) the VM {name} in this pool 
 # Steps a run may stop after, so that a wizard can show what was found and let the operator
 # choose (the selection, the power option, fixes) before anything is recovered.
 PAUSE_POINTS = ("discover", "load", "precheck")
+# A VM's other_config key naming the serial line that says it is up: the start step waits for it.
+READY_KEY = "farside-ready-serial"
 OPTION_KEYS = ("luns", "select", "power", "confirm_split", "source_url", "source_pool", "split_mirrors", "pause_after")
 
 

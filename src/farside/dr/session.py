@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import ssl
 import threading
+import urllib.error
 import urllib.parse
 import urllib.request
 import xmlrpc.client
@@ -37,6 +38,21 @@ class Session(Protocol):
     def serial(self, vm_uuid: str) -> bytes:
         """The VM's recent serial console output."""
         ...
+
+
+# What a call raises when the pool could not be talked to (as opposed to its XenAPIFailure answer).
+TRANSPORT_ERRORS = (OSError, http.client.HTTPException, xmlrpc.client.Error)
+
+
+def answers(url: str) -> bool:
+    """Whether anything answers HTTP at ``url`` within a few seconds."""
+    try:
+        with urllib.request.urlopen(url, timeout=3):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered, if only with an error
+    except (OSError, ValueError):
+        return False
 
 
 class _Transport(xmlrpc.client.Transport):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from farside.dr.engine import changes
+from farside.dr.steps.cleanup import changes
 
 
 def test_added_and_removed_read_as_a_sentence() -> None:

@@ -1,6 +1,6 @@
 """DR_run (a Farside extension): create a run, start it, resume it, clean it up; each as an Async task.
 
-The engine (``farside.dr.engine``) runs here in the server, making its XenAPI calls in-process as
+The engine (``farside.dr.runner``) runs here in the server, making its XenAPI calls in-process as
 the caller's session; the CLI can run the same engine over HTTP against the same record. Either
 way the engine claims the run first (``DR_run.claim``), so two engines never act on one run.
 """
@@ -15,8 +15,9 @@ import socket
 from farside.api.context import Context
 from farside.api.local import LocalSession
 from farside.api.registry import handles
-from farside.dr.engine import CLAIM_RENEW_S, Engine, RunFailed, reopened
+from farside.dr.context import RunFailed
 from farside.dr.plan import RUN_STATES, TITLES_BY_KIND, Options
+from farside.dr.runner import CLAIM_RENEW_S, Engine, reopened
 from farside.errors import InvalidValue, OperationNotAllowed, XenAPIFailure
 from farside.mirror.adapter import MirrorReplication
 from farside.model.types import format_datetime, now, parse_datetime

@@ -14,8 +14,9 @@ from rich.console import Console
 from farside.cli.dr.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from farside.cli.dr.options import Request
 from farside.cli.dr.progress import StepDisplay
-from farside.dr.engine import Engine, RunFailed, StepEvent
+from farside.dr.context import RunFailed, StepEvent
 from farside.dr.plan import TITLES_BY_KIND
+from farside.dr.runner import Engine
 from farside.dr.session import XmlRpcSession
 from farside.errors import XenAPIFailure
 from farside.mirror.adapter import MirrorReplication

@@ -9,7 +9,7 @@ from types import TracebackType
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from farside.dr.engine import StepEvent
+from farside.dr.context import StepEvent
 
 # Steps whose events carry counts: their bars show items done out of the total.
 COUNTED = ("recover", "start")

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from farside.dr.engine import READY_KEY
+from farside.dr.plan import READY_KEY
 from farside.dr.session import XmlRpcSession
 from farside.storage.bootable import write_bootable
 

@@ -1,0 +1,43 @@
+"""Recover: vApps first, then standalone VMs, each journaled on its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from farside.dr.context import RunContext, RunFailed
+from farside.errors import XenAPIFailure
+
+
+def recovered(vm: dict[str, Any], versions: dict[str, int]) -> bool:
+    """Whether this VM's recovery already happened (after an interruption): uuid and version."""
+    return bool(versions.get(vm["uuid"]) == vm["version"] + 1)
+
+
+def run(ctx: RunContext, data: dict[str, Any]) -> None:
+    loaded, chosen = ctx.data("load"), ctx.data("select")
+    done: list[str] = data.setdefault("done", [])
+    # Each item's outcome, for the report's one line per action; a failed item does not stop
+    # the others, and a resume tries it again.
+    failed: dict[str, str] = {}
+    items = [("VM_appliance", loaded["vapps"][u]) for u in chosen["vapps"]]
+    items += [("VM", loaded["vms"][u]) for u in chosen["vms"]]
+    versions = {r["uuid"]: int(r["version"]) for r in ctx.s.call("VM.get_all_records").values()}
+    ctx.emit("recover", "progress", done=len(done), total=len(items))  # the bar's total from the start
+    with ctx.databases() as database:
+        for cls, item in items:
+            if item["uuid"] in done:
+                continue
+            members = [loaded["vms"][u] for u in item["members"]] if cls == "VM_appliance" else [item]
+            if not all(recovered(vm, versions) for vm in members):
+                try:
+                    ctx.s.call_as(database(item["source"]), f"{cls}.recover", item["ref"], ctx.s.handle, False)
+                except XenAPIFailure as exc:
+                    failed[item["uuid"]] = " ".join(exc.failure)
+                    continue
+            done.append(item["uuid"])
+            ctx.save(force=False)
+            ctx.emit("recover", "progress", done=len(done), total=len(items))
+    data["failed"] = failed
+    if failed:
+        names = {item["uuid"]: item["name"] for _, item in items}
+        raise RunFailed("; ".join(f"{names[u]}: {error}" for u, error in failed.items()))
