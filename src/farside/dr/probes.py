@@ -187,6 +187,7 @@ def wait(
     where = host(probe)
     if where is not None and where not in defaults.hosts:
         return f"{probe.describe()} not tried: {where} is not in the run's probe_hosts"
+    poll: Callable[[], bool]
     if probe.kind == "serial":
         poll, interval = (lambda: _serial_seen(session, vm_uuid, probe.target)), SERIAL_POLL_S
     elif probe.kind == "tcp":
