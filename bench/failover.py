@@ -78,7 +78,7 @@ import XenAPI
 
 import farside
 from farside.db import Database
-from farside.dr.plan import READY_KEY
+from farside.dr.probes import SERIAL_KEY
 from farside.dr.runner import Engine
 from farside.dr.session import XmlRpcSession
 from farside.model.types import NULL_REF
@@ -515,7 +515,7 @@ def build_boot_site(root: Path, count: int) -> tuple[Path, list[str]]:
             vm = bootable_vm(server, s, sr, tag, memory_mib=BOOT_MEMORY_MIB)
             s.xenapi.VM.set_start_delay(vm, 0)
             s.xenapi.VM.set_order(vm, 0)
-            s.xenapi.VM.add_to_other_config(vm, READY_KEY, f"BOOT {tag}")
+            s.xenapi.VM.add_to_other_config(vm, SERIAL_KEY, f"BOOT {tag}")
             guests.append(vm_boot.Guest(vm, str(s.xenapi.VM.get_uuid(vm)), tag))
         s.xenapi.SR.enable_database_replication(sr)
         sessions = [server.session() for _ in guests]

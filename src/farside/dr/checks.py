@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from farside.dr import probes
 from farside.dr.context import RunContext
 from farside.dr.plan import Problem
 from farside.dr.session import answers
@@ -150,5 +151,23 @@ def capacity(ctx: RunContext, scene: Scene) -> list[Problem]:
     return problems
 
 
-VM_CHECKS: tuple[VmCheck, ...] = (existing, disks)
+def readiness(ctx: RunContext, scene: Scene, vm: dict[str, Any]) -> list[Problem]:
+    """The VM's readiness probe (from its metadata) can be understood, and may be tried from here."""
+    if ctx.options.power != "start":
+        return []  # nothing is probed unless VMs start running
+    try:
+        probe = probes.parse(vm["probe"], ctx.options.probe_defaults)
+    except probes.ProbeError as exc:
+        return [Problem("warning", vm["name"], f"its readiness probe is not understood ({exc}): it counts as up "
+                        "once started")]  # fmt: skip
+    where = None if probe is None else probes.host(probe)
+    if probe is None or where is None or where in ctx.options.probe_hosts:
+        return []
+    return [Problem("warning", vm["name"], f"its readiness probe ({probe.describe()}) reaches {where}, which is "
+                    "not in the run's probe_hosts: it will be reported as not ready",
+                    f"add {where} to probe_hosts if this site may connect to it",
+                    options={"probe_hosts": ",".join(sorted(ctx.options.probe_hosts | {where}))})]  # fmt: skip
+
+
+VM_CHECKS: tuple[VmCheck, ...] = (existing, disks, readiness)
 RUN_CHECKS: tuple[RunCheck, ...] = (storage, replication, source, capacity)

@@ -6,6 +6,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
+from farside.dr import probes
+
 KINDS = ("failover", "failback", "test")
 TITLES_BY_KIND = {"failover": "Failover", "failback": "Failback", "test": "Test failover"}
 POWER = ("start", "start_paused", "none")
@@ -22,8 +24,10 @@ FIX_ACTIONS = {"VM.hard_shutdown": "Shut down (hard) the VM {name} in this pool 
 # choose (the selection, the power option, fixes) before anything is recovered.
 PAUSE_POINTS = ("discover", "load", "precheck")
 # A VM's other_config key naming the serial line that says it is up: the start step waits for it.
-READY_KEY = "farside-ready-serial"
-OPTION_KEYS = ("luns", "select", "power", "confirm_split", "source_url", "source_pool", "split_mirrors", "pause_after")
+OPTION_KEYS = (
+    "luns", "select", "power", "confirm_split", "source_url", "source_pool", "split_mirrors", "pause_after",
+    "ready_timeout", "ready_policy", "probe_hosts",
+)  # fmt: skip
 
 
 def _list(value: str, sep: str) -> list[str]:
@@ -42,7 +46,9 @@ class Options:
     ``source_pool`` (a pool uuid: use only that pool's metadata), ``split_mirrors`` ("true": split
     the replication of LUNs that are still replicating, through the storage adapter, before
     attaching them), ``pause_after`` (steps, separated by ``,``, after which the run stops in state
-    ``paused`` until it is resumed; see PAUSE_POINTS).
+    ``paused`` until it is resumed; see PAUSE_POINTS), ``ready_timeout`` and ``ready_policy``
+    (the readiness probes' defaults: seconds, and ``continue`` or ``fail``; see dr.probes),
+    ``probe_hosts`` (hosts TCP and HTTP readiness probes may reach, separated by ``,``).
     """
 
     kind: str
@@ -54,6 +60,13 @@ class Options:
     source_pool: str = ""
     split_mirrors: bool = False
     pause_after: tuple[str, ...] = ()
+    ready_timeout: float = probes.DEFAULT_TIMEOUT_S
+    ready_policy: str = "continue"
+    probe_hosts: frozenset[str] = frozenset()
+
+    @property
+    def probe_defaults(self) -> probes.Defaults:
+        return probes.Defaults(self.ready_timeout, self.ready_policy, self.probe_hosts)
 
     @classmethod
     def parse(cls, kind: str, options: dict[str, str]) -> Options:
@@ -86,6 +99,13 @@ class Options:
         wrong = [p for p in pause_after if p not in PAUSE_POINTS]
         if wrong:
             raise ValueError(f"pause_after takes {', '.join(PAUSE_POINTS)}, not {', '.join(wrong)}")
+        try:
+            ready_timeout = probes.parse_timeout(
+                options.get("ready_timeout") or str(probes.DEFAULT_TIMEOUT_S), "ready_timeout"
+            )
+            ready_policy = probes.parse_policy(options.get("ready_policy") or "continue", "ready_policy")
+        except probes.ProbeError as exc:
+            raise ValueError(str(exc)) from None
         return cls(
             kind,
             luns,
@@ -96,6 +116,9 @@ class Options:
             options.get("source_pool", "").strip(),
             split_mirrors,
             pause_after,
+            ready_timeout,
+            ready_policy,
+            frozenset(_list(options.get("probe_hosts", ""), ",")),
         )
 
 

@@ -14,7 +14,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from farside.dr.plan import READY_KEY
+from farside.dr.probes import SERIAL_KEY
 from farside.dr.session import XmlRpcSession
 from farside.storage.bootable import write_bootable
 
@@ -70,7 +70,7 @@ def _vm(s: XmlRpcSession, sr: str, name: str, counter: bool) -> str:
         "name_label": name, "name_description": "Farside lab" + (", counter" if counter else ""),
         "memory_static_max": str(VM_MEMORY), "memory_dynamic_max": str(VM_MEMORY),
         "memory_dynamic_min": str(VM_MEMORY), "memory_static_min": str(VM_MEMORY),
-        "VCPUs_max": "1", "VCPUs_at_startup": "1", "other_config": {READY_KEY: f"BOOT {name}"},
+        "VCPUs_max": "1", "VCPUs_at_startup": "1", "other_config": {SERIAL_KEY: f"BOOT {name}"},
     })  # fmt: skip
     s.call("VBD.create", {
         "VM": vm, "VDI": vdi, "userdevice": "0", "bootable": True, "mode": "RW", "type": "Disk", "empty": False,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from farside.dr import probes
 from farside.dr.context import RunContext
-from farside.dr.plan import READY_KEY
 
 
 def run(ctx: RunContext, data: dict[str, Any]) -> None:
@@ -40,7 +40,8 @@ def run(ctx: RunContext, data: dict[str, Any]) -> None:
                 "version": int(r["version"]), "written": meta["written"], "pool_name": meta["pool_name"],
                 "appliance": apps[r["appliance"]]["uuid"] if r["appliance"] in apps else "",
                 "order": int(r["order"]), "memory": int(r["memory_static_max"]),
-                "vcpus": int(r["VCPUs_at_startup"]), "ready": r["other_config"].get(READY_KEY, ""),
+                "vcpus": int(r["VCPUs_at_startup"]),
+                "probe": {k: v for k, v in r["other_config"].items() if k in probes.KEYS},
                 "disks": disks,
             }  # fmt: skip
             kept = vms.get(r["uuid"])
