@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import uuid as uuidlib
 from pathlib import Path
@@ -259,3 +260,20 @@ class TestImagesBroughtOntoALun:
         with pytest.raises(XenAPI.Failure) as info:
             s.xenapi.VM.start(vm, False, False)
         assert info.value.details[0] == UNSAFE and qemu_pids(server) == []
+
+    def test_dr_attach_of_a_mirrored_lun_skips_them(self, pool: Pool, server: PoolServer, secret: Path) -> None:
+        """A copy of the primary's LUN (what a mirror delivers) holding a backed image: the DR site's
+        DR_task.create attaches the SR with its good VDIs only."""
+        _, s, lun, sr = pool
+        good = s.xenapi.VDI.get_uuid(vdi_on(s, sr, "qcow2"))
+        mirrored = lun.parent / "mirrored"
+        shutil.copytree(lun, mirrored)
+        bad = place_on_lun(mirrored, hostile(lun.parent / "b.qcow2", backing=secret))
+        dr = server.session()
+        sr_uuid = s.xenapi.SR.get_uuid(sr)
+        task = dr.xenapi.DR_task.create("file", {"path": str(mirrored)}, [sr_uuid])
+        attached = dr.xenapi.DR_task.get_introduced_SRs(task)
+        assert [dr.xenapi.SR.get_uuid(x) for x in attached] == [sr_uuid]
+        assert {dr.xenapi.VDI.get_uuid(v) for v in dr.xenapi.SR.get_VDIs(attached[0])} == {good}
+        assert f"skips VDI {bad}" in (server.data_dir / "server.log").read_text()
+        dr.xenapi.DR_task.destroy(task)
