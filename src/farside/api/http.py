@@ -167,24 +167,22 @@ def _upload_limit(upload_format: str, size: int) -> int:
 def _install(vdi: str, staging: Path, upload_format: str, target: Path, target_format: str, size: int) -> None:
     """Replace the VDI's image with the upload, made self-contained in the VDI's recorded format.
 
-    A raw upload is guest bytes, whatever they hold; a qcow2 upload must be self-contained and no
-    larger than the VDI (VDI_TOO_SMALL). The image is replaced by a rename only once the new one
-    is checked."""
+    A raw upload is guest bytes, whatever they hold. A qcow2 upload must be self-contained and no
+    larger than the VDI (VDI_TOO_SMALL); it is always rewritten by qemu-img, so the image kept is
+    one qemu-img made (no internal snapshots, bitmaps or odd tables of the sender's). The image is
+    replaced by a rename only once the new one is checked."""
     if upload_format == "raw":
         os.truncate(staging, size)
-    else:
-        uploaded = image.contained(staging, upload_format)
-        if uploaded.virtual_size > size:
-            raise XenAPIFailure("VDI_TOO_SMALL", vdi, uploaded.virtual_size)
-        if uploaded.virtual_size < size:
-            image.resize(staging, upload_format, size)
-    if upload_format == target_format:
-        ready = staging
-    else:
+    elif (uploaded := image.contained(staging, upload_format)).virtual_size > size:
+        raise XenAPIFailure("VDI_TOO_SMALL", vdi, uploaded.virtual_size)
+    ready = staging
+    if (upload_format, target_format) != ("raw", "raw"):
         ready = staging.with_suffix(f".{uuidlib.uuid4().hex[:6]}.{target_format}")
     try:
         if ready != staging:
-            image.convert(staging, upload_format, ready, target_format)
+            made = image.convert(staging, upload_format, ready, target_format)
+            if made.virtual_size < size:
+                image.resize(ready, target_format, size)
         with open(ready, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(ready, target)
