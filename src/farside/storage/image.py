@@ -78,12 +78,16 @@ def info(path: Path, fmt: str) -> ImageInfo:
 def contained(path: Path, fmt: str) -> ImageInfo:
     """The image's info if it is self-contained in ``fmt``, else ImageUnsafe saying why."""
     try:
-        mode = os.lstat(path).st_mode
+        st = os.lstat(path)
     except FileNotFoundError:
         raise image_failure(f"the image {path} does not exist") from None
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(st.st_mode):
         # A symlink or a device would hand the VDI a file that is not the LUN's own.
         raise ImageUnsafe(f"the image {path} is not a regular file; a VDI's image must be a file of its own")
+    if _known(fmt) == "raw":
+        # Raw names no other file, and its size is the file's: no need to start qemu-img (a scan
+        # checks every image).
+        return ImageInfo("raw", st.st_size, st.st_blocks * 512)
     try:
         found = info(path, fmt)
     except BackendFailure as exc:
