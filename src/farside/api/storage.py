@@ -23,6 +23,8 @@ from farside.storage.errors import BackendFailure, VdiInUse, path_failure, recor
 from farside.storage.lun import Lun, check_usable, image_format, new_location, recorded_format
 
 ImageMaker = Callable[[Path, str], object]
+# A LUN's VDI records whose images may be used, by uuid, and the uuids of those refused.
+Usable = tuple[dict[str, dict[str, Any]], set[str]]
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +148,7 @@ class StorageService:
         for hook in self.after_scan:
             hook(sr)
 
-    def _sync(self, tx: Transaction, sr: str, lun: Lun, found: tuple[dict[str, dict[str, Any]], set[str]]) -> None:
+    def _sync(self, tx: Transaction, sr: str, lun: Lun, found: Usable) -> None:
         """Make the SR's VDI records match the LUN's usable ones (``usable_records``), and refresh
         the SR's name and sizes. A VDI the pool knows whose image is refused now stays, missing."""
         on_lun, refused = found
@@ -215,7 +217,7 @@ class StorageService:
                 log.error("cannot renew the lease on %s: %s", path, exc)
 
 
-def usable_records(lun: Lun) -> tuple[dict[str, dict[str, Any]], set[str]]:
+def usable_records(lun: Lun) -> Usable:
     """The LUN's VDI records whose image is absent (the VDI is missing) or self-contained, and the
     uuids of those refused, each logged. Images reach a LUN from outside the pool (a mirror, a copy
     from another site), so none is imported before it is checked; one bad image does not stop the
