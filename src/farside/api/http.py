@@ -2,7 +2,9 @@
 
 As on XenServer, the session travels as a ``session_id`` query parameter. Failures are HTTP 4xx
 with the XenAPI failure as text (never a traceback). Data streams in chunks: an image is never
-held in memory, and a partial upload never replaces a disk (it goes to a temporary file first).
+held in memory. An upload goes to a fresh file on the LUN, is checked (and converted to the VDI's
+format) there, and replaces the image by a rename only then: a partial or refused upload never
+touches the disk. Images are read in their recorded format only, and only when self-contained.
 """
 
 from __future__ import annotations
@@ -29,14 +31,17 @@ from farside.errors import (
     RbacPermissionDenied,
     SessionInvalid,
     UuidInvalid,
+    XenAPIFailure,
 )
 from farside.model.roles import Role
 from farside.storage import image
-from farside.storage.errors import VdiInUse
-from farside.storage.lun import Lun
+from farside.storage.errors import ImageUnsafe, VdiInUse
+from farside.storage.lun import Lun, recorded_format
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+# Upload formats (xapi's import_raw_vdi takes a format too); exports are raw.
+UPLOAD_FORMATS = ("raw", "qcow2")
 _ZERO = bytes(CHUNK)
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -52,7 +57,7 @@ def _status(exc: FarsideError) -> int:
         return 403
     if isinstance(exc, HandleInvalid | UuidInvalid):
         return 404
-    if isinstance(exc, ClientError):
+    if isinstance(exc, ClientError | ImageUnsafe):
         return 400
     return 409
 
@@ -76,10 +81,14 @@ def _caller(services: Services, request: Request, needed: Role, what: str) -> Ca
     return caller
 
 
-def _vdi_target(services: Services, request: Request) -> tuple[str, Lun, dict[str, object]]:
+def _format(request: Request, allowed: tuple[str, ...]) -> str:
     fmt = request.query_params.get("format", "raw")
-    if fmt != "raw":
-        raise BadRequest(f"format {fmt!r} is not supported; use format=raw")
+    if fmt not in allowed:
+        raise BadRequest(f"format {fmt!r} is not supported; use format={' or format='.join(allowed)}")
+    return fmt
+
+
+def _vdi_target(services: Services, request: Request) -> tuple[str, Lun, dict[str, object]]:
     vdi = request.query_params.get("vdi", "")
     with services.db.read() as tx:
         if not tx.exists("VDI", vdi):
@@ -97,20 +106,23 @@ def import_raw_vdi(services: Services) -> Endpoint:
     @guarded
     async def endpoint(request: Request) -> Response:
         _caller(services, request, Role.VM_ADMIN, "http/put_import_raw_vdi")
+        upload_format = _format(request, UPLOAD_FORMATS)
         vdi, lun, record = _vdi_target(services, request)
         size = int(str(record["virtual_size"]))
+        limit = _upload_limit(upload_format, size)
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > size:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             raise BadRequest(f"the upload ({declared} bytes) is larger than the VDI ({size} bytes)")
         target = lun.image_path(str(record["location"]))
-        fd, name = tempfile.mkstemp(prefix=f".{record['uuid']}.import-", suffix=".raw", dir=lun.path)
+        target_format = recorded_format(str(record["location"]))
+        fd, name = tempfile.mkstemp(prefix=f".{record['uuid']}.import-", suffix=f".{upload_format}", dir=lun.path)
         staging = Path(name)
         try:
-            received = await _receive(request.stream(), fd, size)
+            received = await _receive(request.stream(), fd, limit)
             with services.db.read() as tx:  # a VM may have started during a long upload
                 if vdi_busy(tx, vdi, services.metadata.replicator.active):
                     raise VdiInUse(vdi)
-            await anyio.to_thread.run_sync(_install, staging, target, size)
+            await anyio.to_thread.run_sync(_install, vdi, staging, upload_format, target, target_format, size)
         finally:
             os.close(fd)
             staging.unlink(missing_ok=True)
@@ -135,6 +147,7 @@ async def _receive(stream: AsyncIterator[bytes], fd: int, limit: int) -> int:
             await anyio.to_thread.run_sync(_write_block, fd, block)
     if pending:
         await anyio.to_thread.run_sync(_write_block, fd, bytes(pending))
+    os.ftruncate(fd, total)  # a hole at the end (zeros skipped) still counts
     return total
 
 
@@ -145,42 +158,65 @@ def _write_block(fd: int, block: bytes) -> None:
         os.write(fd, block)
 
 
-def _install(staging: Path, target: Path, size: int) -> None:
-    """Replace the VDI's image with the uploaded data, in the image's own format."""
-    os.truncate(staging, size)
-    fmt = image.info(target).format if target.exists() else "raw"
-    if fmt == "raw":
-        with open(staging, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(staging, target)
-        return
-    converted = staging.with_suffix(f".{uuidlib.uuid4().hex[:6]}.{fmt}")
+def _upload_limit(upload_format: str, size: int) -> int:
+    """The most bytes an upload may carry: the VDI's size, and for qcow2 room for its own tables
+    (under 2 % with 512-byte clusters) and a little more."""
+    return size if upload_format == "raw" else size + size // 16 + (16 << 20)
+
+
+def _install(vdi: str, staging: Path, upload_format: str, target: Path, target_format: str, size: int) -> None:
+    """Replace the VDI's image with the upload, made self-contained in the VDI's recorded format.
+
+    A raw upload is guest bytes, whatever they hold. A qcow2 upload must be self-contained and no
+    larger than the VDI (VDI_TOO_SMALL); it is always rewritten by qemu-img, so the image kept is
+    one qemu-img made (no internal snapshots, bitmaps or odd tables of the sender's). The image is
+    replaced by a rename only once the new one is checked."""
+    if upload_format == "raw":
+        os.truncate(staging, size)
+    elif (uploaded := image.contained(staging, upload_format)).virtual_size > size:
+        raise XenAPIFailure("VDI_TOO_SMALL", vdi, uploaded.virtual_size)
+    ready = staging
+    if (upload_format, target_format) != ("raw", "raw"):
+        ready = staging.with_suffix(f".{uuidlib.uuid4().hex[:6]}.{target_format}")
     try:
-        image.convert(staging, converted, "raw", fmt)
-        os.replace(converted, target)
+        if ready != staging:
+            made = image.convert(staging, upload_format, ready, target_format)
+            if made.virtual_size < size:
+                image.resize(ready, target_format, size)
+        with open(ready, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(ready, target)
     finally:
-        converted.unlink(missing_ok=True)
+        ready.unlink(missing_ok=True)
 
 
 def export_raw_vdi(services: Services) -> Endpoint:
     @guarded
     async def endpoint(request: Request) -> Response:
         _caller(services, request, Role.VM_ADMIN, "http/get_export_raw_vdi")
+        _format(request, ("raw",))
         _, lun, record = _vdi_target(services, request)
         source = lun.image_path(str(record["location"]))
         size = int(str(record["virtual_size"]))
-        fmt = await anyio.to_thread.run_sync(lambda: image.info(source).format)
+        fmt = recorded_format(str(record["location"]))
         temporary: Path | None = None
-        if fmt != "raw":
+        if fmt == "raw":
+            await anyio.to_thread.run_sync(image.contained, source, fmt)
+        else:
             fd, name = tempfile.mkstemp(prefix=f".{record['uuid']}.export-", suffix=".raw", dir=lun.path)
             os.close(fd)
             temporary = Path(name)
-            await anyio.to_thread.run_sync(image.convert, source, temporary, fmt, "raw")
+            try:
+                await anyio.to_thread.run_sync(image.convert, source, fmt, temporary, "raw")
+            except BaseException:
+                temporary.unlink(missing_ok=True)
+                raise
         path = temporary or source
 
         async def body() -> AsyncIterator[bytes]:
             try:
-                with open(path, "rb") as fh:
+                # The file checked above, never a symlink put in its place since.
+                with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW)) as fh:
                     left = size
                     while left > 0:
                         block = await anyio.to_thread.run_sync(fh.read, min(CHUNK, left))

@@ -19,10 +19,12 @@ from farside.db import Database, Transaction
 from farside.errors import FarsideError, XenAPIFailure
 from farside.model.types import NULL_REF
 from farside.storage import image, lease
-from farside.storage.errors import VdiInUse, path_failure, records_failure
-from farside.storage.lun import Lun, check_usable, image_format, new_location
+from farside.storage.errors import BackendFailure, VdiInUse, path_failure, records_failure
+from farside.storage.lun import Lun, check_usable, image_format, new_location, recorded_format
 
-ImageMaker = Callable[[Path, str], None]
+ImageMaker = Callable[[Path, str], object]
+# A LUN's VDI records whose images may be used, by uuid, and the uuids of those refused.
+Usable = tuple[dict[str, dict[str, Any]], set[str]]
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +84,9 @@ class StorageService:
         pool_uuid, pool_name, hostname = self._owner()
         lease.acquire(path, pool_uuid, pool_name, hostname, lambda: _images_in_use(lun))
         try:
+            found = usable_records(lun)
             with self._db.write() as tx:
-                self._sync(tx, record["SR"], lun)
+                self._sync(tx, record["SR"], lun, found)
                 tx.set_fields("PBD", pbd, {"currently_attached": True})
         except BaseException:
             lease.release(path, pool_uuid)
@@ -139,14 +142,16 @@ class StorageService:
     def scan(self, sr: str) -> None:
         with self._db.read() as tx:
             lun = self.attached_lun(tx, sr)
+        found = usable_records(lun)
         with self._db.write() as tx:
-            self._sync(tx, sr, lun)
+            self._sync(tx, sr, lun, found)
         for hook in self.after_scan:
             hook(sr)
 
-    def _sync(self, tx: Transaction, sr: str, lun: Lun) -> None:
-        """Make the SR's VDI records match the LUN's, and refresh the SR's name and sizes."""
-        on_lun = lun.vdi_records()
+    def _sync(self, tx: Transaction, sr: str, lun: Lun, found: Usable) -> None:
+        """Make the SR's VDI records match the LUN's usable ones (``usable_records``), and refresh
+        the SR's name and sizes. A VDI the pool knows whose image is refused now stays, missing."""
+        on_lun, refused = found
         ours = {tx.get_field("VDI", v, "uuid"): v for v in tx.get_field("SR", sr, "VDIs")}
         pool_uuid = tx.get_field("pool", self._pool, "uuid")
         for vdi_uuid, record in on_lun.items():
@@ -158,7 +163,7 @@ class StorageService:
         for vdi_uuid, ref in ours.items():
             if vdi_uuid in on_lun:
                 continue
-            if vdi_busy(tx, ref):
+            if vdi_uuid in refused or vdi_busy(tx, ref):
                 tx.set_fields("VDI", ref, {"missing": True})
             else:
                 for vbd in tx.get_field("VDI", ref, "VBDs"):
@@ -210,6 +215,27 @@ class StorageService:
                     log.error("LUN %s was taken over by another pool or a mirror; its SR must be unplugged here", path)
             except OSError as exc:
                 log.error("cannot renew the lease on %s: %s", path, exc)
+
+
+def usable_records(lun: Lun) -> Usable:
+    """The LUN's VDI records whose image is absent (the VDI is missing) or self-contained, and the
+    uuids of those refused, each logged. Images reach a LUN from outside the pool (a mirror, a copy
+    from another site), so none is imported before it is checked; one bad image does not stop the
+    scan. Runs outside any transaction: it calls qemu-img."""
+    usable = {}
+    refused = set()
+    for vdi_uuid, record in lun.vdi_records().items():
+        try:
+            path = lun.image_path(record["location"])
+            fmt = recorded_format(record["location"])
+            if path.exists() or path.is_symlink():
+                image.contained(path, fmt)
+        except BackendFailure as exc:
+            log.warning("SR scan of %s skips VDI %s: %s", lun.path, vdi_uuid, exc.params[-1])
+            refused.add(vdi_uuid)
+            continue
+        usable[vdi_uuid] = record
+    return usable, refused
 
 
 def vdi_values(record: dict[str, Any], lun: Lun, pool_uuid: str, pool_ref: str) -> dict[str, Any]:
@@ -308,7 +334,7 @@ def new_vdi(db: Database, pool: str, sr: str, lun: Lun, fields: dict[str, Any], 
     path = lun.image_path(location)
     make_image(path, fmt)
     try:
-        size = image.info(path).virtual_size
+        size = image.info(path, fmt).virtual_size
         with db.write() as tx:
             ref = tx.create(
                 "VDI",

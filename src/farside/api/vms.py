@@ -22,7 +22,8 @@ from farside.errors import FarsideError, XenAPIFailure
 from farside.hypervisor.driver import DiskSpec, DomainState, Driver, NicSpec, VMSpec
 from farside.model.types import NULL_REF, now
 from farside.model.vm_rules import power_state_error
-from farside.storage.lun import image_format, new_location
+from farside.storage import image
+from farside.storage.lun import image_format, new_location, recorded_format
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,14 @@ def _holds_disks(tx: Transaction, vm: str) -> bool:
     if tx.get_field("VM", vm, "power_state") != "Halted":
         return True
     return bool(tx.get_field("VM", vm, "scheduled_to_be_resident_on") != NULL_REF)
+
+
+def contained_disks(spec: VMSpec) -> None:
+    """Refuse (SR_BACKEND_FAILURE_IMAGE_UNSAFE) a disk whose image is not self-contained, before
+    QEMU opens it: a header naming a backing or data file would have QEMU open a host file. Called
+    outside transactions (it runs qemu-img)."""
+    for disk in spec.disks:
+        image.contained(disk.path, disk.format)
 
 
 class VMService:
@@ -131,7 +140,7 @@ class VMService:
                 DiskSpec(
                     vdi_uuid=vdi["uuid"],
                     path=path,
-                    format="raw" if vdi["location"].endswith(".raw") else "qcow2",
+                    format=recorded_format(vdi["location"]),
                     read_only=v["mode"] == "RO" or vdi["read_only"],
                     userdevice=int(v["userdevice"]),
                     cdrom=v["type"] == "CD",
@@ -204,6 +213,7 @@ class VMService:
         with self._operation(vm, "start", ("Halted",), reserve=True) as record:
             with self._db.read() as tx:
                 spec = self.spec(tx, vm, record)
+            contained_disks(spec)
             domid = self.driver.start(spec, paused)
             state = "Paused" if paused else "Running"
             if record["start_delay"]:
@@ -221,6 +231,7 @@ class VMService:
                     raise XenAPIFailure("VDI_MISSING", NULL_REF, suspend_vdi)
                 vdi = tx.get_record("VDI", suspend_vdi)
                 state_file = self._storage.attached_lun(tx, vdi["SR"]).image_path(vdi["location"])
+            contained_disks(spec)
             domid = self.driver.start(spec, paused, restore_from=state_file)
             self._record_state(vm, "Paused" if paused else "Running", domid)
             self._drop_suspend_vdi(vm, suspend_vdi)
@@ -260,6 +271,7 @@ class VMService:
             self._record_state(vm, "Halted")
             with self._db.read() as tx:
                 spec = self.spec(tx, vm, record)
+            contained_disks(spec)
             self._record_state(vm, "Running", self.driver.start(spec, False))
 
     def hard_reboot(self, vm: str) -> None:

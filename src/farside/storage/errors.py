@@ -34,6 +34,15 @@ def image_failure(message: str) -> BackendFailure:
     return BackendFailure("IMAGE", message)
 
 
+class ImageUnsafe(BackendFailure):
+    """``["SR_BACKEND_FAILURE_IMAGE_UNSAFE", message]``: an image that is not self-contained in its
+    recorded format (a backing file, an external data file, another format, not a regular file).
+    Opening it would make qemu-img or QEMU read or write a file outside the VDI."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("IMAGE_UNSAFE", message)
+
+
 def records_failure(message: str) -> BackendFailure:
     """The SR's own records on the LUN are missing or damaged."""
     return BackendFailure("RECORDS", message)
@@ -69,6 +78,7 @@ class SrNotEmpty(StateError):
 __all__ = [
     "BackendFailure",
     "FarsideError",
+    "ImageUnsafe",
     "LunIsMirrorTarget",
     "LunLeased",
     "SrNotEmpty",

@@ -22,6 +22,7 @@ from typing import Any
 
 from farside.storage.errors import format_failure, path_failure, records_failure
 from farside.storage.files import fsync_dir, read_json, write_json
+from farside.storage.image import FORMATS
 
 META_DIR = ".farside-sr"
 LAYOUT_VERSION = 1
@@ -166,3 +167,14 @@ def image_format(sm_config: dict[str, str]) -> str:
 
 def new_location(vdi_uuid: str, fmt: str) -> str:
     return f"{vdi_uuid}.{fmt}"
+
+
+def recorded_format(location: str) -> str:
+    """The format a VDI's image is pinned to: the one it was made in, kept in its location's suffix.
+
+    Never probed from the bytes (a raw disk may hold anything, qcow2 headers included), and not
+    read from sm_config, which a vm-admin may change after the image was made."""
+    fmt = location.rpartition(".")[2]
+    if fmt not in FORMATS:
+        raise records_failure(f"VDI location {location!r} names no image format ({', '.join(FORMATS)})")
+    return fmt

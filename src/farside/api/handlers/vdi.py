@@ -13,6 +13,7 @@ from farside.model import CLASSES
 from farside.model.types import NULL_REF, now
 from farside.storage import image
 from farside.storage.errors import VdiInUse
+from farside.storage.lun import recorded_format
 
 
 @handles("VDI.create")
@@ -40,8 +41,14 @@ def _copy(ctx: Context, vdi: str, snapshot: bool) -> str:
     if snapshot:
         fields.update(is_a_snapshot=True, snapshot_of=vdi, snapshot_time=now())
     src_path = lun.image_path(source["location"])
+    src_format = recorded_format(source["location"])
     return new_vdi(
-        ctx.db, ctx.services.pool, source["SR"], lun, fields, lambda path, fmt: image.copy(src_path, path, fmt)
+        ctx.db,
+        ctx.services.pool,
+        source["SR"],
+        lun,
+        fields,
+        lambda path, fmt: image.convert(src_path, src_format, path, fmt),
     )
 
 
@@ -84,8 +91,7 @@ def resize(ctx: Context, vdi: str, size: int) -> str:
     if size < record["virtual_size"]:
         raise XenAPIFailure("VDI_TOO_SMALL", vdi, record["virtual_size"])
     path = lun.image_path(record["location"])
-    image.resize(path, size)
-    actual = image.info(path).virtual_size
+    actual = image.resize(path, recorded_format(record["location"]), size).virtual_size
     with ctx.db.write() as tx:
         tx.set_fields("VDI", vdi, {"virtual_size": actual})
         lun.write_vdi(lun_record(tx, vdi))
