@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from farside.api.context import Services
+from farside.api.metadata import refuse_user_write
 from farside.api.sessions import Caller
 from farside.api.storage import vdi_busy
 from farside.errors import (
@@ -98,6 +99,7 @@ def import_raw_vdi(services: Services) -> Endpoint:
     async def endpoint(request: Request) -> Response:
         _caller(services, request, Role.VM_ADMIN, "http/put_import_raw_vdi")
         vdi, lun, record = _vdi_target(services, request)
+        refuse_user_write(record["type"], "PUT /import_raw_vdi")
         size = int(str(record["virtual_size"]))
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > size:

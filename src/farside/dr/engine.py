@@ -33,6 +33,7 @@ from farside.dr.report import render
 from farside.dr.session import Session
 from farside.errors import FarsideError, XenAPIFailure
 from farside.model.types import now
+from farside.replication import authenticity
 from farside.storage.replication import LunReplication, NullReplication, ReplicationState
 
 log = logging.getLogger(__name__)
@@ -431,11 +432,15 @@ class Engine:
         for sr in self._data("discover")["srs"]:
             ref = self._sr_by_uuid(sr["uuid"])
             for vdi, record in vdis.items() if ref else []:
-                if record["SR"] != ref or record["type"] != "metadata" or not record["metadata_latest"]:
+                if record["SR"] != ref or record["type"] != "metadata":
                     continue
                 pool_uuid = self.s.call("VDI.read_database_pool_uuid", vdi)
                 if pool_uuid == own:
                     warnings.append(f"SR {sr['name']} holds this pool's own metadata; it is not used")
+                    continue
+                usable, warning = authenticity.screen(vdi, record, sr["name"], pool_uuid)  # authentic copies only
+                warnings += [warning] if warning else []
+                if not usable or not record["metadata_latest"]:
                     continue
                 config = record["sm_config"]
                 found = {
@@ -448,7 +453,9 @@ class Engine:
                 if pool_uuid not in best or found["generation"] > best[pool_uuid]["generation"]:
                     best[pool_uuid] = found
         if not best:
-            raise RunFailed("no metadata of another pool was found on the attached SRs")
+            raise RunFailed(
+                "; ".join(["no authenticated metadata of another pool was found on the attached SRs", *warnings])
+            )
         wanted = self.options.source_pool
         if wanted and wanted not in best:
             pools = ", ".join(f"{m['pool_name']} ({p})" for p, m in best.items())
