@@ -535,7 +535,9 @@ def test_stale_deltas_of_an_older_epoch_are_not_applied(tmp_path: Path) -> None:
         pytest.fail("no full copy of the same size to lay over the old one")
     stale_change = Site.delete("VM", "OpaqueRef:a")
     stale = [
-        fmt.encode_record(fmt.DELTA, epoch_old, n, generation + n, delta_payload(generation + n, [stale_change]), **SIGNED)
+        fmt.encode_record(
+            fmt.DELTA, epoch_old, n, generation + n, delta_payload(generation + n, [stale_change]), **SIGNED
+        )
         for n in (1, 2)
     ]
     image = bytearray(fmt.encode_header(HALF, 0) + bytes(2 * HALF))
@@ -556,7 +558,9 @@ def test_a_gap_in_the_sequence_ends_the_half(tmp_path: Path) -> None:
     changes = [{"op": "add", "cls": "VM", "ref": f"OpaqueRef:{n}", "record": record(rng, str(n))} for n in range(3)]
     for sequence, change in zip((1, 3, 4), changes, strict=True):
         records.append(
-            fmt.encode_record(fmt.DELTA, epoch, sequence, 10 + sequence, delta_payload(10 + sequence, [change]), **SIGNED)
+            fmt.encode_record(
+                fmt.DELTA, epoch, sequence, 10 + sequence, delta_payload(10 + sequence, [change]), **SIGNED
+            )
         )
     data = fmt.encode_header(HALF, 0) + b"".join(records)
     snapshot, reports = read(data)
