@@ -139,7 +139,8 @@ def server(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pool_uuid(data_dir: Path) -> str:
+def pool_uuid(data_dir: Path) -> str:
+    """The uuid of the pool in ``data_dir``; ValueError (a message) when there is none."""
     path = ServerConfig(data_dir).db_path
     if not path.is_file():
         raise ValueError(f"{data_dir} holds no pool ({path} is missing): give a data directory made by 'farside init'")
@@ -152,7 +153,7 @@ def _pool_uuid(data_dir: Path) -> str:
 
 
 def export_key(args: argparse.Namespace) -> int:
-    uuid = _pool_uuid(args.data_dir)
+    uuid = pool_uuid(args.data_dir)
     authenticity.write_private(args.out, authenticity.format_key(authenticity.own_key(args.data_dir)))
     print(f"wrote the DR key of pool {uuid} to {args.out}; keep it secret, and at the DR site run:")
     print(f"  farside pool dr-key trust DR_DATA_DIR --pool-uuid {uuid} --key-file {args.out}")
@@ -160,7 +161,7 @@ def export_key(args: argparse.Namespace) -> int:
 
 
 def trust_key(args: argparse.Namespace) -> int:
-    if args.pool_uuid == _pool_uuid(args.data_dir):
+    if args.pool_uuid == pool_uuid(args.data_dir):
         raise ValueError(f"{args.pool_uuid} is this pool's own uuid: trust the key of the other site's pool")
     try:
         text = args.key_file.read_text()
