@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pools import PoolServer, make_pool
+from pools import PoolServer, make_pool, pair
 
 
 @pytest.fixture
@@ -42,6 +42,7 @@ def two_pools(tmp_path: Path) -> Iterator[tuple[PoolServer, PoolServer]]:
     """Site A and Site B: two pool servers on loopback ports, stopped (with their QEMUs) afterwards."""
     make_pool(tmp_path / "a", "Site A")
     make_pool(tmp_path / "b", "Site B")
+    pair(tmp_path / "a", tmp_path / "b")
     a, b = PoolServer(tmp_path / "a").start(), PoolServer(tmp_path / "b").start()
     try:
         yield a, b

@@ -20,6 +20,7 @@ from farside.db import Database, users
 from farside.db.bootstrap import create_pool
 from farside.hypervisor import host
 from farside.model.roles import Role
+from farside.replication import authenticity
 
 ADMIN_PASSWORD = "secret"
 _MIB16 = str(16 << 20)
@@ -57,6 +58,22 @@ def make_pool(data_dir: Path, name: str = "Site A") -> None:
     finally:
         db.close()
     make_self_signed(data_dir / "tls" / "cert.pem", data_dir / "tls" / "key.pem", "localhost")
+    authenticity.own_key(data_dir)
+
+
+def pool_uuid(data_dir: Path) -> str:
+    db = Database.open(data_dir / "pool.db")
+    try:
+        with db.read() as tx:
+            return str(tx.get_field("pool", tx.refs("pool")[0], "uuid"))
+    finally:
+        db.close()
+
+
+def pair(a: Path, b: Path) -> None:
+    """Each pool trusts the other's DR key, as 'farside pool dr-key export/trust' does (tested on its own)."""
+    for source, site in ((a, b), (b, a)):
+        authenticity.trust(site, pool_uuid(source), authenticity.own_key(source))
 
 
 @dataclass

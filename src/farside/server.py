@@ -40,6 +40,7 @@ from farside.db.bootstrap import ensure_storage_managers
 from farside.errors import DatabaseError, FarsideError, InternalError
 from farside.hypervisor.errors import RunRootBusy
 from farside.hypervisor.qemu import QemuDriver
+from farside.replication.authenticity import Keyring
 from farside.web import Console, console_app
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,7 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
             raise DatabaseError(f"{config.db_path} holds {len(pools)} pools; expected one")
         pool = pools[0]
         host = tx.get_field("pool", pool, "master")
+        keys = Keyring(config.data_dir, tx.get_field("pool", pool, "uuid"))
     hub = EventHub(config.event_history, db.generation)
     db.subscribe(hub.publish)
     storage = StorageService(db, pool, host)
@@ -95,7 +97,7 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
         records=RecordCache(db),
         storage=storage,
         vms=VMService(db, driver, storage, pool, host),
-        metadata=MetadataService(db, storage, sessions, pool, config.metadata_half_size),
+        metadata=MetadataService(db, storage, sessions, pool, config.metadata_half_size, keys),
         pool=pool,
         host=host,
     )

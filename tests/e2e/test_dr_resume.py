@@ -19,7 +19,7 @@ import XenAPI
 from farside.dr.plan import STEPS
 from farside.storage import lease
 
-from pools import ADMIN_PASSWORD, PoolServer, kill_qemus, make_pool
+from pools import ADMIN_PASSWORD, PoolServer, kill_qemus, make_pool, pair
 from vms import shop_site, wait_serial
 
 pytestmark = pytest.mark.e2e
@@ -129,6 +129,7 @@ def test_a_run_killed_at_every_step_and_resumed_ends_as_an_uninterrupted_one(tmp
     make_pool(tmp_path / "a", "Site A")
     # Every B below is a copy of this never-started pool: the same uuids, so states compare as they are.
     make_pool(tmp_path / "b-template", "Site B")
+    pair(tmp_path / "a", tmp_path / "b-template")
     a = PoolServer(tmp_path / "a").start()
     try:
         _, tags = shop_site(a, tmp_path / "lun")

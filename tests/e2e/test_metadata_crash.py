@@ -98,7 +98,7 @@ def log_state(generation):
 log_state(db.generation)
 # Before the replicator: a generation is journaled before its delta is queued.
 db.subscribe(lambda commit: log_state(commit.generation))
-replicator = Replicator(db, pool, int(half))
+replicator = Replicator(db, pool, int(half), bytes(32))
 print("opening", db.generation, flush=True)
 replicator.start(vdi, Path(metadata))
 target = replicator.targets[vdi]
@@ -367,7 +367,7 @@ def test_corruption_is_reported_and_the_other_half_or_vdi_is_used(
     with db.read() as tx:
         pool = tx.refs("pool")[0]
         journal[db.generation] = digest(full_payload(tx, "", "", db.generation, "")["objects"])
-    replicator = Replicator(db, pool, HALF)
+    replicator = Replicator(db, pool, HALF, bytes(32))
     images = {"OpaqueRef:a": new_image(tmp_path / "a.img"), "OpaqueRef:b": new_image(tmp_path / "b.img")}
     try:
         for vdi, path in images.items():
@@ -411,9 +411,7 @@ def test_corruption_is_reported_and_the_other_half_or_vdi_is_used(
 
     cache = ForeignCache()
     for vdi, path in images.items():
-        copy = read_copy(vdi, path)
-        assert copy is not None
-        cache.put(copy)
+        cache.put(read_copy(vdi, path, lambda _: bytes(32)))
     assert cache.latest() == {"OpaqueRef:b"}
 
 

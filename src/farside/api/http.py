@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from farside.api.context import Services
+from farside.api.metadata import refuse_user_write
 from farside.api.sessions import Caller
 from farside.api.storage import vdi_busy
 from farside.errors import (
@@ -108,6 +109,7 @@ def import_raw_vdi(services: Services) -> Endpoint:
         _caller(services, request, Role.VM_ADMIN, "http/put_import_raw_vdi")
         upload_format = _format(request, UPLOAD_FORMATS)
         vdi, lun, record = _vdi_target(services, request)
+        refuse_user_write(record["type"], "PUT /import_raw_vdi")
         size = int(str(record["virtual_size"]))
         limit = _upload_limit(upload_format, size)
         declared = request.headers.get("content-length")

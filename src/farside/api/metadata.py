@@ -16,10 +16,11 @@ from typing import Any
 from farside.api.sessions import Caller, SessionStore
 from farside.api.storage import StorageService, new_vdi
 from farside.db import Database, Transaction
-from farside.errors import XenAPIFailure
+from farside.errors import OperationNotAllowed, XenAPIFailure
+from farside.replication import authenticity, state
 from farside.replication import format as fmt
-from farside.replication import state
-from farside.replication.foreign import ForeignCache, read_copy
+from farside.replication.authenticity import Keyring
+from farside.replication.foreign import ForeignCache, ForeignCopy, read_copy
 from farside.replication.replicator import MAX_TARGETS, ORIGIN, Replicator
 from farside.storage import image
 from farside.storage.lun import Lun
@@ -30,15 +31,26 @@ NAME_LABEL = "Metadata for DR"
 NAME_DESCRIPTION = "Used for disaster recovery"
 
 
+def refuse_user_write(vdi_type: object, what: str) -> None:
+    """Metadata VDIs are written by the pool's replicator alone: a user who could create, fill or
+    copy one could plant metadata that a DR site reads as the pool's (issue 13, point 4)."""
+    if vdi_type == "metadata":
+        raise OperationNotAllowed(
+            f"{what} of a metadata VDI: metadata VDIs are written only by the pool's replicator "
+            "(use SR.enable_database_replication)"
+        )
+
+
 class MetadataService:
     def __init__(
-        self, db: Database, storage: StorageService, sessions: SessionStore, pool: str, half_size: int
+        self, db: Database, storage: StorageService, sessions: SessionStore, pool: str, half_size: int, keys: Keyring
     ) -> None:
         self._db = db
         self._storage = storage
         self._sessions = sessions
         self._pool = pool
-        self.replicator = Replicator(db, pool, half_size)
+        self.keys = keys
+        self.replicator = Replicator(db, pool, half_size, keys.own)
         self.foreign = ForeignCache()
         # One change of targets at a time: finding and creating a metadata VDI, counting targets.
         self._lock = threading.RLock()
@@ -159,14 +171,13 @@ class MetadataService:
                 log.error("cannot resume replication to metadata VDI %s: %s", vdi, exc.describe())
         for vdi, location in foreign:
             try:
-                copy = read_copy(vdi, lun.image_path(location))
+                copy = read_copy(vdi, lun.image_path(location), self.keys.key_for)
             except OSError as exc:
                 log.warning("cannot read metadata VDI %s: %s", vdi, exc)
-                copy = None
-            if copy is None:
                 self.foreign.drop(vdi)
-            else:
-                self.foreign.put(copy)
+                continue
+            self.foreign.put(copy)
+            _warn(copy, sr)
         self._refresh_foreign()
 
     def sr_unplugging(self, sr: str) -> None:
@@ -193,13 +204,19 @@ class MetadataService:
                 if not tx.exists("VDI", copy.vdi):
                     continue
                 sm_config = tx.get_field("VDI", copy.vdi, "sm_config")
-                sm_config.update(
-                    {
-                        "farside-generation": str(copy.generation),
-                        "farside-written": copy.written,
-                        "farside-pool-name": copy.pool_name,
-                    }
-                )
+                # What the DR engine's choose step reads (authenticity.refusal); SR.scan's view.
+                sm_config[authenticity.PROBLEMS_KEY] = "; ".join(copy.problems)
+                if copy.generation >= 0:
+                    sm_config.update(
+                        {
+                            "farside-generation": str(copy.generation),
+                            "farside-written": copy.written,
+                            "farside-pool-name": copy.pool_name,
+                            authenticity.STATE_KEY: _state(copy),
+                        }
+                    )
+                else:
+                    sm_config.pop(authenticity.STATE_KEY, None)
                 tx.set_fields("VDI", copy.vdi, {"metadata_latest": copy.vdi in latest, "sm_config": sm_config})
 
     def start(self) -> None:
@@ -228,6 +245,19 @@ class MetadataService:
         copy = self.foreign.get(vdi)
         return copy.pool_uuid if copy is not None else ""
 
+    def read(self, path: Path) -> fmt.Snapshot:
+        """The newest authenticated copy at ``path``; COULD_NOT_IMPORT_DATABASE for any other."""
+        snapshot = read_snapshot(path, self.keys.key_for)
+        if snapshot.authenticated is None:
+            raise XenAPIFailure("COULD_NOT_IMPORT_DATABASE", authenticity.pairing_hint(snapshot.pool_uuid))
+        if not snapshot.authenticated:
+            raise XenAPIFailure(
+                "COULD_NOT_IMPORT_DATABASE",
+                f"the metadata claims pool {snapshot.pool_uuid} generation {snapshot.generation} but fails "
+                "authentication under that pool's DR key: it was not written by that pool",
+            )
+        return snapshot
+
     def open_database(self, caller: Caller, vdi: str) -> str:
         """A read-only session on the newest complete copy the metadata VDI holds."""
         with self._db.read() as tx:
@@ -235,7 +265,7 @@ class MetadataService:
             if record["type"] != "metadata":
                 raise XenAPIFailure("VDI_INCOMPATIBLE_TYPE", vdi, record["type"])
             path = self._storage.attached_lun(tx, record["SR"]).image_path(record["location"])
-        snapshot = read_snapshot(path)
+        snapshot = self.read(path)
         if snapshot.schema_version > state.SCHEMA_VERSION:
             raise XenAPIFailure(
                 "COULD_NOT_IMPORT_DATABASE",
@@ -246,10 +276,22 @@ class MetadataService:
         return self._sessions.login_database(caller, database, f"VDI.open_database {record['uuid']}")
 
 
-def read_snapshot(path: Path) -> fmt.Snapshot:
+def _state(copy: ForeignCopy) -> str:
+    if copy.authenticated is None:
+        return authenticity.UNPAIRED
+    return authenticity.AUTHENTICATED if copy.authenticated else authenticity.FORGED
+
+
+def _warn(copy: ForeignCopy, sr: str) -> None:
+    """A log line naming the copy for each thing no torn write explains (forged, malformed)."""
+    for problem in copy.problems:
+        log.warning("metadata VDI %s on SR %s: %s", copy.vdi, sr, problem)
+
+
+def read_snapshot(path: Path, keys: fmt.KeyLookup) -> fmt.Snapshot:
     try:
         with open(path, "rb") as fh, state.gc_paused():
-            snapshot, _, _ = fmt.newest(fh)
+            snapshot, _, _ = fmt.newest(fh, keys=keys)
     except OSError as exc:
         raise XenAPIFailure("COULD_NOT_IMPORT_DATABASE", f"cannot read {path}: {exc}") from exc
     if snapshot is None:

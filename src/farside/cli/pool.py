@@ -1,4 +1,5 @@
-"""``farside init`` and ``farside server``: make a pool, run its server."""
+"""``farside init`` and ``farside server``: make a pool, run its server; ``farside pool dr-key``: pair it
+with a DR site."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from farside.config import DEFAULT_LISTEN, Listen, ServerConfig, kvm_from_env, s
 from farside.db import Database
 from farside.db.bootstrap import create_pool
 from farside.hypervisor import host
+from farside.replication import authenticity
 from farside.server import serve
 
 
@@ -45,6 +47,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--kvm", action="store_true", help="use KVM where the CPU has vmx/svm (default: TCG, which is faster here)"
     )
     s.set_defaults(run=server)
+
+    group = commands.add_parser("pool", help="pool settings kept in the data directory")
+    pool_sub = group.add_subparsers(dest="pool_command", required=True, metavar="COMMAND")
+    key = pool_sub.add_parser("dr-key", help="pair a pool with a DR site: the key its metadata is authenticated with")
+    key_sub = key.add_subparsers(dest="dr_key_command", required=True, metavar="COMMAND")
+    export = key_sub.add_parser("export", help="write this pool's DR key to a file, for the DR site")
+    export.add_argument("data_dir", type=Path, help="the pool's data directory")
+    export.add_argument("--out", type=Path, required=True, help="the file to write (made readable by you alone)")
+    export.set_defaults(run=export_key)
+    trust = key_sub.add_parser("trust", help="trust another pool's DR key here, so its metadata can be recovered")
+    trust.add_argument("data_dir", type=Path, help="this (DR) site's data directory")
+    trust.add_argument("--pool-uuid", required=True, help="the uuid of the pool whose key it is")
+    trust.add_argument("--key-file", type=Path, required=True, help="the file 'dr-key export' wrote at that pool")
+    trust.set_defaults(run=trust_key)
 
 
 _ALONE = "put root's password alone on its first line"
@@ -91,6 +107,7 @@ def init(args: argparse.Namespace) -> int:
         finally:
             db.close()
         make_self_signed(config.cert_path, config.key_path, facts.hostname)
+        authenticity.own_key(data_dir)
     except BaseException:
         # Nothing half made: an init that failed leaves the directory as it found it.
         for child in data_dir.iterdir():
@@ -119,4 +136,37 @@ def server(args: argparse.Namespace) -> int:
         kvm=args.kvm or kvm_from_env(),
     )
     serve(config)
+    return 0
+
+
+def pool_uuid(data_dir: Path) -> str:
+    """The uuid of the pool in ``data_dir``; ValueError (a message) when there is none."""
+    path = ServerConfig(data_dir).db_path
+    if not path.is_file():
+        raise ValueError(f"{data_dir} holds no pool ({path} is missing): give a data directory made by 'farside init'")
+    db = Database.open(path)
+    try:
+        with db.read() as tx:
+            return str(tx.get_field("pool", tx.refs("pool")[0], "uuid"))
+    finally:
+        db.close()
+
+
+def export_key(args: argparse.Namespace) -> int:
+    uuid = pool_uuid(args.data_dir)
+    authenticity.write_private(args.out, authenticity.format_key(authenticity.own_key(args.data_dir)))
+    print(f"wrote the DR key of pool {uuid} to {args.out}; keep it secret, and at the DR site run:")
+    print(f"  farside pool dr-key trust DR_DATA_DIR --pool-uuid {uuid} --key-file {args.out}")
+    return 0
+
+
+def trust_key(args: argparse.Namespace) -> int:
+    if args.pool_uuid == pool_uuid(args.data_dir):
+        raise ValueError(f"{args.pool_uuid} is this pool's own uuid: trust the key of the other site's pool")
+    try:
+        text = args.key_file.read_text()
+    except OSError as exc:
+        raise ValueError(f"cannot read --key-file {args.key_file}: {exc.strerror}") from None
+    path = authenticity.trust(args.data_dir, args.pool_uuid, authenticity.parse_key(text, str(args.key_file)))
+    print(f"trusting pool {args.pool_uuid}'s DR key ({path}); a running server uses it at the next SR plug or scan")
     return 0

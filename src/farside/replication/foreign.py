@@ -11,7 +11,8 @@ from farside.replication import format as fmt
 
 @dataclass(frozen=True)
 class ForeignCopy:
-    """The newest complete generation one foreign metadata VDI holds."""
+    """What one foreign metadata VDI holds: its newest complete generation (generation -1: none),
+    whether the claimed pool's DR key proves it, and what was found wrong on the way."""
 
     vdi: str
     path: Path
@@ -21,14 +22,22 @@ class ForeignCopy:
     written: str
     schema_version: int
     farside_version: str
+    authenticated: bool | None
+    problems: tuple[str, ...]
+
+    @property
+    def usable(self) -> bool:
+        """Complete, and not failing authentication (an unpaired pool's copy is usable only once paired)."""
+        return self.generation >= 0 and self.authenticated is not False
 
 
-def read_copy(vdi: str, path: Path) -> ForeignCopy | None:
-    """What ``path`` holds, or None when it holds no complete copy."""
+def read_copy(vdi: str, path: Path, keys: fmt.KeyLookup) -> ForeignCopy:
+    """What ``path`` holds, checked with ``keys``. Raises OSError only."""
     with open(path, "rb") as fh:
-        snapshot, _, _ = fmt.newest(fh)
+        snapshot, _, halves = fmt.newest(fh, keys=keys)
+    problems = tuple(p for half in halves for p in half.problems)
     if snapshot is None:
-        return None
+        return ForeignCopy(vdi, path, "", "", -1, "", 0, "", None, problems)
     return ForeignCopy(
         vdi,
         path,
@@ -38,6 +47,8 @@ def read_copy(vdi: str, path: Path) -> ForeignCopy | None:
         snapshot.written,
         snapshot.schema_version,
         snapshot.farside_version,
+        snapshot.authenticated,
+        problems,
     )
 
 
@@ -61,9 +72,12 @@ class ForeignCache:
             return self._copies.get(vdi)
 
     def latest(self) -> set[str]:
-        """The VDIs holding, per source pool, the highest generation (ties: all of them)."""
+        """The usable VDIs holding, per source pool, the highest generation (ties: all of them).
+
+        A copy failing authentication never counts: however high the generation it claims, the
+        pool's real copies stay the latest."""
         with self._lock:
-            copies = list(self._copies.values())
+            copies = [c for c in self._copies.values() if c.usable]
         best: dict[str, int] = {}
         for c in copies:
             best[c.pool_uuid] = max(best.get(c.pool_uuid, -1), c.generation)

@@ -31,10 +31,11 @@ STATUS_INTERVAL_S = 1.0
 
 
 class Replicator:
-    def __init__(self, db: Database, pool: str, half_size: int) -> None:
+    def __init__(self, db: Database, pool: str, half_size: int, key: bytes) -> None:
         self._db = db
         self._pool = pool
         self.half_size = half_size
+        self._key = key  # the pool's DR key: every record written is authenticated under it
         self._targets: dict[str, Target] = {}
         self._lock = threading.Lock()
         self._last_status: dict[str, tuple[float, bool]] = {}
@@ -55,7 +56,7 @@ class Replicator:
         with self._lock:
             if vdi in self._targets:
                 return
-            target = Target(vdi, path, self.half_size, self._full, self._status)
+            target = Target(vdi, path, self.half_size, self._key, self._full, self._status)
             # Registered before its full copy is taken, so every commit after the copy's
             # generation is queued to it (the copy drops what it already covers). Until the copy
             # is written the target is not current, and holds no committer up (Target.wait_for).

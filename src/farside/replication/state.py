@@ -15,17 +15,10 @@ from typing import Any
 
 from farside import __version__
 from farside.db import Commit, Database, Transaction
-from farside.model import STORED, stored_fields
+from farside.replication.schema import REPLICATED
 
 # Bumped whenever the meaning of replicated records changes; a reader refuses newer ones.
 SCHEMA_VERSION = 1
-# Users (and their hashes) never leave the pool; DR runs are this site's own operational log.
-NEVER_REPLICATED = frozenset({"user", "DR_run"})
-REPLICATED: dict[str, list[str]] = {
-    name: [f.name for f in stored_fields(c) if f.persist and not f.internal]
-    for name, c in STORED.items()
-    if c.persistent and name not in NEVER_REPLICATED
-}
 _REPLICATED_FIELDS = {name: tuple(fields) for name, fields in REPLICATED.items()}
 _gc_lock = threading.Lock()
 _gc_holders = 0

@@ -34,18 +34,21 @@ StatusSink = Callable[[str, bool, int, str], None]
 
 
 class MetadataFile:
-    """The byte layout of one metadata VDI, written with pwrite and fdatasync."""
+    """The byte layout of one metadata VDI, written with pwrite and fdatasync, its records
+    authenticated under the pool's DR ``key``."""
 
-    def __init__(self, path: Path, half_size: int) -> None:
+    def __init__(self, path: Path, half_size: int, key: bytes) -> None:
         self.path = path
         self.half_size = half_size
+        self.key = key
         self.fd = os.open(path, os.O_RDWR)
         # The half holding the newest complete copy must survive until a new full copy is whole
         # in the other half: find it, so the first write after a restart goes to the other one.
-        self.half = _current_half(path, half_size)
+        self.half = _current_half(path, half_size, key)
         self.offset = 0
         self.epoch = b""
         self.sequence = 0
+        self.pool_uuid = ""
 
     def close(self) -> None:
         os.close(self.fd)
@@ -54,7 +57,8 @@ class MetadataFile:
         """A new full copy in the half that is not current, then the header points at it."""
         half = 0 if self.half != 0 else 1
         epoch = fmt.new_epoch()
-        record = fmt.encode_record(fmt.FULL, epoch, 0, generation, payload)
+        pool_uuid = payload["pool_uuid"]
+        record = fmt.encode_record(fmt.FULL, epoch, 0, generation, payload, key=self.key, pool_uuid=pool_uuid)
         if len(record) > self.half_size:
             raise OSError(f"the pool's metadata ({len(record)} bytes) does not fit a {self.half_size}-byte half")
         os.pwrite(self.fd, record, fmt.half_offset(half, self.half_size))
@@ -62,6 +66,7 @@ class MetadataFile:
         os.pwrite(self.fd, fmt.encode_header(self.half_size, half), 0)
         os.fdatasync(self.fd)
         self.half, self.offset, self.epoch, self.sequence = half, len(record), epoch, 0
+        self.pool_uuid = pool_uuid
 
     def append(self, deltas: list[tuple[int, dict[str, Any]]]) -> bool:
         """Write deltas after the last record; False (nothing written) when the half is full."""
@@ -69,7 +74,11 @@ class MetadataFile:
         sequence = self.sequence
         for generation, payload in deltas:
             sequence += 1
-            records.append(fmt.encode_record(fmt.DELTA, self.epoch, sequence, generation, payload))
+            records.append(
+                fmt.encode_record(
+                    fmt.DELTA, self.epoch, sequence, generation, payload, key=self.key, pool_uuid=self.pool_uuid
+                )
+            )
         data = b"".join(records)
         if self.offset + len(data) > self.half_size:
             return False
@@ -80,11 +89,12 @@ class MetadataFile:
         return True
 
 
-def _current_half(path: Path, half_size: int) -> int:
+def _current_half(path: Path, half_size: int, key: bytes) -> int:
+    # Ranked with our key: a half someone planted, however new it claims to be, is overwritten first.
     with open(path, "rb") as fh:
-        reports = [fmt.read_half(fh, index, half_size) for index in (0, 1)]
-    best = max(reports, key=lambda r: r.generation)
-    return best.index if best.full is not None else fmt.NO_HALF
+        reports = [fmt.read_half(fh, index, half_size, lambda _: key) for index in (0, 1)]
+    best = max(reports, key=lambda r: r.rank())
+    return best.index if best.authenticated else fmt.NO_HALF
 
 
 @dataclass
@@ -96,10 +106,13 @@ class _Pending:
 class Target:
     """A metadata VDI kept current by its own writer thread."""
 
-    def __init__(self, vdi: str, path: Path, half_size: int, full_source: FullSource, status: StatusSink) -> None:
+    def __init__(
+        self, vdi: str, path: Path, half_size: int, key: bytes, full_source: FullSource, status: StatusSink
+    ) -> None:
         self.vdi = vdi
         self.path = path
         self.half_size = half_size
+        self.key = key
         self._full_source = full_source
         self._status = status
         self._queue: list[_Pending] = []
@@ -172,7 +185,7 @@ class Target:
 
     def _write_full(self) -> None:
         if self._file is None:
-            self._file = MetadataFile(self.path, self.half_size)
+            self._file = MetadataFile(self.path, self.half_size, self.key)
         generation, payload = self._full_source()
         self._file.write_full(generation, payload)
         self.bytes_written += self._file.offset

@@ -6,6 +6,7 @@ from typing import Any
 
 from farside.api import implicit
 from farside.api.context import Context
+from farside.api.metadata import refuse_user_write
 from farside.api.registry import handles
 from farside.api.storage import lun_record, new_vdi, vdi_busy
 from farside.errors import InvalidValue, XenAPIFailure
@@ -20,6 +21,7 @@ from farside.storage.lun import recorded_format
 def create(ctx: Context, record: dict[str, Any]) -> str:
     with ctx.db.read() as tx:
         fields = implicit.checked_fields(tx, CLASSES["VDI"], record)
+        refuse_user_write(fields.get("type"), "VDI.create")
         sr = fields.get("SR", NULL_REF)
         tx.check("SR", sr)
         lun = ctx.services.storage.attached_lun(tx, sr)
@@ -33,6 +35,7 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
 def _copy(ctx: Context, vdi: str, snapshot: bool) -> str:
     with ctx.db.read() as tx:
         source = tx.get_record("VDI", tx.check("VDI", vdi))
+        refuse_user_write(source["type"], "VDI.snapshot" if snapshot else "VDI.clone")
         lun = ctx.services.storage.attached_lun(tx, source["SR"])
     fields: dict[str, Any] = {
         k: source[k]
@@ -85,6 +88,7 @@ def destroy(ctx: Context, vdi: str) -> str:
 def resize(ctx: Context, vdi: str, size: int) -> str:
     with ctx.db.read() as tx:
         record = tx.get_record("VDI", tx.check("VDI", vdi))
+        refuse_user_write(record["type"], "VDI.resize")
         lun = ctx.services.storage.attached_lun(tx, record["SR"])
         if vdi_busy(tx, vdi, ctx.services.metadata.replicator.active):
             raise VdiInUse(vdi)

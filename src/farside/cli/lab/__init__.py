@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -126,6 +127,7 @@ def up(args: argparse.Namespace) -> int:
                      "--admin-password-file", str(lab.password_file))  # fmt: skip
             _serve(lab, site)
             print(f"{SITE_NAMES[site]}: serving {lab.url(site)}")
+        _pair(lab)
         populate(session(lab, "a"), [lab.lun_dir("a", lun) for lun in lab.luns], plan)
         vapps = f"{plan.vapps} vApp{'' if plan.vapps == 1 else 's'}"
         print(f"Site A: {plan.vms} VMs running, {vapps}, metadata replicated on {len(lab.luns)} SRs")
@@ -147,6 +149,20 @@ def up(args: argparse.Namespace) -> int:
         print(f"  {SITE_NAMES[site]}: --server {lab.url(site)} --user root --password-file {lab.password_file}")
     print(f"  mirrors:  farside mirror status --state-dir {state}")
     return 0
+
+
+def _pair(lab: Lab) -> None:
+    """Each site trusts the other's DR key, so a failover and a failback find authenticated metadata."""
+    for source, dest in (("a", "b"), ("b", "a")):
+        key_file = lab.root / f".dr-key-{source}"
+        out = _farside("pool", "dr-key", "export", str(lab.site_dir(source)), "--out", str(key_file))
+        found = re.search(r"DR key of pool (\S+) ", out)
+        if found is None:
+            raise LabError(f"cannot pair the sites: 'farside pool dr-key export' said {out.strip()!r}")
+        _farside("pool", "dr-key", "trust", str(lab.site_dir(dest)), "--pool-uuid", found[1],
+                 "--key-file", str(key_file))  # fmt: skip
+        key_file.unlink()  # a secret: kept only in the two data directories
+    print("Site A and Site B: paired (each trusts the other's DR key)")
 
 
 def _mirrors(lab: Lab) -> list[dict[str, Any]]:

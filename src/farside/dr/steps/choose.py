@@ -1,10 +1,13 @@
-"""Choose: per source pool, the metadata VDI with the highest generation; never this pool's own."""
+"""Choose: per source pool, the authenticated metadata VDI with the highest generation; never this pool's own.
+
+A copy that fails authentication (replication.authenticity) is never used, and is reported."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from farside.dr.context import RunContext, RunFailed
+from farside.replication import authenticity
 
 
 def run(ctx: RunContext, data: dict[str, Any]) -> None:
@@ -15,7 +18,7 @@ def run(ctx: RunContext, data: dict[str, Any]) -> None:
     for sr in ctx.data("discover")["srs"]:
         ref = ctx.sr_by_uuid(sr["uuid"])
         for vdi, record in vdis.items() if ref else []:
-            if record["SR"] != ref or record["type"] != "metadata" or not record["metadata_latest"]:
+            if record["SR"] != ref or record["type"] != "metadata":
                 continue
             found = candidate(ctx, sr, vdi, record, own, warnings)
             if found is None:
@@ -24,7 +27,9 @@ def run(ctx: RunContext, data: dict[str, Any]) -> None:
             if pool_uuid not in best or found["generation"] > best[pool_uuid]["generation"]:
                 best[pool_uuid] = found
     if not best:
-        raise RunFailed("no metadata of another pool was found on the attached SRs")
+        raise RunFailed(
+            "; ".join(["no authenticated metadata of another pool was found on the attached SRs", *warnings])
+        )
     wanted = ctx.options.source_pool
     if wanted and wanted not in best:
         pools = ", ".join(f"{m['pool_name']} ({p})" for p, m in best.items())
@@ -39,6 +44,10 @@ def candidate(
     pool_uuid = ctx.s.call("VDI.read_database_pool_uuid", vdi)
     if pool_uuid == own:
         warnings.append(f"SR {sr['name']} holds this pool's own metadata; it is not used")
+        return None
+    usable, warning = authenticity.screen(vdi, record, sr["name"], pool_uuid)  # authentic copies only
+    warnings += [warning] if warning else []
+    if not usable or not record["metadata_latest"]:
         return None
     config = record["sm_config"]
     return {
