@@ -18,8 +18,6 @@ import secrets
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 import xmlrpc.client
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +28,7 @@ from xml.sax.saxutils import unescape
 
 from farside.dr.plan import STEPS, Options, Problem
 from farside.dr.report import render
-from farside.dr.session import Session
+from farside.dr.session import Session, source_answers
 from farside.errors import FarsideError, XenAPIFailure
 from farside.model.types import now
 from farside.storage.replication import LunReplication, NullReplication, ReplicationState
@@ -64,17 +62,6 @@ _PROBE_SR = re.compile(
 )
 MIB = 1 << 20
 QEMU_OVERHEAD = 32 * MIB
-
-
-def _answers(url: str) -> bool:
-    """Whether anything answers HTTP at ``url`` within a few seconds."""
-    try:
-        with urllib.request.urlopen(url, timeout=3):
-            return True
-    except urllib.error.HTTPError:
-        return True  # it answered, if only with an error
-    except (OSError, ValueError):
-        return False
 
 
 class RunFailed(Exception):
@@ -654,7 +641,7 @@ class Engine:
                                             "shut it down there first: two copies must never run"))  # fmt: skip
             return problems
         url = self.options.source_url
-        if url and _answers(url):
+        if url and source_answers(self.s, url):
             return [Problem("warning", url, "the source pool answers; its VMs may still run",
                             "make sure the source pool's VMs are shut down")]  # fmt: skip
         return []

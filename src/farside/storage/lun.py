@@ -136,7 +136,10 @@ class Lun:
         """The image of a VDI; a location can never point outside the LUN."""
         if not location or "/" in location or location.startswith("."):
             raise records_failure(f"VDI location {location!r} is not a file name on the LUN")
-        return self.path / location
+        path = self.path / location
+        if path.is_symlink():  # an image is a file of the LUN's own, never a link to a host file
+            raise records_failure(f"VDI image {path} is a symlink; an image must be a plain file on the LUN")
+        return path
 
     # -- space ----------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import uuid as uuidlib
 
 from farside.api.context import Context
 from farside.api.registry import handles
-from farside.api.storage import forget_sr, lun_path, refuse_if_plugged, sr_record, vdi_busy
+from farside.api.storage import forget_sr, refuse_if_plugged, sr_record, vdi_busy
 from farside.errors import XenAPIFailure
 from farside.storage.errors import VdiInUse
 from farside.storage.lun import Lun
@@ -30,7 +30,7 @@ def probe(ctx: Context, host: str, device_config: dict[str, str], sr_type: str, 
     _check_type(sr_type)
     with ctx.db.read() as tx:
         tx.check("host", host)
-    return probe_xml(lun_path(device_config))
+    return probe_xml(ctx.services.storage.lun_path(device_config))
 
 
 @handles("SR.create")
@@ -50,7 +50,7 @@ def create(
     _check_type(sr_type)
     with ctx.db.read() as tx:
         tx.check("host", host)
-    path = lun_path(device_config)
+    path = ctx.services.storage.lun_path(device_config)
     sr_uuid = str(uuidlib.uuid4())
     lun = Lun(path)
     lun.format(sr_uuid, name_label, name_description)
