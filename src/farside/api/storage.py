@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from farside.config import crash_point
 from farside.db import Database, Transaction
 from farside.errors import FarsideError, XenAPIFailure
 from farside.model.types import NULL_REF
@@ -86,6 +87,7 @@ class StorageService:
             raise records_failure(f"{path} holds {found}, not SR {sr_uuid}")
         pool_uuid, pool_name, hostname = self._owner()
         lease.acquire(path, pool_uuid, pool_name, hostname, lambda: _images_in_use(lun))
+        crash_point("plug:leased")
         try:
             with self._db.write() as tx:
                 self._sync(tx, record["SR"], lun)
