@@ -211,10 +211,12 @@ def _not_a_pool_server(url: str) -> str | None:
     )
     try:
         answer = xmlrpc.client.ServerProxy(base, transport=transport).pool.get_all_records("")
-    except (OSError, xmlrpc.client.Error, xml.parsers.expat.ExpatError, http.client.HTTPException, ValueError) as exc:
+    except (OSError, http.client.HTTPException) as exc:
         return f"no XenAPI pool server answers there ({exc})"
+    except (xmlrpc.client.Error, xml.parsers.expat.ExpatError, ValueError) as exc:
+        return f"what answers there is not a XenAPI pool server ({exc!r:.80})"
     if not (isinstance(answer, dict) and answer.get("Status") in ("Success", "Failure")):
-        return "what answers there is not a XenAPI pool server"
+        return f"what answers there is not a XenAPI pool server (it answered {answer!r:.80})"
     return None
 
 

@@ -37,26 +37,29 @@ def system_dir(path: str | PurePosixPath) -> str | None:
 
 
 def _plain(path: str | Path, what: str) -> PurePosixPath:
-    """``path`` if it is absolute, has no ``..`` and leads through no symlink; else INVALID_VALUE."""
+    """``path`` if it is absolute, has no ``..`` and leads through no symlink; ValueError otherwise."""
     text = str(path)
     if not text.startswith("/"):
-        raise InvalidValue("path", f"{text!r}: {what} must be an absolute path")
+        raise ValueError(f"{text!r}: {what} must be an absolute path")
     p = PurePosixPath(text)
     if ".." in p.parts:
-        raise InvalidValue("path", f"{text}: {what} must not contain '..'")
+        raise ValueError(f"{text}: {what} must not contain '..'")
     real = os.path.realpath(p)
     if real != str(p):
-        raise InvalidValue("path", f"{text}: {what} must not be or lie under a symlink (it leads to {real})")
+        raise ValueError(f"{text}: {what} must not be or lie under a symlink (it leads to {real})")
+    why = system_dir(p)
+    if why:
+        raise ValueError(f"{p}: not {what}: {why}")
     return p
 
 
 def check_root(path: str | Path) -> Path:
     """A directory an operator names as a LUN root, checked: an existing real directory that is
     not a system directory. INVALID_VALUE otherwise."""
-    p = _plain(path, "a LUN root")
-    why = system_dir(p)
-    if why:
-        raise InvalidValue("lun_roots", f"{p}: not a LUN root: {why}")
+    try:
+        p = _plain(path, "a LUN root")
+    except ValueError as exc:
+        raise InvalidValue("lun_roots", str(exc)) from None
     if not Path(p).is_dir():
         raise InvalidValue("lun_roots", f"{p}: a LUN root must be an existing directory; create it first")
     return Path(p)
@@ -76,10 +79,10 @@ def describe(roots: Sequence[str]) -> str:
 def check_lun(path: str | Path, roots: Sequence[str]) -> Path:
     """A LUN path (or a directory of LUNs) that may enter the pool: INVALID_VALUE, naming the
     roots, unless it is a plain path (see ``_plain``) at or below one of ``roots``."""
-    p = _plain(path, "a LUN path")
-    why = system_dir(p)
-    if why:
-        raise InvalidValue("path", f"{p}: not a LUN: {why}; {describe(roots)}")
+    try:
+        p = _plain(path, "a LUN")
+    except ValueError as exc:
+        raise InvalidValue("path", f"{exc}; {describe(roots)}") from None
     if not any(_under(p, root) for root in roots):
         raise InvalidValue("path", f"{p} is outside the LUN roots: {describe(roots)}")
     return Path(p)
