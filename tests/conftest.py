@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
+import pools
 from pools import PoolServer, make_pool, pair
+
+
+@pytest.fixture(autouse=True, scope="session")
+def lun_roots(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every test's tmp_path is under the LUN root of the pools make_pool makes."""
+    pools.LUN_ROOTS[:] = [str(tmp_path_factory.getbasetemp().resolve())]
 
 
 @pytest.fixture

@@ -47,14 +47,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_pool(data_dir: Path, name: str = "Site A") -> None:
+# The LUN roots every pool made by make_pool gets: pytest's base temporary directory (set by
+# conftest.py at the session's start), so that a test's LUNs in its tmp_path are usable. Its DR
+# runs may name source pools on 127.0.0.1 (every test server's address).
+LUN_ROOTS: list[str] = []
+
+
+def make_pool(data_dir: Path, name: str = "Site A", lun_roots: list[str] | None = None) -> None:
     """What ``farside init`` does, in process (the CLI itself is tested on its own)."""
     from farside.cli.tls import make_self_signed
 
     data_dir.mkdir(parents=True, exist_ok=True)
     db = Database.create(data_dir / "pool.db")
     try:
-        create_pool(db, name, host.probe(), ADMIN_PASSWORD)
+        pool = create_pool(db, name, host.probe(), ADMIN_PASSWORD)
+        with db.write() as tx:
+            roots = LUN_ROOTS if lun_roots is None else lun_roots
+            tx.set_fields("pool", pool, {"lun_roots": roots, "allowed_source_hosts": ["127.0.0.1"]})
     finally:
         db.close()
     make_self_signed(data_dir / "tls" / "cert.pem", data_dir / "tls" / "key.pem", "localhost")

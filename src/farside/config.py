@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,3 +173,10 @@ def mirror_dir_from_env(default: Path = DEFAULT_MIRROR_DIR) -> Path:
 def source_password_from_env() -> str | None:
     """``FARSIDE_SOURCE_PASSWORD``: the source pool's password for ``farside dr --source-server``."""
     return os.environ.get("FARSIDE_SOURCE_PASSWORD") or None
+
+
+def crash_point(name: str) -> None:
+    """A fault hook for crash tests: SIGKILL this process here when ``FARSIDE_CRASH_AT`` names
+    ``name`` (e.g. ``sr-create:formatted``), as a power cut or an OOM kill would."""
+    if os.environ.get("FARSIDE_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)

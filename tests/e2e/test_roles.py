@@ -51,7 +51,9 @@ def buildable(xtype: XType) -> bool:
 
 
 def callable_here(sig: Signature) -> bool:
-    return sig.cls.name in SUBJECTS and sig.kind in KINDS and all(buildable(xtype) for _, xtype in sig.params)
+    # Farside's own fields (pool.lun_roots) have no xapi roles to compare with.
+    xapis = sig.field is None or not sig.field.farside
+    return sig.cls.name in SUBJECTS and sig.kind in KINDS and xapis and all(buildable(x) for _, x in sig.params)
 
 
 def pick_per_threshold() -> dict[Role, str]:

@@ -81,11 +81,12 @@ class TestSR:
         """Missing, relative, non-directory and already-used LUNs are refused, nothing half made."""
         s = shared_server.session()
         (tmp_path / "file").write_text("x")
-        cases = [tmp_path / "missing", tmp_path / "file", Path("relative/dir")]
-        for path in cases:
+        cases = {tmp_path / "missing": "SR_BACKEND_FAILURE_PATH", tmp_path / "file": "SR_BACKEND_FAILURE_PATH",
+                 Path("relative/dir"): "INVALID_VALUE"}  # fmt: skip
+        for path, code in cases.items():
             with pytest.raises(XenAPI.Failure) as info:
                 create_sr(s, path)
-            assert info.value.details[0] == "SR_BACKEND_FAILURE_PATH", path
+            assert info.value.details[0] == code, path
         used = tmp_path / "used"
         used.mkdir()
         create_sr(s, used)

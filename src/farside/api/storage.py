@@ -15,26 +15,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from farside.config import crash_point
 from farside.db import Database, Transaction
 from farside.errors import FarsideError, XenAPIFailure
 from farside.model.types import NULL_REF
 from farside.storage import image, lease
 from farside.storage.errors import BackendFailure, VdiInUse, path_failure, records_failure
 from farside.storage.lun import Lun, check_usable, image_format, new_location, recorded_format
+from farside.storage.roots import check_lun
 
 ImageMaker = Callable[[Path, str], object]
 # A LUN's VDI records whose images may be used, by uuid, and the uuids of those refused.
 Usable = tuple[dict[str, dict[str, Any]], set[str]]
 
 log = logging.getLogger(__name__)
-
-
-def lun_path(device_config: dict[str, str]) -> Path:
-    """The LUN directory a PBD's device_config names."""
-    path = device_config.get("path")
-    if not path:
-        raise path_failure("device_config needs 'path': the absolute path of the LUN directory")
-    return check_usable(Path(path))
 
 
 class StorageService:
@@ -60,6 +54,18 @@ class StorageService:
             host = tx.get_field("host", self._host, "hostname")
         return pool["uuid"], pool["name_label"], host
 
+    def lun_roots(self) -> list[str]:
+        with self._db.read() as tx:
+            roots: list[str] = tx.get_field("pool", self._pool, "lun_roots")
+        return roots
+
+    def lun_path(self, device_config: dict[str, str]) -> Path:
+        """The LUN directory a device_config names, if it is one this pool may use (storage/roots.py)."""
+        path = device_config.get("path")
+        if not path:
+            raise path_failure("device_config needs 'path': the absolute path of the LUN directory")
+        return check_usable(check_lun(path, self.lun_roots()))
+
     def attached_lun(self, tx: Transaction, sr: str) -> Lun:
         """The LUN of a plugged SR; SR_HAS_NO_PBDS [sr] when it is not plugged here."""
         for pbd in tx.get_field("SR", tx.check("SR", sr), "PBDs"):
@@ -76,13 +82,14 @@ class StorageService:
             if record["currently_attached"]:
                 return
             sr_uuid = tx.get_field("SR", record["SR"], "uuid")
-        path = lun_path(record["device_config"])
+        path = self.lun_path(record["device_config"])
         lun = Lun(path)
         if not lun.formatted or lun.identity().get("uuid") != sr_uuid:
             found = lun.identity().get("uuid") if lun.formatted else "no SR"
             raise records_failure(f"{path} holds {found}, not SR {sr_uuid}")
         pool_uuid, pool_name, hostname = self._owner()
         lease.acquire(path, pool_uuid, pool_name, hostname, lambda: _images_in_use(lun))
+        crash_point("plug:leased")
         try:
             found = usable_records(lun)
             with self._db.write() as tx:

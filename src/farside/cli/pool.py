@@ -12,9 +12,12 @@ from farside.cli.tls import make_self_signed
 from farside.config import DEFAULT_LISTEN, Listen, ServerConfig, kvm_from_env, session_timeout_from_env
 from farside.db import Database
 from farside.db.bootstrap import create_pool
+from farside.dr.session import source_hosts
+from farside.errors import InvalidValue
 from farside.hypervisor import host
 from farside.replication import authenticity
 from farside.server import serve
+from farside.storage.roots import check_roots
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -29,6 +32,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="a file holding root's password alone on a line (kept out of the command line, which ps shows)",
     )
     p.add_argument("--address", default="127.0.0.1", help="address clients use for this host")
+    p.add_argument(
+        "--lun-root",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a directory under which this pool's LUNs (SRs) may live; repeat for several "
+        "(later: pool.set_lun_roots as pool-admin)",
+    )
+    p.add_argument(
+        "--allow-source",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="a source pool's host that DR runs' source_url may name; repeat for several "
+        "(later: pool.set_allowed_source_hosts as pool-admin)",
+    )
     p.set_defaults(run=init)
 
     s = commands.add_parser("server", help="run a pool's XenAPI server")
@@ -87,6 +106,7 @@ def init(args: argparse.Namespace) -> int:
         password = given.password
     if not password:
         raise ValueError("the admin password must not be empty: root could log in with no password")
+    settings = _settings(args.lun_root, args.allow_source)
     if data_dir.exists() and not data_dir.is_dir():
         raise ValueError(f"{data_dir} is not a directory; give a new or empty directory")
     if data_dir.exists() and any(data_dir.iterdir()):
@@ -102,7 +122,8 @@ def init(args: argparse.Namespace) -> int:
         db = Database.create(config.db_path)
         try:
             pool = create_pool(db, args.pool_name, facts, password)
-            with db.read() as tx:
+            with db.write() as tx:
+                tx.set_fields("pool", pool, settings)
                 uuid = tx.get_field("pool", pool, "uuid")
         finally:
             db.close()
@@ -118,6 +139,19 @@ def init(args: argparse.Namespace) -> int:
     print(f"created pool {args.pool_name!r} (uuid {uuid}) in {data_dir}")
     print(f"run it with: farside server {data_dir}")
     return 0
+
+
+def _settings(lun_roots: list[str], sources: list[str]) -> dict[str, list[str]]:
+    """The pool's LUN roots and allowed source hosts, checked as pool.set_* checks them."""
+    try:
+        roots = check_roots(lun_roots)
+    except InvalidValue as exc:
+        raise ValueError(f"--lun-root {exc.params[-1]}") from None
+    try:
+        hosts = source_hosts(sources)
+    except ValueError as exc:
+        raise ValueError(f"--allow-source: {exc}") from None
+    return {"lun_roots": roots, "allowed_source_hosts": hosts}
 
 
 def server(args: argparse.Namespace) -> int:

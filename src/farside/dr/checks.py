@@ -14,7 +14,7 @@ from typing import Any
 from farside.dr import probes
 from farside.dr.context import RunContext
 from farside.dr.plan import Problem
-from farside.dr.session import answers
+from farside.dr.session import source_answers
 from farside.errors import XenAPIFailure
 from farside.storage.replication import ReplicationState
 
@@ -126,7 +126,7 @@ def source(ctx: RunContext, scene: Scene) -> list[Problem]:
                                         "shut it down there first: two copies must never run"))  # fmt: skip
         return problems
     url = ctx.options.source_url
-    if url and answers(url):
+    if url and source_answers(ctx.s, url):
         return [Problem("warning", url, "the source pool answers; its VMs may still run",
                         "make sure the source pool's VMs are shut down")]  # fmt: skip
     return []

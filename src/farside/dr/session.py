@@ -8,15 +8,23 @@ keeps open the later goal of driving a real XenServer pool's DR.
 from __future__ import annotations
 
 import http.client
+import ipaddress
+import re
 import ssl
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+import xml.parsers.expat
 import xmlrpc.client
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-from farside.errors import XenAPIFailure
+from farside.errors import InvalidValue, XenAPIFailure
+
+# How long the check that a source_url is a pool server waits for its answer.
+PROBE_TIMEOUT_S = 5.0
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
 
 
 class Session(Protocol):
@@ -151,3 +159,86 @@ class XmlRpcSession:
             return result.get("Value")
         description = [str(d) for d in result.get("ErrorDescription") or ["INTERNAL_ERROR"]]
         raise XenAPIFailure(description[0], *description[1:])
+
+
+def source_host(text: str) -> str:
+    """A host name or IP address as a pool's ``allowed_source_hosts`` keeps it (lower case, IPv6
+    without brackets); ValueError for anything else (a URL, a port, a wildcard)."""
+    host = text.strip().lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if not _HOSTNAME.fullmatch(host):
+        raise ValueError(f"{text!r} is not a host name or IP address (give the host alone: no scheme, port or path)")
+    return host
+
+
+def source_hosts(values: Sequence[str]) -> list[str]:
+    """Hosts as ``allowed_source_hosts`` keeps them: each checked (``source_host``), no repeats."""
+    return list(dict.fromkeys(source_host(v) for v in values))
+
+
+def check_source_url(url: str, allowed: Sequence[str]) -> None:
+    """INVALID_VALUE unless ``url`` is http(s) to a host in ``allowed`` where a pool server answers.
+
+    The host is checked before any connection is made, so a DR run cannot be made to probe
+    addresses the pool-admin did not list."""
+    check_source_host(url, allowed)
+    why = _not_a_pool_server(url)
+    if why:
+        raise InvalidValue("source_url", f"{url}: {why}")
+
+
+def check_source_host(url: str, allowed: Sequence[str]) -> None:
+    """INVALID_VALUE unless ``url`` is http(s), with no credentials, to a host in ``allowed``."""
+    parts = urllib.parse.urlsplit(url)
+    try:
+        host = source_host(parts.hostname or "")
+        _ = parts.port  # a port that is not a number raises here
+    except ValueError as exc:
+        raise InvalidValue("source_url", f"{url!r}: {exc}") from None
+    if parts.scheme not in ("http", "https") or parts.username or parts.password:
+        raise InvalidValue("source_url", f"{url!r}: give the source pool's http:// or https:// address, no credentials")
+    listed = [source_host(h) for h in allowed]
+    if host not in listed:
+        raise InvalidValue(
+            "source_url",
+            f"{url}: {host} is not a source pool this pool may contact (allowed_source_hosts: "
+            f"{', '.join(listed) or 'none'}); a pool-admin adds it (farside init --allow-source HOST, "
+            "or pool.add_allowed_source_hosts)",
+        )
+
+
+def _not_a_pool_server(url: str) -> str | None:
+    """Why no XenAPI pool server answers at ``url``; None when one does.
+
+    It is asked ``pool.get_all_records`` with no session: a pool server answers with a XenAPI
+    envelope (SESSION_INVALID), which no other service does. No credentials are ever sent, so the
+    source pool's self-signed certificate need not verify for this question."""
+    parts = urllib.parse.urlsplit(url)
+    base = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/", "", ""))
+    transport: xmlrpc.client.Transport = (
+        _SafeTransport(PROBE_TIMEOUT_S, ssl._create_unverified_context())
+        if parts.scheme == "https"
+        else _Transport(PROBE_TIMEOUT_S)
+    )
+    try:
+        answer = xmlrpc.client.ServerProxy(base, transport=transport).pool.get_all_records("")
+    except (OSError, http.client.HTTPException) as exc:
+        return f"no XenAPI pool server answers there ({exc})"
+    except (xmlrpc.client.Error, xml.parsers.expat.ExpatError, ValueError) as exc:
+        return f"what answers there is not a XenAPI pool server ({exc!r:.80})"
+    if not (isinstance(answer, dict) and answer.get("Status") in ("Success", "Failure")):
+        return f"what answers there is not a XenAPI pool server (it answered {answer!r:.80})"
+    return None
+
+
+def source_answers(session: Session, url: str) -> bool:
+    """Whether a pool server answers at a run's ``source_url`` (the pre-check's warning); the URL
+    is checked against the target pool's ``allowed_source_hosts`` first (INVALID_VALUE)."""
+    pool = session.call("pool.get_all")[0]
+    check_source_host(url, session.call("pool.get_allowed_source_hosts", pool))
+    return _not_a_pool_server(url) is None

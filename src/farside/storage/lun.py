@@ -5,7 +5,8 @@ SR's identity and its VDI records, so a pool that introduces the same LUN, or a 
 a mirror or ``cp -a``, sees the same SR uuid and the same VDIs:
 
     LUN/
-      .farside-sr/sr.json            {"uuid", "name_label", "name_description", "format": 1}
+      .farside-sr/sr.json            {"uuid", "name_label", "name_description", "format": 1,
+                                      "pending_for": pool uuid, only until SR.create has finished}
       .farside-sr/vdis/<uuid>.json   a VDI's record (see VDI_FIELDS)
       .farside-sr/lease.json         the lease of the pool that has it plugged (lease.py)
       <vdi uuid>.qcow2|.raw          the images; a VDI's ``location`` is its file name
@@ -20,11 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from farside.config import crash_point
 from farside.storage.errors import format_failure, path_failure, records_failure
 from farside.storage.files import fsync_dir, read_json, write_json
 from farside.storage.image import FORMATS
 
 META_DIR = ".farside-sr"
+STAGING_PREFIX = ".farside-sr.new-"
+# In sr.json while the SR.create that formatted the LUN has not finished: the creating pool's uuid.
+PENDING_KEY = "pending_for"
 LAYOUT_VERSION = 1
 # The VDI fields an SR keeps on its LUN: enough for another pool to see the same VDIs.
 VDI_FIELDS = (
@@ -75,13 +80,19 @@ class Lun:
     def formatted(self) -> bool:
         return (self.meta / "sr.json").is_file()
 
-    def format(self, sr_uuid: str, name_label: str, name_description: str) -> None:
-        """Write a new SR's identity onto the LUN: all of it, or (on failure) nothing."""
+    def format(self, sr_uuid: str, name_label: str, name_description: str, pending_for: str) -> None:
+        """Write a new SR's identity onto the LUN: all of it, or (on failure) nothing.
+
+        The SR is marked as being created by the pool ``pending_for`` until ``settle``: a pool
+        that died before it recorded and plugged the SR finds its own unfinished SR again, and an
+        SR.create rerun completes it instead of refusing a LUN that holds an SR nobody knows."""
         check_usable(self.path)
         if self.meta.exists():
             existing = self.identity().get("uuid", "?") if self.formatted else "a damaged SR"
             raise format_failure(f"{self.path} already holds SR {existing}; introduce it, or pick another LUN")
-        staging = self.path / f".farside-sr.new-{uuidlib.uuid4().hex[:8]}"
+        for stale in self.path.glob(f"{STAGING_PREFIX}*"):  # a format that was killed before its rename
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = self.path / f"{STAGING_PREFIX}{uuidlib.uuid4().hex[:8]}"
         try:
             (staging / "vdis").mkdir(parents=True)
             identity = {
@@ -89,9 +100,11 @@ class Lun:
                 "name_label": name_label,
                 "name_description": name_description,
                 "format": LAYOUT_VERSION,
+                PENDING_KEY: pending_for,
             }
             write_json(staging / "sr.json", identity)
             fsync_dir(staging / "vdis")
+            crash_point("sr-create:staged")
             # The rename is the commit: before it no SR exists on the LUN, after it a whole one.
             staging.rename(self.meta)
             fsync_dir(self.path)
@@ -112,6 +125,17 @@ class Lun:
         data = self.identity()
         data.update(changes)
         write_json(self.meta / "sr.json", data)
+
+    @property
+    def pending_for(self) -> str:
+        """The uuid of the pool whose SR.create of this SR has not finished ("" once it has)."""
+        return str(self.identity().get(PENDING_KEY, "")) if self.formatted else ""
+
+    def settle(self) -> None:
+        """The SR is created: recorded and plugged in its pool."""
+        data = self.identity()
+        if data.pop(PENDING_KEY, None) is not None:
+            write_json(self.meta / "sr.json", data)
 
     # -- VDI records -------------------------------------------------------------------------
 
@@ -137,7 +161,10 @@ class Lun:
         """The image of a VDI; a location can never point outside the LUN."""
         if not location or "/" in location or location.startswith("."):
             raise records_failure(f"VDI location {location!r} is not a file name on the LUN")
-        return self.path / location
+        path = self.path / location
+        if path.is_symlink():  # an image is a file of the LUN's own, never a link to a host file
+            raise records_failure(f"VDI image {path} is a symlink; an image must be a plain file on the LUN")
+        return path
 
     # -- space ----------------------------------------------------------------------------------
 

@@ -17,7 +17,9 @@ def probe_xml(path: Path) -> str:
     metadata VDI, the sign that a pool's metadata replicates to it (what the DR wizard looks for).
     """
     root = Lun(check_usable(path))
-    luns = [root] if root.formatted else [Lun(p) for p in sorted(path.iterdir()) if Lun(p).formatted]
+    # A symlinked entry is never followed: it could lead out of the LUN roots.
+    below = (Lun(p) for p in sorted(path.iterdir()) if not p.is_symlink())
+    luns = [root] if root.formatted else [lun for lun in below if lun.formatted]
     entries = []
     for lun in luns:
         identity = lun.identity()

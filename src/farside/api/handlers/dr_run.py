@@ -18,9 +18,11 @@ from farside.api.registry import handles
 from farside.dr.context import RunFailed
 from farside.dr.plan import RUN_STATES, TITLES_BY_KIND, Options
 from farside.dr.runner import CLAIM_RENEW_S, Engine, reopened
+from farside.dr.session import check_source_url
 from farside.errors import InvalidValue, OperationNotAllowed, XenAPIFailure
 from farside.mirror.adapter import MirrorReplication
 from farside.model.types import format_datetime, now, parse_datetime
+from farside.storage.roots import check_lun
 
 # A claim unheard of for this long belongs to an engine that is gone.
 CLAIM_STALE_S = 3 * CLAIM_RENEW_S
@@ -28,12 +30,25 @@ CLAIM_STALE_S = 3 * CLAIM_RENEW_S
 SAVED_FIELDS = ("state", "steps", "report", "report_json", "finished")
 
 
-@handles("DR_run.create")
-def create(ctx: Context, kind: str, options: dict[str, str]) -> str:
+def _check(ctx: Context, kind: str, options: dict[str, str]) -> None:
+    """INVALID_VALUE for options a run must not have: malformed ones, LUNs outside the pool's
+    roots, a source_url that is not a pool server on a host the pool-admin allowed."""
     try:
-        Options.parse(kind, options)
+        parsed = Options.parse(kind, options)
     except ValueError as exc:
         raise InvalidValue("options", str(exc)) from None
+    roots = ctx.services.storage.lun_roots()
+    for lun in parsed.luns:
+        check_lun(lun, roots)
+    if parsed.source_url:
+        with ctx.db.read() as tx:
+            allowed = tx.get_field("pool", ctx.services.pool, "allowed_source_hosts")
+        check_source_url(parsed.source_url, allowed)
+
+
+@handles("DR_run.create")
+def create(ctx: Context, kind: str, options: dict[str, str]) -> str:
+    _check(ctx, kind, options)
     with ctx.db.write() as tx:
         return tx.create(
             "DR_run",
@@ -84,13 +99,15 @@ def cleanup(ctx: Context, run: str) -> str:
 def set_options(ctx: Context, run: str, value: dict[str, str]) -> str:
     """New options for a run that is stopped (created, paused, or failed before recovery); the
     steps that depend on what changed run again when it is resumed."""
+    with ctx.db.read() as tx:
+        kind = tx.get_field("DR_run", tx.check("DR_run", run), "kind")
+    _check(ctx, kind, value)  # outside the write: it may ask the source_url's server
     with ctx.db.write() as tx:
         row = tx.check("DR_run", run)
         record = tx.get_record("DR_run", row)
         if record["state"] not in ("created", "paused", "failed") or record["runner"]:
             raise OperationNotAllowed(f"the run is {record['state']}; options change only while it is stopped")
         try:
-            Options.parse(record["kind"], value)
             journal = reopened(json.loads(record["steps"] or "{}"), record["options"], value)
         except ValueError as exc:
             raise InvalidValue("options", str(exc)) from None

@@ -16,7 +16,7 @@ from xml.sax.saxutils import unescape
 from farside.api.context import Context
 from farside.api.handlers.sr import SR_TYPES
 from farside.api.registry import handles
-from farside.api.storage import forget_sr, lun_path, sr_record
+from farside.api.storage import forget_sr, sr_record
 from farside.errors import OperationNotAllowed, XenAPIFailure
 from farside.storage.probe import probe_xml
 
@@ -35,7 +35,8 @@ def create(ctx: Context, sr_type: str, device_config: dict[str, str], whitelist:
         capable = managers and "SR_METADATA" in tx.get_field("SM", managers[0], "capabilities")
     if sr_type not in SR_TYPES or not capable:
         raise OperationNotAllowed(f"Disaster recovery not supported on SRs of type {sr_type}")
-    found = [tuple(unescape(v) for v in m) for m in _SR.findall(probe_xml(lun_path(device_config)))]
+    probe = probe_xml(ctx.services.storage.lun_path(device_config))
+    found = [tuple(unescape(v) for v in m) for m in _SR.findall(probe)]
     wanted = [sr for sr in found if sr[0] in whitelist]
     with ctx.db.write() as tx:
         task = tx.create("DR_task", {})

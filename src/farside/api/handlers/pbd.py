@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from farside.api import implicit
 from farside.api.context import Context
 from farside.api.registry import handles
 from farside.errors import OperationNotAllowed
+from farside.model import CLASSES
+
+
+@handles("PBD.create")
+def create(ctx: Context, record: dict[str, Any]) -> str:
+    """A PBD whose device_config names a LUN this pool may use (its roots); plugging checks again."""
+    ctx.services.storage.lun_path(dict(record.get("device_config") or {}))
+    with ctx.db.write() as tx:
+        return implicit.create(tx, CLASSES["PBD"], record)
 
 
 @handles("PBD.plug")

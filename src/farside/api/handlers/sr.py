@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 import uuid as uuidlib
 
 from farside.api.context import Context
 from farside.api.registry import handles
-from farside.api.storage import forget_sr, lun_path, refuse_if_plugged, sr_record, vdi_busy
+from farside.api.storage import forget_sr, refuse_if_plugged, sr_record, vdi_busy
+from farside.config import crash_point
 from farside.errors import XenAPIFailure
 from farside.storage.errors import VdiInUse
 from farside.storage.lun import Lun
 from farside.storage.probe import probe_xml
 
 SR_TYPES = ("file",)
+# One SR.create at a time in this server: a rerun must never take over a create still running.
+_CREATING = threading.Lock()
 
 
 def _check_type(sr_type: str) -> None:
@@ -30,7 +34,7 @@ def probe(ctx: Context, host: str, device_config: dict[str, str], sr_type: str, 
     _check_type(sr_type)
     with ctx.db.read() as tx:
         tx.check("host", host)
-    return probe_xml(lun_path(device_config))
+    return probe_xml(ctx.services.storage.lun_path(device_config))
 
 
 @handles("SR.create")
@@ -46,25 +50,49 @@ def create(
     shared: bool,
     sm_config: dict[str, str],
 ) -> str:
-    """Format the LUN, record the SR with a PBD for the host, and plug it: all of it or none."""
+    """Format the LUN, record the SR with a PBD for the host, and plug it: all of it or none.
+
+    A server killed part way leaves the LUN marked as being formatted for this pool (lun.py,
+    ``pending_for``), and the same SR.create run again finishes that SR: it records what is not
+    recorded yet and plugs it, so the SR ends up once on the LUN and once in the pool."""
     _check_type(sr_type)
     with ctx.db.read() as tx:
         tx.check("host", host)
-    path = lun_path(device_config)
-    sr_uuid = str(uuidlib.uuid4())
+        pool_uuid = tx.get_field("pool", ctx.services.pool, "uuid")
+    path = ctx.services.storage.lun_path(device_config)
     lun = Lun(path)
-    lun.format(sr_uuid, name_label, name_description)
-    try:
-        with ctx.db.write() as tx:
-            sr = tx.create("SR", sr_record(sr_uuid, name_label, name_description, sr_type, content_type, sm_config))
-            pbd = tx.create("PBD", {"host": host, "SR": sr, "device_config": {"path": str(path)}})
-        ctx.services.storage.plug(pbd)
-    except BaseException:
-        with ctx.db.write() as tx:
-            for ref in tx.find("SR", "uuid", sr_uuid):
-                forget_sr(tx, ref)
-        lun.wipe()
-        raise
+    with _CREATING:
+        resumed = lun.pending_for == pool_uuid
+        if resumed:
+            sr_uuid = lun.identity()["uuid"]
+            lun.set_identity(name_label=name_label, name_description=name_description)
+        else:
+            sr_uuid = str(uuidlib.uuid4())
+            lun.format(sr_uuid, name_label, name_description, pending_for=pool_uuid)
+        crash_point("sr-create:formatted")
+        try:
+            with ctx.db.write() as tx:
+                # What an interrupted create recorded already is kept (SR and PBD are one write).
+                record = sr_record(sr_uuid, name_label, name_description, sr_type, content_type, sm_config)
+                known = tx.find("SR", "uuid", sr_uuid)
+                sr = known[0] if known else tx.create("SR", record)
+                tx.set_fields("SR", sr, {"name_label": name_label, "name_description": name_description})
+                ours = [p for p in tx.get_field("SR", sr, "PBDs") if tx.get_field("PBD", p, "host") == host]
+                config = {"path": str(path)}
+                pbd = ours[0] if ours else tx.create("PBD", {"host": host, "SR": sr, "device_config": config})
+            crash_point("sr-create:recorded")
+            ctx.services.storage.plug(pbd)
+            crash_point("sr-create:plugged")
+            lun.settle()
+        except BaseException:
+            # A resumed create leaves the SR as it found it, for the next rerun: the interrupted
+            # one may have been completed by hand (plugged, given VDIs) before this failed.
+            if not resumed:
+                with ctx.db.write() as tx:
+                    for ref in tx.find("SR", "uuid", sr_uuid):
+                        forget_sr(tx, ref)
+                lun.wipe()
+            raise
     return sr
 
 

@@ -122,9 +122,13 @@ def up(args: argparse.Namespace) -> int:
         out.write(secrets.token_urlsafe(12) + "\n")
     try:
         for site in SITES:
+            lab.luns_dir(site).mkdir()
+            # Each site's SRs live in its own LUN directories and the snapshots; the other site is on loopback.
+            roots = ["--lun-root", str(lab.luns_dir(site)), "--lun-root", str(root / "snapshots")]
             # From the file: a random password may start with "-", and argv is public (ps).
             _farside("init", str(lab.site_dir(site)), "--pool-name", SITE_NAMES[site],
-                     "--admin-password-file", str(lab.password_file))  # fmt: skip
+                     "--admin-password-file", str(lab.password_file), *roots,
+                     "--allow-source", "127.0.0.1")  # fmt: skip
             _serve(lab, site)
             print(f"{SITE_NAMES[site]}: serving {lab.url(site)}")
         _pair(lab)
@@ -133,7 +137,6 @@ def up(args: argparse.Namespace) -> int:
         print(f"Site A: {plan.vms} VMs running, {vapps}, metadata replicated on {len(lab.luns)} SRs")
         state = str(lab.mirror_dir)
         for lun in lab.luns:
-            lab.lun_dir("b", lun).parent.mkdir(parents=True, exist_ok=True)
             _farside("mirror", "create", lun, "--source", str(lab.lun_dir("a", lun)),
                      "--target", str(lab.lun_dir("b", lun)), "--interval", str(MIRROR_INTERVAL_S),
                      "--state-dir", state)  # fmt: skip

@@ -52,8 +52,12 @@ class Lab:
     def site_dir(self, site: str) -> Path:
         return self.root / f"site-{site}"
 
+    def luns_dir(self, site: str) -> Path:
+        """The site's LUN root (farside init --lun-root)."""
+        return self.root / f"luns-{site}"
+
     def lun_dir(self, site: str, lun: str) -> Path:
-        return self.root / f"luns-{site}" / lun
+        return self.luns_dir(site) / lun
 
     def snapshot_dir(self, lun: str) -> Path:
         return self.root / "snapshots" / lun

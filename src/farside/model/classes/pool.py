@@ -64,5 +64,8 @@ POOL = ClassDef(
         F("update_sync_frequency", "enum update_sync_frequency", RT, "weekly"),
         F("update_sync_day", "int", RT),
         F("update_sync_enabled", "bool", RT),
+        # Farside's own: where SRs may live and which pools a DR run may contact (docs/storage.md).
+        F("allowed_source_hosts", "string set", RW, setter=Role.POOL_ADMIN, farside=True),
+        F("lun_roots", "string set", RW, setter=Role.POOL_ADMIN, farside=True),
     ],
 )
