@@ -160,7 +160,9 @@ class QemuDriver(Driver):
                 self._loop.run(domain.watch())
                 # Ours are closed once QEMU holds its copies (or did not start: its taps go with them).
                 with contextlib.ExitStack() as opened:
-                    argv, fds = self._command(spec, run, restore_from is not None, opened)
+                    argv, fds = open_command(
+                        spec, run, opened, qemu=self._qemu, kvm=self._kvm, incoming=restore_from is not None
+                    )
                     try:
                         domain.spawn(argv, user, fds)
                     except OSError as exc:
@@ -173,32 +175,6 @@ class QemuDriver(Driver):
             assert domain.pid is not None
             log.info("domain %s started: pid %d%s", uuid, domain.pid, " (restored)" if restore_from else "")
             return domain.pid
-
-    def _command(
-        self, spec: VMSpec, run: RunDir, incoming: bool, opened: contextlib.ExitStack
-    ) -> tuple[list[str], list[int]]:
-        """Open what the QEMU of ``spec`` inherits (each closed by ``opened``) and build its argv."""
-        uuid = spec.uuid
-        # The name is only a label in QEMU; one the option syntax cannot carry must not stop a VM.
-        label = _CONTROL.sub("?", spec.name) or uuid
-        try:
-            taps = bridged(spec, process.host_bridges())
-        except ValueError as exc:
-            raise DomainError(uuid, f"cannot start: {exc}") from exc
-        serial = opened.enter_context(_closing(run.open_serial()))
-        disks = {d.userdevice: opened.enter_context(_closing(_open_image(uuid, d))) for d in spec.disks}
-        tap_fds = {}
-        for device, tap, bridge in taps:
-            try:
-                tap_fds[device] = opened.enter_context(_closing(process.open_tap(tap, bridge)))
-            except OSError as exc:
-                raise DomainError(uuid, f"cannot put NIC {tap} on bridge {bridge}: {exc}") from exc
-        fds = Fds(serial=serial, disks=disks, taps=tap_fds)
-        try:
-            argv = build_argv(replace(spec, name=label), fds=fds, qemu=self._qemu, kvm=self._kvm, incoming=incoming)
-        except ValueError as exc:
-            raise DomainError(uuid, f"cannot start: {exc}") from exc
-        return argv, fds.all()
 
     def state(self, uuid: str) -> DomainState:
         domain = self._attached(uuid)
@@ -426,6 +402,39 @@ def _lock(path: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def open_command(
+    spec: VMSpec, run: RunDir, opened: contextlib.ExitStack, *, qemu: str, kvm: bool, incoming: bool
+) -> tuple[list[str], list[int]]:
+    """Open what the QEMU of ``spec`` inherits (each closed by ``opened``: the serial log, the disks,
+    the taps, made and put on their bridges here) and build its argv; returns it and the descriptors.
+
+    Raises:
+        VdiMissing: a disk's image is not there.
+        DomainError: an image cannot be opened, a tap cannot be made, or the spec cannot be run.
+    """
+    uuid = spec.uuid
+    # The name is only a label in QEMU; one the option syntax cannot carry must not stop a VM.
+    label = _CONTROL.sub("?", spec.name) or uuid
+    try:
+        taps = bridged(spec, process.host_bridges())
+    except ValueError as exc:
+        raise DomainError(uuid, f"cannot start: {exc}") from exc
+    serial = opened.enter_context(_closing(run.open_serial()))
+    disks = {d.userdevice: opened.enter_context(_closing(_open_image(uuid, d))) for d in spec.disks}
+    tap_fds = {}
+    for device, tap, bridge in taps:
+        try:
+            tap_fds[device] = opened.enter_context(_closing(process.open_tap(tap, bridge)))
+        except OSError as exc:
+            raise DomainError(uuid, f"cannot put NIC {tap} on bridge {bridge}: {exc}") from exc
+    fds = Fds(serial=serial, disks=disks, taps=tap_fds)
+    try:
+        argv = build_argv(replace(spec, name=label), fds=fds, qemu=qemu, kvm=kvm, incoming=incoming)
+    except ValueError as exc:
+        raise DomainError(uuid, f"cannot start: {exc}") from exc
+    return argv, fds.all()
 
 
 def _open_image(uuid: str, disk: DiskSpec) -> int:
