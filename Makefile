@@ -11,10 +11,13 @@ STAMP := $(VENV)/.installed
 DEB_PACKAGES := python3-venv qemu-system-x86 qemu-utils chromium
 # Only the benchmarks need these: rsync is bench/mirror.py's baseline.
 BENCH_DEB_PACKAGES := rsync
+# Every QEMU runs as this unprivileged system user (farside.config.DEFAULT_QEMU_USER): no home,
+# no shell, no files of its own; the server hands it its disks as open descriptors.
+QEMU_USER := farside-qemu
 
-.PHONY: setup deps test check lint bench demo soak clean
+.PHONY: setup deps qemu-user test check lint bench demo soak clean
 
-setup: deps $(STAMP)
+setup: deps qemu-user $(STAMP)
 
 # Checked on every run (a dpkg query each): a package removed later is installed again.
 deps:
@@ -23,6 +26,13 @@ deps:
 		echo "installing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+# Checked on every run, like the packages.
+qemu-user:
+	@getent passwd $(QEMU_USER) >/dev/null || { \
+		echo "creating system user $(QEMU_USER)"; \
+		useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin $(QEMU_USER); \
+	}
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

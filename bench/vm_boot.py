@@ -19,11 +19,13 @@ Three kinds of run, interleaved (the order rotates from one repetition to the ne
   the first call until every guest's tag is in its serial log; the time until every ``VM.start``
   has returned is reported too. Afterwards every VM is stopped with ``VM.hard_shutdown`` through
   the API.
-- **Floor**: the same QEMU command lines, built by ``farside.hypervisor.qemu.argv.build_argv`` from
-  the ``spec.json`` the driver wrote (and checked to equal the live Farside QEMUs' command lines,
-  up to the run directory), in a run directory of their own, launched with ``subprocess.Popen``
-  from ``--count`` threads released together by a barrier (one thread launching them one after
-  the other is slower: the last of 20 runs about 250 ms later on 2 CPUs). The command line starts QEMU with
+- **Floor**: the same QEMU command lines, built by the driver's ``open_command`` from the
+  ``spec.json`` the driver wrote (which opens the serial log and disks QEMU inherits; checked to
+  equal the live Farside QEMUs' command lines, up to descriptor numbers), in a run directory of
+  their own, launched as the driver launches them (``process.spawn``: the QEMU user, the run
+  directory as working directory) from ``--count`` threads released together by a barrier (one
+  thread launching them one after the other is slower: the last of 20 runs about 250 ms later on
+  2 CPUs). The command line starts QEMU with
   ``-S`` and a QMP chardev that connects to a listener, so the floor binds a socket per VM first
   and, on a thread per VM, answers QEMU's connection with the least a client must send to let
   the guest run: ``qmp_capabilities``, then ``cont`` (raw JSON lines, no QMP library). This
@@ -53,6 +55,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -70,9 +73,12 @@ from typing import BinaryIO
 import XenAPI
 
 from bigpool import server_cpu_s as cpu_s
+from farside.config import DEFAULT_QEMU_USER
 from farside.hypervisor.driver import VMSpec
 from farside.hypervisor.qemu import process
-from farside.hypervisor.qemu.argv import MONITOR_ID, PID_FILE, QMP_SOCKET, SERIAL_LOG, build_argv
+from farside.hypervisor.qemu.argv import MONITOR_ID, PID_FILE, QMP_SOCKET, SERIAL_LOG
+from farside.hypervisor.qemu.driver import DEFAULT_QEMU, DEFAULT_SERIAL_LOG_LIMIT, open_command
+from farside.hypervisor.qemu.process import QemuUser, RunDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from pools import PoolServer, kill_qemus, make_pool
@@ -326,26 +332,32 @@ def hard_shutdown_all(server: PoolServer, sessions: list[XenAPI.Session], guests
 # -- the floor ----------------------------------------------------------------------------------
 
 
-def floor_argvs(server: PoolServer, guests: list[Guest], root: Path) -> list[list[str]]:
-    """The command lines the driver builds for ``guests``, with the floor's run directory."""
+def floor_specs(server: PoolServer, guests: list[Guest]) -> list[VMSpec]:
+    """The specs the driver started ``guests`` with (their spec.json)."""
     server_run = server.data_dir / "run"
-    bridges = process.host_bridges()
-    argvs = []
-    for g in guests:
-        spec = VMSpec.from_json(json.loads((server_run / g.uuid / "spec.json").read_text()))
-        (root / g.uuid).mkdir(mode=0o700, exist_ok=True)
-        argvs.append(build_argv(spec, run_dir=root / g.uuid, bridges=bridges))
-    return argvs
+    return [VMSpec.from_json(json.loads((server_run / g.uuid / "spec.json").read_text())) for g in guests]
 
 
-def check_same_argv(server: PoolServer, guests: list[Guest], argvs: list[list[str]], root: Path) -> None:
-    """The floor's argv must be what Farside runs (read from /proc), up to the run directory."""
-    server_run = str((server.data_dir / "run").resolve())
+# Descriptor numbers differ from one process to the next; the rest of a command line must not.
+_FD_NUMBER = re.compile(r"(?<=fd=)\d+|(?<=set=)\d+|(?<=/dev/fdset/)\d+")
+
+
+def unnumbered(argv: list[str]) -> list[str]:
+    return [_FD_NUMBER.sub("N", a) for a in argv]
+
+
+def check_same_argv(server: PoolServer, guests: list[Guest], specs: list[VMSpec], root: Path) -> None:
+    """The floor's argv must be what Farside runs (read from /proc), up to descriptor numbers."""
+    user = QemuUser.lookup(DEFAULT_QEMU_USER)
     live: dict[str, list[str]] = {}
     for pid in qemu_pids(server):
         args = [os.fsdecode(a) for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:-1]]
-        live[args[args.index("-uuid") + 1]] = [a.replace(server_run, str(root)) for a in args]
-    for g, argv in zip(guests, argvs, strict=True):
+        live[args[args.index("-uuid") + 1]] = unnumbered(args)
+    for g, spec in zip(guests, specs, strict=True):
+        run = RunDir(root / g.uuid)
+        run.prepare(spec, DEFAULT_SERIAL_LOG_LIMIT, user)
+        with contextlib.ExitStack() as opened:
+            argv = unnumbered(open_command(spec, run, opened, qemu=DEFAULT_QEMU, kvm=False, incoming=False)[0])
         if live.get(g.uuid) != argv:
             raise RuntimeError(f"the floor's argv for {g.tag} differs from Farside's:\n{argv}\n{live.get(g.uuid)}")
 
@@ -390,7 +402,7 @@ def qmp_minimal(listener: socket.socket, conns: list[socket.socket], errors: lis
         errors.append(exc)
 
 
-def floor_run(argvs: list[list[str]], root: Path, guests: list[Guest], kind: str, rep: int, server_pid: int) -> Run:
+def floor_run(specs: list[VMSpec], root: Path, guests: list[Guest], kind: str, rep: int, server_pid: int) -> Run:
     """Launch every command line at once with Popen; wait for every tag; kill them all.
 
     One Popen per thread, the threads released together by a barrier, as the server's worker
@@ -402,8 +414,7 @@ def floor_run(argvs: list[list[str]], root: Path, guests: list[Guest], kind: str
     for d in dirs:
         for name in (SERIAL_LOG, QMP_SOCKET, PID_FILE):
             (d / name).unlink(missing_ok=True)
-    if kind == BARE:
-        argvs = [bare(a) for a in argvs]
+    user = QemuUser.lookup(DEFAULT_QEMU_USER)
     n = len(guests)
     procs: list[subprocess.Popen[bytes] | None] = [None] * n
     returned = [math.nan] * n
@@ -414,10 +425,12 @@ def floor_run(argvs: list[list[str]], root: Path, guests: list[Guest], kind: str
     go = threading.Barrier(n + 1)
 
     def spawn(i: int) -> None:
-        with open(dirs[i] / "qemu.log", "ab") as log:
-            procs[i] = subprocess.Popen(
-                argvs[i], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+        run = RunDir(dirs[i])
+        with contextlib.ExitStack() as opened:
+            argv, fds = open_command(specs[i], run, opened, qemu=DEFAULT_QEMU, kvm=False, incoming=False)
+            child = process.spawn(bare(argv) if kind == BARE else argv, run, user, fds)
+        run.write_pid(child.pid)  # for kill_qemus, as the driver does
+        procs[i] = child
         returned[i] = time.perf_counter()
 
     def launch(i: int) -> None:
@@ -450,6 +463,9 @@ def floor_run(argvs: list[list[str]], root: Path, guests: list[Guest], kind: str
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
                 listeners.append(sock)
                 sock.bind(os.fsencode(d / QMP_SOCKET))
+                # QEMU runs as its user: as the driver does, the socket takes the run directory's group.
+                os.chown(d / QMP_SOCKET, -1, d.stat().st_gid)
+                os.chmod(d / QMP_SOCKET, 0o660)
                 sock.listen(1)
                 t = threading.Thread(target=qmp_minimal, args=(sock, conns, errors), daemon=True)
                 t.start()
@@ -614,8 +630,9 @@ def main() -> int:
         "(synchronous) at once, released by a barrier"
     )
     print(
-        f"Floor: the same argv (build_argv from the driver's spec.json, checked against /proc), Popen from {count} "
-        "threads at once; the floor binds each QMP socket and sends qmp_capabilities + cont (the argv has -S)"
+        f"Floor: the same argv (open_command from the driver's spec.json, checked against /proc), spawned as the "
+        f"driver does from {count} threads at once; the floor binds each QMP socket and sends qmp_capabilities + cont "
+        "(the argv has -S)"
     )
     print(
         f"Readiness: each serial.log read directly from the run directory every {POLL_S * 1000:g} ms "
@@ -641,15 +658,15 @@ def main() -> int:
         warm = farside_run(server, sessions, guests, 0)
         runs.append(warm)
         print_run(warm)
-        argvs = floor_argvs(server, guests, floor_root)
+        specs = floor_specs(server, guests)
         # Check that the floor runs exactly what Farside runs: start one VM once more and compare.
         for i, g in enumerate(guests):
             sessions[i].xenapi.VM.start(g.ref, True, False)  # paused: only the command line matters
         try:
-            check_same_argv(server, guests, argvs, floor_root)
+            check_same_argv(server, guests, specs, floor_root)
         finally:
             hard_shutdown_all(server, sessions, guests)
-        print("floor argv == Farside's QEMU command lines from /proc (run directory aside): checked")
+        print("floor argv == Farside's QEMU command lines from /proc (descriptor numbers aside): checked")
         time.sleep(SETTLE_S)
 
         for rep in range(1, reps + 1):
@@ -657,7 +674,7 @@ def main() -> int:
                 if kind == FARSIDE:
                     run = farside_run(server, sessions, guests, rep)
                 else:
-                    run = floor_run(argvs, floor_root, guests, kind, rep, server_pid)
+                    run = floor_run(specs, floor_root, guests, kind, rep, server_pid)
                 runs.append(run)
                 print_run(run)
                 time.sleep(SETTLE_S)

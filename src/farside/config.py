@@ -25,6 +25,9 @@ MAX_EVENT_TIMEOUT_S = 3600.0
 # Each half of a metadata VDI holds a full copy plus deltas (docs/metadata-format.md).
 DEFAULT_METADATA_HALF_BYTES = 64 << 20
 
+# The unprivileged system user every QEMU runs as (``make setup`` creates it); it owns no files.
+DEFAULT_QEMU_USER = "farside-qemu"
+
 DB_FILE = "pool.db"
 TLS_DIR = "tls"
 RUN_DIR = "run"

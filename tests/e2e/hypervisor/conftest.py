@@ -1,9 +1,10 @@
 """Fixtures for the QEMU driver under real QEMU.
 
-Every test gets a short run root under /tmp whose name holds a comma, so every path QEMU sees needs
-escaping (and a Unix socket path below it stays under 108 bytes). A test stops the VMs it starts;
+Every test gets a short run root under /tmp whose name holds a comma (the driver's paths must cope)
+and whose mode is mkdtemp's 0700, which the QEMU user cannot pass (QEMU must need no right on the
+run root); a Unix socket path below it stays under 108 bytes. A test stops the VMs it starts;
 at teardown the ``lab`` stops whatever its drivers still know, and the autouse ``no_qemu_left``
-guard then finds any QEMU whose command line mentions the run root, SIGKILLs it, and fails the test.
+guard then finds any QEMU working below the run root, SIGKILLs it, and fails the test.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
+import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,3 +61,17 @@ def lab(run_root: Path) -> Iterator[Lab]:
 @pytest.fixture
 def driver(lab: Lab) -> QemuDriver:
     return lab.driver()
+
+
+@pytest.fixture
+def bridge() -> Iterator[str]:
+    """A host bridge for one test, with no address: nothing leaves the machine (needs
+    CAP_NET_ADMIN; skipped without it)."""
+    name = f"fsbr{uuidlib.uuid4().hex[:6]}"
+    made = subprocess.run(["ip", "link", "add", name, "type", "bridge"], capture_output=True, check=False)
+    if made.returncode != 0:
+        pytest.skip(f"cannot create a bridge here: {made.stderr.decode().strip()}")
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", name], check=False)

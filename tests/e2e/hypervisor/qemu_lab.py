@@ -20,17 +20,20 @@ QEMU = "qemu-system-x86_64"
 TICK = re.compile(rb"TICK (\d+)\r\n")
 
 
-def qemu_pids(marker: str) -> list[int]:
-    """Live QEMU processes whose command line contains ``marker``."""
+def qemu_pids(root: str) -> list[int]:
+    """Live QEMU processes working below ``root`` (a QEMU's cwd is its run directory; its command
+    line names no host path)."""
+    below = os.path.realpath(root) + "/"
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if b"qemu-system" in cmdline and marker.encode() in cmdline and is_alive(int(entry.name)):
+        if b"qemu-system" in cmdline and cwd.startswith(below) and is_alive(int(entry.name)):
             found.append(int(entry.name))
     return found
 

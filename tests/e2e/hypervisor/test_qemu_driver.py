@@ -14,8 +14,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid as uuidlib
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -433,19 +431,6 @@ def test_run_root_path_length_checked(tmp_path: Path) -> None:
     """A run root too long for Unix socket paths below it is refused up front."""
     with pytest.raises(ValueError, match="too long"):
         QemuDriver(tmp_path / ("x" * 100))
-
-
-@pytest.fixture
-def bridge() -> Iterator[str]:
-    """A host bridge for one test (needs CAP_NET_ADMIN; skipped without it)."""
-    name = f"fsbr{uuidlib.uuid4().hex[:6]}"
-    made = subprocess.run(["ip", "link", "add", name, "type", "bridge"], capture_output=True, check=False)
-    if made.returncode != 0:
-        pytest.skip(f"cannot create a bridge here: {made.stderr.decode().strip()}")
-    try:
-        yield name
-    finally:
-        subprocess.run(["ip", "link", "del", name], check=False)
 
 
 def test_nic_on_an_existing_bridge_gets_a_tap(lab: Lab, driver: QemuDriver, bridge: str) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -15,7 +17,7 @@ import pytest
 
 from farside.hypervisor.driver import DiskSpec, NicSpec, VMSpec
 from farside.hypervisor.qemu import process
-from farside.hypervisor.qemu.process import RunDir
+from farside.hypervisor.qemu.process import QemuUser, RunDir
 
 UUID = "6f1c3c9e-2a51-4c1e-9a0b-3d2f1e0c4b5a"
 
@@ -43,44 +45,46 @@ def test_host_bridges(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def fake_qemu(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
-    """A process whose command line carries -uuid and -pidfile as a QEMU's does."""
-    pid_file = tmp_path / "r,un" / "qemu.pid"
-    pid_file.parent.mkdir()
-    argv = [sys.executable, "-c", "import time; time.sleep(60)", "-uuid", UUID, "-pidfile", str(pid_file)]
-    child = subprocess.Popen(argv)
-    pid_file.write_text(f"{child.pid}\n")
+def fake_qemu(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], RunDir]]:
+    """A process with -uuid on its command line and a run directory as its cwd, as a QEMU's."""
+    run = RunDir(tmp_path / "r,un")
+    run.path.mkdir()
+    argv = [sys.executable, "-c", "import time; time.sleep(60)", "-uuid", UUID]
+    child = subprocess.Popen(argv, cwd=run.path)
+    run.write_pid(child.pid)
     deadline = time.monotonic() + 5  # until the child has exec'd, /proc shows our command line
     while UUID.encode() not in Path(f"/proc/{child.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
         time.sleep(0.01)
     try:
-        yield child, pid_file
+        yield child, run
     finally:
         child.kill()
         child.wait()
 
 
-def test_is_our_qemu_checks_uuid_and_pid_file(fake_qemu: tuple[subprocess.Popen[bytes], Path]) -> None:
-    """A pid is our QEMU only with both the uuid and the pid file on its command line."""
-    child, pid_file = fake_qemu
-    assert process.is_our_qemu(child.pid, UUID, pid_file)
-    assert not process.is_our_qemu(child.pid, "00000000-0000-0000-0000-000000000000", pid_file)
-    assert not process.is_our_qemu(child.pid, UUID, pid_file.with_name("other.pid"))
-    assert not process.is_our_qemu(os.getpid(), UUID, pid_file)
-    assert process.find_qemu(RunDir(pid_file.parent), UUID) == child.pid
-    link = pid_file.parent.parent / "link"
-    link.symlink_to(pid_file.parent)
-    assert process.is_our_qemu(child.pid, UUID, link / "qemu.pid")  # the same file, reached another way
+def test_is_our_qemu_checks_uuid_and_run_dir(fake_qemu: tuple[subprocess.Popen[bytes], RunDir]) -> None:
+    """A pid is our QEMU only with the uuid on its command line and the run directory as its cwd."""
+    child, run = fake_qemu
+    assert process.is_our_qemu(child.pid, UUID, run.path)
+    assert not process.is_our_qemu(child.pid, "00000000-0000-0000-0000-000000000000", run.path)
+    other = run.path.with_name("other")
+    other.mkdir()
+    assert not process.is_our_qemu(child.pid, UUID, other)
+    assert not process.is_our_qemu(os.getpid(), UUID, run.path)
+    assert process.find_qemu(run, UUID) == child.pid
+    link = run.path.parent / "link"
+    link.symlink_to(run.path)
+    assert process.is_our_qemu(child.pid, UUID, link)  # the same directory, reached another way
 
 
-def test_zombies_are_dead(fake_qemu: tuple[subprocess.Popen[bytes], Path]) -> None:
+def test_zombies_are_dead(fake_qemu: tuple[subprocess.Popen[bytes], RunDir]) -> None:
     """A process that exited but was not reaped yet no longer counts as alive."""
-    child, pid_file = fake_qemu
+    child, run = fake_qemu
     os.kill(child.pid, signal.SIGKILL)
     assert process.wait_gone(child.pid, 5)  # without reaping: the zombie stays in /proc
     assert Path(f"/proc/{child.pid}").exists()
-    assert not process.is_our_qemu(child.pid, UUID, pid_file)
-    assert process.find_qemu(RunDir(pid_file.parent), UUID) is None
+    assert not process.is_our_qemu(child.pid, UUID, run.path)
+    assert process.find_qemu(run, UUID) is None
 
 
 def test_stale_or_garbage_pid_files(tmp_path: Path) -> None:
@@ -105,10 +109,40 @@ def test_prepare_records_the_spec_and_bounds_old_logs(tmp_path: Path) -> None:
     run = RunDir.of(tmp_path, UUID)
     run.path.mkdir()
     run.serial_log.write_bytes(b"x" * 500 + b"END")
-    run.prepare(spec(), serial_limit=100)
+    run.prepare(spec(), serial_limit=100, user=QemuUser("someone", 65534, 65534))
     assert VMSpec.from_json(json.loads(run.spec_file.read_text())) == spec()
     assert not run.serial_log.exists()
     assert run.serial_log_old.read_bytes() == b"x" * 97 + b"END"
+
+
+def test_run_dir_is_entered_not_written_by_qemu(tmp_path: Path) -> None:
+    """The run directory is root's, 0710, group the QEMU user's (an older 0700 one is fixed); the
+    serial log QEMU gets as a descriptor is root's alone."""
+    run = RunDir.of(tmp_path, UUID)
+    run.path.mkdir(mode=0o700)
+    run.prepare(spec(), serial_limit=100, user=QemuUser("someone", 65534, 65533))
+    st = run.path.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o710, 0, 65533)
+    os.close(run.open_serial())
+    assert stat.S_IMODE(run.serial_log.stat().st_mode) == 0o600
+
+
+def test_serial_log_is_never_opened_through_a_link(tmp_path: Path) -> None:
+    """A link planted as serial.log is not followed (root opens it)."""
+    run = RunDir(tmp_path)
+    target = tmp_path / "elsewhere"
+    run.serial_log.symlink_to(target)
+    with pytest.raises(OSError):
+        run.open_serial()
+    assert not target.exists()
+
+
+def test_qemu_user_lookup() -> None:
+    """A missing user says to run make setup; root is refused."""
+    with pytest.raises(LookupError, match="run `make setup`"):
+        QemuUser.lookup("farside-no-such-user")
+    with pytest.raises(LookupError, match="unprivileged"):
+        QemuUser.lookup(pwd.getpwuid(0).pw_name)
 
 
 def test_read_serial_spans_rotation(tmp_path: Path) -> None:

@@ -96,10 +96,21 @@ def test_qemu_that_fails_at_start(root: Path) -> None:
     fake = root / "fake-qemu"
     fake.write_text("#!/bin/sh\necho 'qemu-system-x86_64: -blockdev: Could not open it' >&2\nexit 1\n")
     fake.chmod(0o755)
+    root.chmod(0o711)  # QEMU runs as the QEMU user, who must reach the binary
     with QemuDriver(root / "run", qemu_binary=str(fake)) as driver:
         with pytest.raises(DomainError, match="status 1: qemu-system-x86_64: -blockdev: Could not open it"):
             driver.start(spec(root))
         assert driver.running() == {}
+
+
+def test_missing_qemu_user_says_run_make_setup(root: Path) -> None:
+    """Without its system user no QEMU is started, and the error says how to make that user."""
+    (root / "disk.raw").write_bytes(bytes(512))
+    with QemuDriver(root / "run", qemu_user="farside-no-such-user") as driver:
+        with pytest.raises(DomainError, match=r"farside-no-such-user.*run `make setup`"):
+            driver.start(spec(root))
+        assert driver.running() == {}
+        assert not (root / "run" / UUID).exists()
 
 
 def test_unknown_vm_is_halted(driver: QemuDriver) -> None:

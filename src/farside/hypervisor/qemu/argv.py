@@ -1,40 +1,57 @@
 """QEMU's command line for one VM: a pure function of the spec, pinned by golden files.
 
-No I/O here: what the host has (its bridges, KVM) is passed in. Every value that goes into one of
-QEMU's ``key=value,...`` option strings passes through ``opt()``, which doubles commas (QEMU's
-escape for them) and refuses control characters, which the option syntax cannot carry. Values
-that QEMU takes verbatim (``-pidfile``, ``-uuid``) are never escaped, as escaping would change them.
+No I/O here: what the host has (KVM, the descriptors the driver opened) is passed in. Every value
+that goes into one of QEMU's ``key=value,...`` option strings passes through ``opt()``, which
+doubles commas (QEMU's escape for them) and refuses control characters, which the option syntax
+cannot carry. Values that QEMU takes verbatim (``-uuid``) are never escaped, as escaping would
+change them.
 
-Choices that are not obvious from the argv:
+QEMU opens no host path of its own: it runs as an unprivileged user that owns no files, under
+seccomp (``-sandbox``: no exec, no privilege change, no resource control), and gets everything
+it needs as a descriptor the driver opened (``Fds``) or in its working directory, the VM's run
+directory, which only it (and root) may enter:
+
+- Each disk is an inherited descriptor in a fd set of its own (``-add-fd``), opened by the
+  ``file`` driver as ``/dev/fdset/N``; QEMU's image locks work on it as on a path. qcow2 gets
+  ``"backing": null``, so a backing file named in an image's header is never opened. (A qcow2
+  ``data-file`` cannot be nulled in 7.2, ``data-file`` takes only a reference: an image naming one
+  fails to open, as the QEMU user may open no host file; the storage layer refuses such images.)
+  ``-blockdev`` is JSON, so a name is never parsed as a protocol (``nbd:``, ``json:``).
+- The serial log is an inherited descriptor too (``append=on``: a restore or a restart keeps the
+  log, and the driver can rotate it by passing a new one over QMP).
+- QMP is a socket *client* of the driver with ``reconnect=1``, reached by a path relative to the
+  working directory: the driver listens on a fixed path, so a restarted server gets every running
+  VM back within a second (FACTS.md), and QEMU needs no right on the run directory's parents.
+- There is no ``-pidfile``: QEMU could only write it into a directory it may write to; the driver
+  writes the pid instead.
+- A NIC whose bridge exists on the host gets a tap that the driver created, put on the bridge and
+  passes as a descriptor (``-netdev tap,fd=N``: QEMU needs neither ``/dev/net/tun`` nor
+  CAP_NET_ADMIN); the tap vanishes with the last descriptor, QEMU's. Otherwise the NIC joins a
+  user-mode network with ``restrict=on``: isolated, no way out to the host.
+
+Other choices:
 
 - ``-S`` always: QEMU starts with its vCPUs stopped, and the driver lets them run (``cont``) once
   it holds the QMP connection, so no event of a new domain is missed.
-- QMP is a socket *client* of the driver with ``reconnect=1``: the driver listens on a fixed path,
-  so a restarted server gets every running VM back within a second (FACTS.md).
-- Serial output is appended to a file (``append=on``), so a restore or a restart keeps the log and
-  the driver can rotate it.
 - Disks 0-3 sit on the two IDE buses as hda..hdd (the places XenServer's emulated disks take);
   higher userdevices are virtio-blk. The bootable disk gets boot index 0, the rest follow in
-  userdevice order. ``-blockdev`` names the format and the file driver explicitly, so an image's
-  name is never parsed as a protocol (``nbd:``, ``json:``).
-- A NIC whose bridge exists on the host gets a tap, named by ``tap_name``, that QEMU creates (as
-  root) and that vanishes with it; the driver puts it on the bridge before the vCPUs run (see
-  ``bridged``). Otherwise the NIC joins a user-mode network with ``restrict=on``: isolated, no way
-  out to the host.
+  userdevice order.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import uuid as uuidlib
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from farside.hypervisor.driver import DiskSpec, NicSpec, VMSpec
 
 MIB = 1024 * 1024
 MACHINE = "pc"
-# The per-VM run directory (``<run_root>/<uuid>/``) holds these files.
+# The per-VM run directory (``<run_root>/<uuid>/``, QEMU's working directory) holds these files.
 PID_FILE = "qemu.pid"
 QMP_SOCKET = "qmp.sock"
 SERIAL_LOG = "serial.log"
@@ -42,6 +59,8 @@ SERIAL_ID = "ser0"
 MONITOR_ID = "mon"
 # QEMU 7.2 takes whole seconds; 1 is the shortest gap between its attempts to reach the driver.
 QMP_RECONNECT_S = 1
+# Seccomp on, and every optional group denied: QEMU needs none of them once started.
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 IDE_SLOTS = 4
 FORMATS = ("qcow2", "raw")
 NIC_MODEL = "e1000"
@@ -51,6 +70,24 @@ MAX_IFNAME = 15
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAC = re.compile(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}")
+
+
+@dataclass(frozen=True)
+class Fds:
+    """The descriptors a QEMU inherits (numbers in the QEMU process, as ``pass_fds`` keeps them).
+
+    Args:
+        serial: the serial log, open for appending.
+        disks: each disk's image by ``userdevice``, open read-write (read-only for a read-only disk).
+        taps: each bridged NIC's tap by device number.
+    """
+
+    serial: int
+    disks: Mapping[int, int]
+    taps: Mapping[int, int] = field(default_factory=dict)
+
+    def all(self) -> list[int]:
+        return [self.serial, *self.disks.values(), *self.taps.values()]
 
 
 def opt(value: str, what: str = "value") -> str:
@@ -73,28 +110,31 @@ def verbatim(value: str, what: str) -> str:
     return value
 
 
+def fdset_path(fd: int) -> str:
+    """The name under which QEMU opens inherited descriptor ``fd`` (its fd set has the same number)."""
+    return f"/dev/fdset/{fd}"
+
+
 def build_argv(
     spec: VMSpec,
     *,
-    run_dir: Path,
+    fds: Fds,
     qemu: str = "qemu-system-x86_64",
     kvm: bool = False,
     incoming: bool = False,
-    bridges: frozenset[str] = frozenset(),
 ) -> list[str]:
-    """The full argv that starts ``spec`` in QEMU.
+    """The full argv that starts ``spec`` in QEMU, run with the VM's run directory as its cwd.
 
     Args:
         spec: the VM.
-        run_dir: its run directory, where the pid file, QMP socket and serial log live.
+        fds: the descriptors QEMU inherits for its serial log, disks and taps.
         qemu: the QEMU binary.
         kvm: use KVM instead of TCG (the caller checks that the host can).
         incoming: wait for a saved state (``-incoming defer``, then QMP ``migrate-incoming``).
-        bridges: the bridges that exist on the host.
 
     Raises:
         ValueError: the spec cannot be expressed safely (a bad uuid, MAC, format, device number,
-            or a control character in a name or path).
+            a control character in a name, a disk without a descriptor).
     """
     uuid = _check_uuid(spec.uuid)
     if spec.vcpus < 1:
@@ -112,16 +152,16 @@ def build_argv(
         "-nodefaults",
         "-no-user-config",
         "-display", "none",
+        "-sandbox", SANDBOX,
         "-S",
-        "-pidfile", verbatim(str(run_dir / PID_FILE), "the pid file"),
-        "-chardev",
-        f"socket,id={MONITOR_ID},path={opt(str(run_dir / QMP_SOCKET), 'the QMP socket')},reconnect={QMP_RECONNECT_S}",
+        "-chardev", f"socket,id={MONITOR_ID},path={QMP_SOCKET},reconnect={QMP_RECONNECT_S}",
         "-mon", f"chardev={MONITOR_ID},mode=control",
-        "-chardev", f"file,id={SERIAL_ID},path={opt(str(run_dir / SERIAL_LOG), 'the serial log')},append=on",
+        *_add_fd(fds.serial, "serial"),
+        "-chardev", f"file,id={SERIAL_ID},path={fdset_path(fds.serial)},append=on",
         "-serial", f"chardev:{SERIAL_ID}",
     ]  # fmt: skip
-    argv += _disks(spec.disks)
-    argv += _nics(uuid, spec.nics, bridges)
+    argv += _disks(spec.disks, fds.disks)
+    argv += _nics(spec.nics, fds.taps)
     if incoming:
         argv += ["-incoming", "defer"]
     return argv
@@ -139,13 +179,23 @@ def tap_name(uuid: str, device: int) -> str:
     return name
 
 
-def bridged(spec: VMSpec, bridges: frozenset[str]) -> list[tuple[str, str]]:
-    """``(tap, bridge)`` for each NIC of ``spec`` that ``build_argv`` puts on a host bridge."""
+def bridged(spec: VMSpec, bridges: frozenset[str]) -> list[tuple[int, str, str]]:
+    """``(device, tap, bridge)`` for each NIC of ``spec`` whose bridge is on the host.
+
+    Raises:
+        ValueError: a bridge name holds a control character (it goes to ip(8)).
+    """
     return [
-        (tap_name(spec.uuid, n.device), n.bridge)
+        (n.device, tap_name(spec.uuid, n.device), verbatim(n.bridge, "the bridge name"))
         for n in sorted(spec.nics, key=lambda n: n.device)
         if n.bridge in bridges
     ]
+
+
+def _add_fd(fd: int, label: str) -> list[str]:
+    if fd < 0:
+        raise ValueError(f"not a file descriptor for {label}: {fd}")
+    return ["-add-fd", f"fd={fd},set={fd},opaque={opt(label, 'the descriptor label')}"]
 
 
 def _check_uuid(text: str) -> str:
@@ -158,18 +208,20 @@ def _check_uuid(text: str) -> str:
     return text
 
 
-def _disks(disks: list[DiskSpec]) -> list[str]:
+def _disks(disks: list[DiskSpec], fds: Mapping[int, int]) -> list[str]:
     seen = [d.userdevice for d in disks]
     if len(seen) != len(set(seen)):
         raise ValueError(f"two disks share a userdevice: {sorted(seen)}")
     boot_order = sorted(disks, key=lambda d: (not d.bootable, d.userdevice))
     argv: list[str] = []
     for disk in sorted(disks, key=lambda d: d.userdevice):
-        argv += _disk(disk, boot_order.index(disk))
+        if disk.userdevice not in fds:
+            raise ValueError(f"no file descriptor for the image of VDI {disk.vdi_uuid}")
+        argv += _disk(disk, fds[disk.userdevice], boot_order.index(disk))
     return argv
 
 
-def _disk(disk: DiskSpec, bootindex: int) -> list[str]:
+def _disk(disk: DiskSpec, fd: int, bootindex: int) -> list[str]:
     if disk.format not in FORMATS:
         raise ValueError(f"disk format must be one of {FORMATS}, not {disk.format!r}")
     if disk.userdevice < 0:
@@ -177,19 +229,24 @@ def _disk(disk: DiskSpec, bootindex: int) -> list[str]:
     if disk.cdrom and disk.userdevice >= IDE_SLOTS:
         raise ValueError(f"a CD drive must be userdevice 0-{IDE_SLOTS - 1}, not {disk.userdevice}")
     node = f"vbd{disk.userdevice}"
-    read_only = "on" if disk.read_only or disk.cdrom else "off"
-    path = opt(str(disk.path), f"the image of VDI {disk.vdi_uuid}")
-    blockdev = f"driver={disk.format},node-name={node},read-only={read_only},file.driver=file,file.filename={path}"
+    blockdev: dict[str, object] = {
+        "driver": disk.format,
+        "node-name": node,
+        "read-only": disk.read_only or disk.cdrom,
+        "file": {"driver": "file", "filename": fdset_path(fd)},
+    }
+    if disk.format == "qcow2":
+        blockdev["backing"] = None  # never the backing file an image's header names
     if disk.userdevice < IDE_SLOTS:
         model = "ide-cd" if disk.cdrom else "ide-hd"
         bus, unit = divmod(disk.userdevice, 2)
         device = f"{model},drive={node},id=disk{disk.userdevice},bus=ide.{bus},unit={unit},bootindex={bootindex}"
     else:
         device = f"virtio-blk-pci,drive={node},id=disk{disk.userdevice},bootindex={bootindex}"
-    return ["-blockdev", blockdev, "-device", device]
+    return [*_add_fd(fd, f"vdi {disk.vdi_uuid}"), "-blockdev", json.dumps(blockdev), "-device", device]
 
 
-def _nics(uuid: str, nics: list[NicSpec], bridges: frozenset[str]) -> list[str]:
+def _nics(nics: list[NicSpec], taps: Mapping[int, int]) -> list[str]:
     seen = [n.device for n in nics]
     if len(seen) != len(set(seen)):
         raise ValueError(f"two NICs share a device number: {sorted(seen)}")
@@ -200,9 +257,8 @@ def _nics(uuid: str, nics: list[NicSpec], bridges: frozenset[str]) -> list[str]:
         if not _MAC.fullmatch(nic.mac):
             raise ValueError(f"not a MAC address: {nic.mac!r}")
         netdev = f"vif{nic.device}"
-        if nic.bridge in bridges:
-            opt(nic.bridge, "the bridge name")  # never on the command line, but ip(8) gets it
-            argv += ["-netdev", f"tap,id={netdev},ifname={tap_name(uuid, nic.device)},script=no,downscript=no"]
+        if nic.device in taps:
+            argv += ["-netdev", f"tap,id={netdev},fd={taps[nic.device]}"]
         else:
             argv += ["-netdev", f"user,id={netdev},restrict=on"]
         # romfile= (empty): no PXE option ROM, so the BIOS does not spend time on it.

@@ -23,8 +23,8 @@ from qemu.qmp import QMPClient
 from farside.hypervisor.driver import DomainState
 from farside.hypervisor.errors import DomainError
 from farside.hypervisor.qemu import process
-from farside.hypervisor.qemu.argv import SERIAL_ID
-from farside.hypervisor.qemu.process import RunDir
+from farside.hypervisor.qemu.argv import SERIAL_ID, fdset_path
+from farside.hypervisor.qemu.process import QemuUser, RunDir
 from farside.hypervisor.qemu.qmp import EXIT_GRACE_S, Monitor
 
 log = logging.getLogger(__name__)
@@ -71,19 +71,21 @@ class Domain:
 
     # -- process ---------------------------------------------------------------------------------
 
-    def spawn(self, argv: list[str]) -> None:
-        """Start QEMU (the monitor must be listening already, so QEMU connects at once)."""
+    def spawn(self, argv: list[str], user: QemuUser, fds: Sequence[int]) -> None:
+        """Start QEMU as ``user`` with ``fds`` (the monitor must be listening already, so QEMU
+        connects at once), and record its pid."""
         self._log_offset = _size(self.run.qemu_log)
         self._fresh = True  # before QEMU runs, so that its first connection finds it set
-        self.popen = process.spawn(argv, self.run.qemu_log)
+        self.popen = process.spawn(argv, self.run, user, fds)
         self.pid = self.popen.pid
+        self.run.write_pid(self.pid)
 
     def alive(self) -> bool:
         if self.popen is not None:
             return self.popen.poll() is None
         if self.pid is None:  # about to be spawned
             return True
-        return process.is_our_qemu(self.pid, self.uuid, self.run.pid_file)
+        return process.is_our_qemu(self.pid, self.uuid, self.run.path)
 
     def qemu_error(self) -> str:
         """What QEMU said on stderr since it was spawned, and how it exited."""
@@ -184,27 +186,18 @@ class Domain:
             return DomainState.RUNNING
         return DomainState.HALTED if self.status in _HALTED else DomainState.PAUSED
 
-    async def boot(
-        self, paused: bool, restore_from: Path | None, timeout: float, taps: Sequence[tuple[str, str]] = ()
-    ) -> None:
+    async def boot(self, paused: bool, restore_from: Path | None, timeout: float) -> None:
         """Bring a just-spawned QEMU (started with ``-S``) to running or paused.
 
         Args:
             paused: leave the vCPUs stopped.
             restore_from: load this saved state first.
             timeout: for each step.
-            taps: ``(tap, bridge)`` pairs to join before the vCPUs run.
 
         Raises:
-            DomainError: QEMU exited or did not connect, a tap could not join its bridge, or the
-                restore failed.
+            DomainError: QEMU exited or did not connect, or the restore failed.
         """
         await self._connected_or_exited(timeout)
-        for tap, bridge in taps:
-            try:
-                await asyncio.to_thread(process.attach_tap, tap, bridge)
-            except OSError as exc:
-                raise DomainError(self.uuid, f"cannot put NIC {tap} on bridge {bridge}: {exc}") from exc
         if restore_from is not None:
             await self._restore(restore_from, timeout)
         if not paused:
@@ -306,15 +299,25 @@ class Domain:
 
         The full log is renamed to ``serial.log.1``, where QEMU keeps writing until ``chardev-change``
         points the serial port at a new ``serial.log``; so every byte lands in one of the two, in
-        order. The old log is then cut to its last ``limit`` bytes.
+        order. The old log is then cut to its last ``limit`` bytes. QEMU may not create files, so
+        the new log reaches it as a descriptor in a fd set of its own (``add-fd``), dropped from the
+        set once the serial port holds its copy.
         """
         if _size(self.run.serial_log) <= limit or not self.monitor.connected:
             return
         os.replace(self.run.serial_log, self.run.serial_log_old)
-        backend = {"type": "file", "data": {"out": str(self.run.serial_log), "append": True}}
         try:
-            await self.execute("chardev-change", {"id": SERIAL_ID, "backend": backend})
-        except DomainError:
+            fd = self.run.open_serial()
+            try:
+                fdset = await self.monitor.add_fd(fd, "serial")
+            finally:
+                os.close(fd)
+            backend = {"type": "file", "data": {"out": fdset_path(fdset), "append": True}}
+            try:
+                await self.execute("chardev-change", {"id": SERIAL_ID, "backend": backend})
+            finally:
+                await self.execute("remove-fd", {"fdset-id": fdset})
+        except (DomainError, OSError):
             os.replace(self.run.serial_log_old, self.run.serial_log)  # QEMU still writes to it
             raise
         await asyncio.to_thread(process.keep_tail, self.run.serial_log_old, limit)

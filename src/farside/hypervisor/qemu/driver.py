@@ -17,6 +17,7 @@ an exclusive lock on ``<run_root>/driver.lock``, held until ``close``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import logging
 import os
@@ -24,18 +25,26 @@ import re
 import signal
 import threading
 import uuid as uuidlib
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from farside.hypervisor.driver import DEFAULT_SERIAL_READ_BYTES, DomainState, Driver, HaltedCallback, VMSpec
+from farside.config import DEFAULT_QEMU_USER
+from farside.hypervisor.driver import (
+    DEFAULT_SERIAL_READ_BYTES,
+    DiskSpec,
+    DomainState,
+    Driver,
+    HaltedCallback,
+    VMSpec,
+)
 from farside.hypervisor.errors import DomainError, DomainNotFound, RunRootBusy, VdiMissing
 from farside.hypervisor.qemu import process
-from farside.hypervisor.qemu.argv import QMP_SOCKET, bridged, build_argv
+from farside.hypervisor.qemu.argv import QMP_SOCKET, Fds, bridged, build_argv
 from farside.hypervisor.qemu.domain import Domain
-from farside.hypervisor.qemu.process import RunDir
+from farside.hypervisor.qemu.process import QemuUser, RunDir
 from farside.hypervisor.qemu.qmp import LoopThread
 
 log = logging.getLogger(__name__)
@@ -66,6 +75,7 @@ class QemuDriver(Driver):
         kvm: use KVM; honoured only when the CPU shows vmx or svm and /dev/kvm exists, else TCG
             with a warning.
         qemu_binary: the QEMU to run.
+        qemu_user: the unprivileged system user QEMU runs as (``make setup`` creates it).
         serial_log_limit: rotate a VM's serial log past this many bytes.
         serial_check_interval: seconds between checks of the serial logs' sizes.
 
@@ -80,6 +90,7 @@ class QemuDriver(Driver):
         kvm: bool = False,
         qemu_binary: str = DEFAULT_QEMU,
         *,
+        qemu_user: str = DEFAULT_QEMU_USER,
         serial_log_limit: int = DEFAULT_SERIAL_LOG_LIMIT,
         serial_check_interval: float = DEFAULT_SERIAL_CHECK_S,
         command_timeout: float = DEFAULT_COMMAND_TIMEOUT_S,
@@ -105,6 +116,7 @@ class QemuDriver(Driver):
             "reattach": True,
         }
         self._qemu = qemu_binary
+        self._qemu_user = qemu_user
         self._serial_limit = serial_log_limit
         self._serial_check = serial_check_interval
         self._command_timeout = command_timeout
@@ -133,22 +145,11 @@ class QemuDriver(Driver):
                     raise VdiMissing(disk.vdi_uuid, disk.path)
             if restore_from is not None and not restore_from.is_file():
                 raise DomainError(uuid, f"no suspend image at {restore_from}")
-            # The name is only a label in QEMU; one the option syntax cannot carry must not stop a VM.
-            label = _CONTROL.sub("?", spec.name) or uuid
-            bridges = process.host_bridges()
             try:
-                argv = build_argv(
-                    replace(spec, name=label),
-                    run_dir=run.path,
-                    qemu=self._qemu,
-                    kvm=self._kvm,
-                    incoming=restore_from is not None,
-                    bridges=bridges,
-                )
-                taps = bridged(spec, bridges)
-            except ValueError as exc:
-                raise DomainError(uuid, f"cannot start: {exc}") from exc
-            run.prepare(spec, self._serial_limit)
+                user = QemuUser.lookup(self._qemu_user)
+            except LookupError as exc:
+                raise DomainError(uuid, f"cannot start: {exc}") from None
+            run.prepare(spec, self._serial_limit, user)
             domain = Domain(uuid, run, self._domain_gone)
             # Until start() returns, an exit is start()'s failure to report, not on_halted's.
             domain.expected_exit = True
@@ -157,11 +158,16 @@ class QemuDriver(Driver):
                 self._domains[uuid] = domain
             try:
                 self._loop.run(domain.watch())
-                try:
-                    domain.spawn(argv)
-                except OSError as exc:
-                    raise DomainError(uuid, f"cannot run {self._qemu}: {exc}") from exc
-                self._loop.run(domain.boot(paused, restore_from, self._start_timeout, taps))
+                # Ours are closed once QEMU holds its copies (or did not start: its taps go with them).
+                with contextlib.ExitStack() as opened:
+                    argv, fds = open_command(
+                        spec, run, opened, qemu=self._qemu, kvm=self._kvm, incoming=restore_from is not None
+                    )
+                    try:
+                        domain.spawn(argv, user, fds)
+                    except OSError as exc:
+                        raise DomainError(uuid, f"cannot run {self._qemu} as {user.name}: {exc}") from exc
+                self._loop.run(domain.boot(paused, restore_from, self._start_timeout))
             except BaseException:
                 self._abandon(domain)
                 raise
@@ -396,6 +402,59 @@ def _lock(path: Path) -> int:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd
+
+
+def open_command(
+    spec: VMSpec, run: RunDir, opened: contextlib.ExitStack, *, qemu: str, kvm: bool, incoming: bool
+) -> tuple[list[str], list[int]]:
+    """Open what the QEMU of ``spec`` inherits (each closed by ``opened``: the serial log, the disks,
+    the taps, made and put on their bridges here) and build its argv; returns it and the descriptors.
+
+    Raises:
+        VdiMissing: a disk's image is not there.
+        DomainError: an image cannot be opened, a tap cannot be made, or the spec cannot be run.
+    """
+    uuid = spec.uuid
+    # The name is only a label in QEMU; one the option syntax cannot carry must not stop a VM.
+    label = _CONTROL.sub("?", spec.name) or uuid
+    try:
+        taps = bridged(spec, process.host_bridges())
+    except ValueError as exc:
+        raise DomainError(uuid, f"cannot start: {exc}") from exc
+    serial = opened.enter_context(_closing(run.open_serial()))
+    disks = {d.userdevice: opened.enter_context(_closing(_open_image(uuid, d))) for d in spec.disks}
+    tap_fds = {}
+    for device, tap, bridge in taps:
+        try:
+            tap_fds[device] = opened.enter_context(_closing(process.open_tap(tap, bridge)))
+        except OSError as exc:
+            raise DomainError(uuid, f"cannot put NIC {tap} on bridge {bridge}: {exc}") from exc
+    fds = Fds(serial=serial, disks=disks, taps=tap_fds)
+    try:
+        argv = build_argv(replace(spec, name=label), fds=fds, qemu=qemu, kvm=kvm, incoming=incoming)
+    except ValueError as exc:
+        raise DomainError(uuid, f"cannot start: {exc}") from exc
+    return argv, fds.all()
+
+
+def _open_image(uuid: str, disk: DiskSpec) -> int:
+    """A disk's image, opened as QEMU will use it: QEMU opens no image by name."""
+    flags = os.O_RDONLY if disk.read_only or disk.cdrom else os.O_RDWR
+    try:
+        return os.open(disk.path, flags | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise VdiMissing(disk.vdi_uuid, disk.path) from None
+    except OSError as exc:
+        raise DomainError(uuid, f"cannot open the image of VDI {disk.vdi_uuid}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _closing(fd: int) -> Iterator[int]:
+    try:
+        yield fd
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 def _is_uuid(text: str) -> bool:

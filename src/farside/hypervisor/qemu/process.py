@@ -1,26 +1,36 @@
-"""QEMU processes on this host: run directories, spawning, pid files, /proc checks, serial logs.
+"""QEMU processes on this host: run directories, spawning, pid files, /proc checks, serial logs, taps.
 
-Each VM has a run directory ``<run_root>/<uuid>/`` holding ``qemu.pid`` (written by QEMU, removed by
-QEMU when it exits cleanly), ``qmp.sock`` (the driver listens, QEMU connects), ``serial.log`` and
+Each VM has a run directory ``<run_root>/<uuid>/`` holding ``qemu.pid`` (written by the driver once
+QEMU is spawned), ``qmp.sock`` (the driver listens, QEMU connects), ``serial.log`` and
 ``serial.log.1`` (the serial output, rotated), ``qemu.log`` (QEMU's own stderr) and ``spec.json``
 (the spec it was started with). The directory outlives the domain, so the serial log stays readable.
 
+QEMU runs as an unprivileged user (``QemuUser``, made by ``make setup``) with the run directory as
+its working directory. The directory is root's, mode 0710, group the QEMU user's: QEMU may enter it
+to reach its QMP socket by a relative name, and can neither list nor create anything there, so it
+cannot plant a link that root would later follow. The run directory's parents need no rights for
+it at all (pytest's 0700 temporary directories work). Everything else it gets as a descriptor.
+
 QEMU runs in its own session and is not waited for, so it outlives the server (FACTS.md). A pid
 file alone proves nothing once a process is gone, and pids are reused: a pid counts as our QEMU for
-a uuid only while /proc shows a live (not zombie) process whose command line carries both
-``-uuid <uuid>`` and ``-pidfile <that run directory's pid file>`` (compared as real paths).
+a uuid only while /proc shows a live (not zombie) process whose command line carries
+``-uuid <uuid>`` and whose working directory is that run directory (compared as real paths).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import itertools
 import json
 import os
+import pwd
 import signal
+import struct
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +41,37 @@ from farside.hypervisor.qemu.argv import PID_FILE, QMP_SOCKET, SERIAL_LOG
 MAX_SOCKET_PATH = 107
 # QEMU's stderr (start-up errors, assertion messages) is kept, but not without bound.
 MAX_QEMU_LOG = 256 * 1024
+# The run directory: root's, entered (not listed, not written) by the QEMU user's group.
+RUN_DIR_MODE = 0o710
+# linux/if_tun.h
+TUN_DEVICE = "/dev/net/tun"
+TUNSETIFF = 0x400454CA
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+# struct ifreq: the name, the flags, padding to its 40 bytes.
+IFREQ = "16sH22x"
+
+
+@dataclass(frozen=True)
+class QemuUser:
+    """The system user QEMU runs as."""
+
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def lookup(cls, name: str) -> QemuUser:
+        """Raises LookupError, saying what to do, when ``name`` is no user or is root."""
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            raise LookupError(
+                f"the QEMU user {name!r} does not exist: run `make setup` as root, which creates it"
+            ) from None
+        if entry.pw_uid == 0 or entry.pw_gid == 0:
+            raise LookupError(f"the QEMU user {name!r} is root or in root's group: QEMU must run unprivileged")
+        return cls(name, entry.pw_uid, entry.pw_gid)
 
 
 @dataclass(frozen=True)
@@ -68,9 +109,12 @@ class RunDir:
     def spec_file(self) -> Path:
         return self.path / "spec.json"
 
-    def prepare(self, spec: VMSpec, serial_limit: int) -> None:
-        """Create the directory, record the spec, and bound the logs a new QEMU will append to."""
-        self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    def prepare(self, spec: VMSpec, serial_limit: int, user: QemuUser) -> None:
+        """Create the directory for ``user`` to enter, record the spec, and bound the logs a new
+        QEMU will append to."""
+        self.path.mkdir(mode=RUN_DIR_MODE, parents=True, exist_ok=True)
+        os.chown(self.path, 0, user.gid)
+        os.chmod(self.path, RUN_DIR_MODE)  # mkdir's mode is cut by the umask, and a directory may be older
         tmp = self.spec_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(spec.to_json(), indent=2) + "\n")
         tmp.replace(self.spec_file)
@@ -79,6 +123,15 @@ class RunDir:
             self.serial_log.replace(self.serial_log_old)
         keep_tail(self.serial_log_old, serial_limit)
         keep_tail(self.qemu_log, MAX_QEMU_LOG)
+
+    def open_serial(self) -> int:
+        """The serial log, open for QEMU to append to (created for root only: QEMU gets the descriptor)."""
+        return os.open(self.serial_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+
+    def write_pid(self, pid: int) -> None:
+        tmp = self.pid_file.with_suffix(".tmp")
+        tmp.write_text(f"{pid}\n")
+        tmp.replace(self.pid_file)
 
     def clean(self) -> None:
         """Remove what only a live domain needs (a stale pid file, the socket); keep the logs."""
@@ -101,12 +154,27 @@ _disowned: list[subprocess.Popen[bytes]] = []
 _disowned_lock = threading.Lock()
 
 
-def spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """Start QEMU in a session of its own, so that it outlives us and our signals; stderr to ``log``."""
+def spawn(argv: list[str], run: RunDir, user: QemuUser, fds: Sequence[int]) -> subprocess.Popen[bytes]:
+    """Start QEMU as ``user`` in ``run``, in a session of its own, so that it outlives us and our
+    signals; it inherits ``fds`` (same numbers) and nothing else; stderr goes to the run's qemu.log.
+
+    The child changes directory while still root, then drops every group and becomes ``user``; no
+    ``-runas``, so QEMU itself never holds a privilege to drop.
+    """
     reap_disowned()
-    with open(log, "ab") as out:
+    with open(run.qemu_log, "ab") as out:
         return subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=run.path,
+            user=user.uid,
+            group=user.gid,
+            extra_groups=[],
+            umask=0o077,
+            pass_fds=tuple(fds),
         )
 
 
@@ -141,26 +209,23 @@ def is_alive(pid: int) -> bool:
     return state not in (["Z"], ["X"], ["x"])
 
 
-def is_our_qemu(pid: int, uuid: str, pid_file: Path) -> bool:
-    """True if ``pid`` is alive and is the QEMU started for ``uuid`` with this pid file."""
+def is_our_qemu(pid: int, uuid: str, run_dir: Path) -> bool:
+    """True if ``pid`` is alive and is the QEMU started for ``uuid`` in this run directory."""
     try:
         args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cwd = os.readlink(f"/proc/{pid}/cwd")
     except (FileNotFoundError, ProcessLookupError):
         return False
-    pairs = set(itertools.pairwise(args))
-    if (b"-uuid", uuid.encode()) not in pairs:
+    if (b"-uuid", uuid.encode()) not in set(itertools.pairwise(args)):
         return False
     # Compared as real paths: the run root may be reached through a symlink one time and not another.
-    ours = os.path.realpath(pid_file)
-    if not any(flag == b"-pidfile" and os.path.realpath(os.fsdecode(value)) == ours for flag, value in pairs):
-        return False
-    return is_alive(pid)
+    return cwd == os.path.realpath(run_dir) and is_alive(pid)
 
 
 def find_qemu(run: RunDir, uuid: str) -> int | None:
     """The pid of the live QEMU of ``uuid`` in ``run``, if there is one."""
     pid = read_pid(run.pid_file)
-    return pid if pid is not None and is_our_qemu(pid, uuid, run.pid_file) else None
+    return pid if pid is not None and is_our_qemu(pid, uuid, run.path) else None
 
 
 def signal_pid(pid: int, sig: signal.Signals) -> None:
@@ -214,22 +279,28 @@ def _tail(path: Path, limit: int) -> bytes:
         return b""
 
 
-def attach_tap(tap: str, bridge: str, timeout: float = 5.0) -> None:
-    """Put QEMU's new tap on ``bridge`` and bring it up, once QEMU has created it.
+def open_tap(tap: str, bridge: str) -> int:
+    """Create tap ``tap`` on ``bridge``, up, and return its descriptor, for QEMU to inherit.
+
+    The tap is not persistent: it lives while a descriptor of it is open, so it goes away with
+    QEMU however QEMU ends (and with this process, if QEMU never started). No one without
+    CAP_NET_ADMIN can attach to it.
 
     Raises:
-        OSError: the tap did not appear, or ``ip`` failed (its message is the error's).
+        OSError: the tap could not be made (a tap of that name is in use), or ``ip`` failed.
     """
-    deadline = time.monotonic() + timeout
-    while not Path("/sys/class/net", tap).exists():
-        if time.monotonic() > deadline:
-            raise OSError(f"tap {tap} did not appear")
-        time.sleep(0.01)
-    done = subprocess.run(
-        ["ip", "link", "set", "dev", tap, "master", bridge, "up"], capture_output=True, text=True, check=False
-    )
-    if done.returncode != 0:
-        raise OSError(f"ip link set {tap} master {bridge}: {done.stderr.strip()}")
+    fd = os.open(TUN_DEVICE, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack(IFREQ, os.fsencode(tap), IFF_TAP | IFF_NO_PI))
+        done = subprocess.run(
+            ["ip", "link", "set", "dev", tap, "master", bridge, "up"], capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            raise OSError(f"ip link set {tap} master {bridge}: {done.stderr.strip()}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def host_bridges(sys_net: Path = Path("/sys/class/net")) -> frozenset[str]:

@@ -145,6 +145,9 @@ class Monitor:
         except OSError:
             sock.close()
             raise
+        # QEMU runs as another user: it may connect if it may enter the directory (the group).
+        os.chown(self.socket_path, -1, os.stat(self.socket_path.parent).st_gid)
+        os.chmod(self.socket_path, 0o660)
         self._listener = sock
 
     @property
@@ -280,12 +283,22 @@ class Monitor:
 
     async def send_fd(self, fd: int, name: str, timeout: float = DEFAULT_COMMAND_TIMEOUT_S) -> None:
         """Give QEMU a copy of ``fd`` under ``name`` (``getfd``), for ``fd:<name>`` URIs."""
+        await self._pass_fd(fd, "getfd", {"fdname": name}, timeout)
+
+    async def add_fd(self, fd: int, label: str, timeout: float = DEFAULT_COMMAND_TIMEOUT_S) -> int:
+        """Put a copy of ``fd`` in a new fd set (``add-fd``), for ``/dev/fdset/<id>`` names; its id."""
+        result = await self._pass_fd(fd, "add-fd", {"opaque": label}, timeout)
+        if not isinstance(result, Mapping) or not isinstance(result.get("fdset-id"), int):
+            raise DomainError(self.uuid, f"add-fd returned {result!r}")
+        return int(result["fdset-id"])
+
+    async def _pass_fd(self, fd: int, command: str, arguments: Mapping[str, object], timeout: float) -> object:
         client = await self.client(timeout)
         try:
             client.send_fd_scm(fd)
         except (QMPError, OSError) as exc:
             raise DomainError(self.uuid, f"could not pass a file descriptor to QEMU: {exc}") from exc
-        await self.execute("getfd", {"fdname": name}, timeout)
+        return await self.execute(command, arguments, timeout)
 
     async def close(self) -> None:
         """Stop watching: drop the connection and the listening socket; QEMU keeps running."""
