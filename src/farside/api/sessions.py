@@ -1,8 +1,12 @@
-"""Sessions: login, logout, validation and idle expiry.
+"""Sessions: login, logout, validation, idle expiry, and who may see which session.
 
 A session is a row of the non-persistent ``session`` class (so ``session.get_record`` works) plus
 an in-memory entry checked on every call, so validating a call costs no database write. Sessions
 end with the server, as xapi's do; the SDK logs in again by itself.
+
+A session's ref is the bearer credential of its user, so a caller sees only its own user's
+sessions; a pool admin sees every session through reads (``session.get_all_records``), but events
+never carry another user's session, whatever the subscriber's role.
 """
 
 from __future__ import annotations
@@ -35,6 +39,16 @@ class Caller:
     last_active: float
     written_at: float
     database: Database | None = None
+
+
+def may_read(caller: Caller, owner: object) -> bool:
+    """Whether ``caller`` may read a session whose ``this_user`` is ``owner``."""
+    return owner == caller.user or caller.role.allows(Role.POOL_ADMIN)
+
+
+def may_hear(caller: Caller, owner: object) -> bool:
+    """Whether an event about a session whose ``this_user`` is ``owner`` may reach ``caller``."""
+    return owner == caller.user
 
 
 class SessionStore:

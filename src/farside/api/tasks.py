@@ -2,6 +2,11 @@
 
 The task's ``result`` is the XML-RPC encoding of the message's result (``<value>...</value>``), as
 xapi stores it; ``error_info`` is the failure's ErrorDescription.
+
+Every role sees every task, as in xapi, so a result that carries a session ref (``Async.VDI.
+open_database``) is a credential and is not stored in the record: the record's ``result`` stays
+empty and only the owning session (or a pool admin) gets it from ``task.get_result`` and
+``task.get_record``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class TaskManager:
         self._host = host_ref
         self._pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="task")
         self._cancel_requested: set[str] = set()
+        self._private: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def create(self, session: str, label: str, description: str = "") -> str:
@@ -58,7 +64,12 @@ class TaskManager:
         try:
             self.check_cancelled(ref)
             value = work(ref)
-            self._finish(ref, "success", result=_encode(result_type, value))
+            encoded = _encode(result_type, value)
+            if "session ref" in result_type.spelling:
+                with self._lock:
+                    self._private[ref] = encoded
+                encoded = ""
+            self._finish(ref, "success", result=encoded)
         except TaskCancelled:
             self._finish(ref, "cancelled", error=TaskCancelled(ref).failure)
         except FarsideError as exc:
@@ -85,6 +96,17 @@ class TaskManager:
             if error is not None:
                 values["error_info"] = error
             tx.set_fields("task", ref, values)
+
+    def private_result(self, ref: str) -> str | None:
+        """The result kept out of the task's record because it carries a session ref, if any."""
+        with self._lock:
+            return self._private.get(ref)
+
+    def forget(self, ref: str) -> None:
+        """Drop what is kept for a destroyed task."""
+        with self._lock:
+            self._private.pop(ref, None)
+            self._cancel_requested.discard(ref)
 
     def cancel(self, ref: str) -> None:
         """Ask a pending task to stop; it ends as ``cancelled`` at its next check."""

@@ -47,9 +47,8 @@ def _implicit(c: ClassDef) -> list[Signature]:
         asynchronous = kind in ("create", "destroy")
         sigs.append(Signature(c, name, kind, role, typed, parse(result), None, asynchronous))
 
-    if c.listable:
-        add("get_all", "get_all", ro, [], f"{ref} set")
-        add("get_all_records", "get_all_records", ro, [], f"({ref} -> {c.name} record) map")
+    add("get_all", "get_all", ro, [], f"{ref} set")
+    add("get_all_records", "get_all_records", ro, [], f"({ref} -> {c.name} record) map")
     add("get_record", "get_record", ro, [("self", ref)], f"{c.name} record")
     if c.has_field("uuid"):
         add("get_by_uuid", "get_by_uuid", ro, [("uuid", "string")], ref)

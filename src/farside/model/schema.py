@@ -104,7 +104,6 @@ class ClassDef:
     by_name_label: bool = False
     persistent: bool = True
     farside: bool = False
-    listable: bool = True  # has get_all and get_all_records (session has not)
     implicit: bool = True  # has generated getters at all (event and message have not)
 
     def __post_init__(self) -> None:

@@ -1,4 +1,9 @@
-"""event: ``event.from`` long-polls for changes; ``get_current_id`` and ``inject`` as in xapi."""
+"""event: ``event.from`` long-polls for changes; ``get_current_id`` and ``inject`` as in xapi.
+
+Events about sessions reach only a subscriber of the session's own user, whatever its role: a
+session ref is a credential (xapi sends no session events at all; Farside sends a client its
+own, so a console sees its logins come and go).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from farside.api.context import Context
 from farside.api.events import Event
 from farside.api.records import Encoded, public
 from farside.api.registry import handles
+from farside.api.sessions import may_hear
 from farside.config import MAX_EVENT_TIMEOUT_S
 from farside.errors import EventsLost, XenAPIFailure
 from farside.model import STORED, class_named
@@ -37,7 +43,10 @@ async def event_from(ctx: Context, classes: list[str], token: str, timeout: floa
         relevant = [e for e in events if e.change.cls in wanted]
         remaining = deadline - time.monotonic()
         if relevant or remaining <= 0:
-            return _batch(ctx, relevant, max(current, since))
+            out, touched = _collect(ctx, relevant)
+            # Changes the subscriber may not hear (other users' logins) do not end the wait.
+            if out or remaining <= 0:
+                return _encode(out, max(current, since), now(), _counts(ctx, touched))
         since = current
         await hub.wait(current, remaining)
 
@@ -79,11 +88,13 @@ def _snapshot(ctx: Context, wanted: set[str]) -> Encoded:
         generation = ctx.db.generation
         for cls in sorted(wanted):
             for ref, record in tx.get_records(cls).items():
-                events.append((cls, "add", ref, public(cls, record)))
+                if _heard(ctx, cls, record):
+                    events.append((cls, "add", ref, public(cls, record)))
     return _encode(events, generation, stamp, _counts(ctx, wanted))
 
 
-def _batch(ctx: Context, events: list[Event], token: int) -> Encoded:
+def _collect(ctx: Context, events: list[Event]) -> tuple[list[tuple[str, str, str, dict[str, Any]]], set[str]]:
+    """The events the subscriber may hear, one per object, and every class they touched."""
     latest: dict[tuple[str, str], Event] = {}
     first_op: dict[tuple[str, str], str] = {}
     for e in events:
@@ -91,21 +102,32 @@ def _batch(ctx: Context, events: list[Event], token: int) -> Encoded:
         first_op.setdefault(key, e.change.op)
         latest[key] = e
     out: list[tuple[str, str, str, dict[str, Any]]] = []
-    stamp = now()
     with ctx.db.read() as tx:
         for key, e in latest.items():
             cls, ref = key
             if e.change.op == "del":
-                out.append((cls, "del", ref, public(cls, dict(e.change.snapshot or {}))))
+                gone = dict(e.change.snapshot or {})
+                if _heard(ctx, cls, gone):
+                    out.append((cls, "del", ref, public(cls, gone)))
             elif tx.exists(cls, ref):
-                op = "add" if first_op[key] == "add" else "mod"
-                out.append((cls, op, ref, public(cls, tx.get_record(cls, ref))))
-    return _encode(out, token, stamp, _counts(ctx, {cls for cls, _ in latest}))
+                record = tx.get_record(cls, ref)
+                if _heard(ctx, cls, record):
+                    op = "add" if first_op[key] == "add" else "mod"
+                    out.append((cls, op, ref, public(cls, record)))
+    return out, {cls for cls, _ in latest}
+
+
+def _heard(ctx: Context, cls: str, record: dict[str, Any]) -> bool:
+    """Whether an event about this object may reach the subscriber (see the module's doc)."""
+    return cls != "session" or may_hear(ctx.caller, record.get("this_user"))
 
 
 def _counts(ctx: Context, classes: set[str]) -> dict[str, int]:
     with ctx.db.read() as tx:
-        return {cls.lower(): len(tx.refs(cls)) for cls in classes}
+        return {
+            cls.lower(): len(tx.find(cls, "this_user", ctx.caller.user) if cls == "session" else tx.refs(cls))
+            for cls in classes
+        }
 
 
 def _encode(

@@ -1,4 +1,8 @@
-"""task: created by Async calls or by clients, cancelled, and destroyed by their owners."""
+"""task: created by Async calls or by clients, cancelled, and destroyed by their owners.
+
+Any role reads any task (as in xapi); a result that carries a session ref is kept out of the
+record and given back only to the owner (see ``api.tasks``).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +31,35 @@ def destroy(ctx: Context, task: str) -> str:
     _check_owner(ctx, task)
     with ctx.db.write() as tx:
         tx.destroy("task", task)
+    ctx.services.tasks.forget(task)
     return ""
+
+
+@handles("task.get_record")
+def get_record(ctx: Context, task: str) -> dict[str, Any]:
+    with ctx.db.read() as tx:
+        record = ctx.records.record(tx, "task", tx.check("task", task))
+    private = _private_result(ctx, task)
+    if private is not None:
+        record["result"] = private
+    return record
+
+
+@handles("task.get_result")
+def get_result(ctx: Context, task: str) -> str:
+    private = _private_result(ctx, task)
+    if private is not None:
+        return private
+    with ctx.db.read() as tx:
+        return str(tx.get_field("task", tx.check("task", task), "result"))
+
+
+def _private_result(ctx: Context, task: str) -> str | None:
+    """The task's kept-back result when the caller owns the task; None otherwise."""
+    private = ctx.services.tasks.private_result(task)
+    if private is None or not _owns(ctx, task):
+        return None
+    return private
 
 
 def _set(ctx: Context, task: str, field: str, value: Any) -> str:
@@ -57,9 +89,14 @@ def set_error_info(ctx: Context, task: str, value: list[str]) -> str:
     return _set(ctx, task, "error_info", value)
 
 
-def _check_owner(ctx: Context, task: str) -> None:
-    """Only the session that owns a task, or a pool admin, may change it."""
+def _owns(ctx: Context, task: str) -> bool:
+    """Whether the caller's session owns the task, or the caller is a pool admin."""
     with ctx.db.read() as tx:
         owner = tx.get_field("task", tx.check("task", task), "session")
-    if owner != ctx.caller.session and not ctx.caller.role.allows(Role.POOL_ADMIN):
+    return bool(owner == ctx.caller.session or ctx.caller.role.allows(Role.POOL_ADMIN))
+
+
+def _check_owner(ctx: Context, task: str) -> None:
+    """Only the session that owns a task, or a pool admin, may change it."""
+    if not _owns(ctx, task):
         raise OperationNotAllowed(f"task {task} belongs to another session")

@@ -7,7 +7,6 @@ SESSION = ClassDef(
     "session",
     "A session",
     persistent=False,
-    listable=False,
     fields=[
         F("uuid", "string", RT),
         F("this_host", "host ref", RT),
