@@ -19,8 +19,8 @@ from farside.model import STORED, stored_fields
 
 # Bumped whenever the meaning of replicated records changes; a reader refuses newer ones.
 SCHEMA_VERSION = 1
-# Users (and their hashes) never leave the pool; DR runs are this site's own operational log.
-NEVER_REPLICATED = frozenset({"user", "DR_run"})
+# Users (and their hashes) never leave the pool; DR runs and messages are this site's own log.
+NEVER_REPLICATED = frozenset({"user", "DR_run", "message"})
 REPLICATED: dict[str, list[str]] = {
     name: [f.name for f in stored_fields(c) if f.persist and not f.internal]
     for name, c in STORED.items()
