@@ -93,6 +93,9 @@ class Watchdog(Generic[W]):
 
     def run(self) -> None:
         """Until the server is gone and no QEMU of this pool writes into a LUN."""
+        f = self._fencing
+        log.info("watching the VMs of pool %s: fencing %g s before a lease ends, checking every %g s",
+                 self._pool_uuid, f.fence_margin_s, f.watchdog_interval_s)  # fmt: skip
         while True:
             writing = self.check()
             if not writing and not self._server_alive():

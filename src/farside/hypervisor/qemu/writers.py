@@ -28,6 +28,9 @@ class Writer:
     pid: int
     run: RunDir
 
+    def __str__(self) -> str:
+        return f"the QEMU of VM {self.uuid} (pid {self.pid})"
+
 
 def writers(run_root: Path) -> dict[Path, list[Writer]]:
     """Each directory holding a writable disk of a live QEMU in ``run_root``, with those QEMUs."""
