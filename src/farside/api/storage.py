@@ -317,7 +317,9 @@ class StorageService:
                 stopped += stop(sr)
             except Exception:
                 log.exception("while stopping the VMs of fenced SR %s", sr_uuid)
-        vms = f"the VMs using its disks were hard-stopped: {', '.join(stopped)}" if stopped else "no VM ran on its disks any more"
+        vms = "no VM ran on its disks any more"
+        if stopped:
+            vms = f"the VMs using its disks were hard-stopped: {', '.join(stopped)}"
         body = (
             f"Pool {pool_name!r} let go of SR {sr_uuid} on {path} because {why}. Its PBD is unplugged, writes "
             f"to the SR are refused, and {vms}. Another pool may be using the LUN now: plug the SR here again "
