@@ -28,6 +28,9 @@ DEFAULT_METADATA_HALF_BYTES = 64 << 20
 # The unprivileged system user every QEMU runs as (``make setup`` creates it); it owns no files.
 DEFAULT_QEMU_USER = "farside-qemu"
 
+# xapi keeps at most this many messages (alerts); the oldest go first.
+DEFAULT_MESSAGE_LIMIT = 10_000
+
 DB_FILE = "pool.db"
 TLS_DIR = "tls"
 RUN_DIR = "run"
@@ -50,6 +53,90 @@ class Listen:
 
 
 @dataclass(frozen=True)
+class Fencing:
+    """One writer per LUN: the lease on a plugged SR's LUN and how its holder fences itself.
+
+    The timing argument is in docs/storage.md ("Fencing"). Every pool that can plug a LUN must
+    use the same values.
+
+    Args:
+        lease_ttl_s: a lease lives this long after its last renewal.
+        renew_interval_s: the holder renews its leases this often.
+        fence_margin_s: once a lease has no more than this left, its holder's watchdog kills the
+            QEMUs using the LUN, and the server refuses to write to it and fences the SR.
+        watchdog_interval_s: how often the watchdog reads the leases.
+        kill_timeout_s: how long the watchdog waits for a killed QEMU to be gone.
+        takeover_wait_s: another pool takes an expired lease over only this long after its expiry
+            (the fence bound: a late watchdog, clock skew between the hosts).
+    """
+
+    lease_ttl_s: float = 30.0
+    renew_interval_s: float = 10.0
+    fence_margin_s: float = 5.0
+    watchdog_interval_s: float = 1.0
+    kill_timeout_s: float = 2.0
+    takeover_wait_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if not value >= 0 or (value == 0 and name != "takeover_wait_s"):
+                raise ValueError(f"fencing setting {name} must be a positive number of seconds, not {value}")
+        # A healthy holder must never reach the fence margin between two renewals.
+        if self.renew_interval_s + self.fence_margin_s >= self.lease_ttl_s:
+            raise ValueError(
+                f"lease renewal interval ({self.renew_interval_s:g} s) plus fence margin ({self.fence_margin_s:g} s) "
+                f"must be less than the lease TTL ({self.lease_ttl_s:g} s)"
+            )
+        # The watchdog's QEMUs must be gone by the lease's expiry: it fences at the margin and
+        # needs one interval to notice and the kill timeout to finish.
+        if self.watchdog_interval_s + self.kill_timeout_s > self.fence_margin_s:
+            raise ValueError(
+                f"the fence margin ({self.fence_margin_s:g} s) must cover the watchdog interval "
+                f"({self.watchdog_interval_s:g} s) plus its kill timeout ({self.kill_timeout_s:g} s)"
+            )
+
+    @property
+    def fence_bound_s(self) -> float:
+        """After a lease's last renewal, the latest moment its holder's QEMUs may still write."""
+        return self.lease_ttl_s - self.fence_margin_s + self.watchdog_interval_s + self.kill_timeout_s
+
+    @property
+    def takeover_after_s(self) -> float:
+        """After a lease's last renewal, the earliest moment another pool may plug its LUN."""
+        return self.lease_ttl_s + self.takeover_wait_s
+
+
+_FENCING_ENV = {
+    "lease_ttl_s": "FARSIDE_LEASE_TTL",
+    "renew_interval_s": "FARSIDE_LEASE_RENEW",
+    "fence_margin_s": "FARSIDE_FENCE_MARGIN",
+    "watchdog_interval_s": "FARSIDE_WATCHDOG_INTERVAL",
+    "kill_timeout_s": "FARSIDE_FENCE_KILL_TIMEOUT",
+    "takeover_wait_s": "FARSIDE_LEASE_TAKEOVER_WAIT",
+}
+
+
+def watchdog_from_env() -> bool:
+    """``FARSIDE_WATCHDOG=0`` runs a server without its fencing watchdog (tests of what the
+    server does alone); anything else, or nothing, runs it."""
+    return os.environ.get("FARSIDE_WATCHDOG") != "0"
+
+
+def fencing_from_env() -> Fencing:
+    """The fencing settings, each from its ``FARSIDE_*`` variable when set (seconds)."""
+    values = {}
+    for name, var in _FENCING_ENV.items():
+        text = os.environ.get(var)
+        if not text:
+            continue
+        try:
+            values[name] = float(text)
+        except ValueError:
+            raise ValueError(f"{var} must be a number of seconds, not {text!r}") from None
+    return Fencing(**values)
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """How one pool server runs.
 
@@ -61,6 +148,10 @@ class ServerConfig:
         max_body_bytes: larger requests get HTTP 413.
         kvm: run guests under KVM; honoured only where the CPU shows vmx or svm (TCG otherwise).
         metadata_half_size: bytes in each half of a new metadata VDI.
+        fencing: the LUN leases' timing, and the watchdog's.
+        watchdog: run the fencing watchdog (``farside watchdog``) beside the server (``farside
+            server`` does unless ``FARSIDE_WATCHDOG=0``; a server run in-process does not).
+        message_limit: messages kept; the oldest go when a new one would exceed it.
     """
 
     data_dir: Path
@@ -73,6 +164,9 @@ class ServerConfig:
     event_history: int = DEFAULT_EVENT_HISTORY
     kvm: bool = False
     metadata_half_size: int = DEFAULT_METADATA_HALF_BYTES
+    fencing: Fencing = Fencing()
+    watchdog: bool = False
+    message_limit: int = DEFAULT_MESSAGE_LIMIT
 
     @property
     def db_path(self) -> Path:

@@ -11,6 +11,8 @@ import contextlib
 import logging
 import socket
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from farside.api import http, jsonrpc, xmlrpc
 from farside.api.context import Services
 from farside.api.dispatcher import Dispatcher, Outcome
 from farside.api.events import EventHub
+from farside.api.messages import MessageService
 from farside.api.metadata import MetadataService
 from farside.api.records import AllRecords, Encoded, RecordCache
 from farside.api.sessions import SessionStore
@@ -41,10 +44,14 @@ from farside.errors import DatabaseError, FarsideError, InternalError
 from farside.hypervisor.errors import RunRootBusy
 from farside.hypervisor.qemu import QemuDriver
 from farside.replication.authenticity import Keyring
+from farside.storage import watchdog
 from farside.web import Console, console_app
 
 log = logging.getLogger(__name__)
 _EXPIRY_INTERVAL_S = 30.0
+# How often the server makes sure its fencing watchdog runs.
+_WATCHDOG_CHECK_S = 5.0
+_WATCHDOG_LOG = "watchdog.log"
 
 
 class BodyTooLarge(Exception):
@@ -86,7 +93,8 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
         keys = Keyring(config.data_dir, tx.get_field("pool", pool, "uuid"))
     hub = EventHub(config.event_history, db.generation)
     db.subscribe(hub.publish)
-    storage = StorageService(db, pool, host)
+    messages = MessageService(db, config.message_limit)
+    storage = StorageService(db, pool, host, config.fencing, messages)
     sessions = SessionStore(db, host, config.session_timeout_s)
     return Services(
         config=config,
@@ -98,6 +106,7 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
         storage=storage,
         vms=VMService(db, driver, storage, pool, host),
         metadata=MetadataService(db, storage, sessions, pool, config.metadata_half_size, keys),
+        messages=messages,
         pool=pool,
         host=host,
     )
@@ -126,6 +135,7 @@ def build_app(config: ServerConfig, prepared: Services | None = None) -> Starlet
         state["export_raw_vdi"] = http.export_raw_vdi(services)
         state["serial"] = http.serial_console(services)
         reaper = asyncio.create_task(_expire_sessions(services.sessions))
+        keeper = asyncio.create_task(_keep_watchdog(config, services)) if config.watchdog else None
         await asyncio.to_thread(services.vms.reconcile)
         # Before anything writes to the SRs (the heartbeat, metadata replication): a LUN that
         # became a mirror target or another pool's while this server was down is let go.
@@ -136,6 +146,8 @@ def build_app(config: ServerConfig, prepared: Services | None = None) -> Starlet
             yield
         finally:
             reaper.cancel()
+            if keeper is not None:
+                keeper.cancel()  # the watchdog itself runs on: it fences the VMs the server leaves running
             services.storage.stop_heartbeat()
             services.metadata.close()
             services.vms.driver.close()  # VMs keep running; the next server reattaches them
@@ -281,6 +293,31 @@ async def _expire_sessions(sessions: SessionStore) -> None:
             await asyncio.to_thread(sessions.expire_idle)
         except Exception:
             log.exception("session expiry failed")
+
+
+async def _keep_watchdog(config: ServerConfig, services: Services) -> None:
+    """Run the fencing watchdog beside the server, as a process of its own (in its own session, so
+    that it outlives the server and its signals), and start it again if it ever goes."""
+    with services.db.read() as tx:
+        pool_uuid = tx.get_field("pool", services.pool, "uuid")
+    f = config.fencing
+    argv = [sys.executable, "-m", "farside.cli.main", "watchdog", str(config.data_dir), "--pool-uuid", pool_uuid]
+    argv += ["--lease-ttl", str(f.lease_ttl_s), "--renew-interval", str(f.renew_interval_s)]
+    argv += ["--fence-margin", str(f.fence_margin_s), "--interval", str(f.watchdog_interval_s)]
+    argv += ["--kill-timeout", str(f.kill_timeout_s)]
+    child: subprocess.Popen[bytes] | None = None
+    while True:
+        if child is not None and child.poll() is not None and child.returncode != 0:
+            log.error("the fencing watchdog exited with %s; see %s", child.returncode, config.data_dir / _WATCHDOG_LOG)
+        try:
+            if not await asyncio.to_thread(watchdog.running, config.run_dir):
+                with open(config.data_dir / _WATCHDOG_LOG, "ab") as out:
+                    child = subprocess.Popen(
+                        argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                    )
+        except OSError as exc:
+            log.error("cannot start the fencing watchdog: %s", exc)
+        await asyncio.sleep(_WATCHDOG_CHECK_S)
 
 
 class ListenError(FarsideError):

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import XenAPI
 
+from farside.config import Fencing
 from farside.dr.plan import STEPS
 from farside.storage import lease
 
@@ -251,6 +252,6 @@ def test_failback_after_the_luns_are_copied_back_replaces_the_stale_copies(
     # B's lease did not block A: by its next heartbeat at the latest, the lease on A's LUN is A's.
     pool_a = sa.xenapi.pool.get_uuid(sa.xenapi.pool.get_all()[0])
     while (held := lease.read(lun_a)) is None or held.pool_uuid != pool_a:
-        assert time.monotonic() < restarted + lease.RENEW_INTERVAL_S + 5, f"A never took its LUN's lease: {held}"
+        assert time.monotonic() < restarted + Fencing().renew_interval_s + 5, f"A never took its LUN's lease: {held}"
         time.sleep(0.2)
     assert "taken over" not in (a.data_dir / "server.log").read_text()

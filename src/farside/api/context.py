@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from farside.api.events import EventHub
+from farside.api.messages import MessageService
 from farside.api.metadata import MetadataService
 from farside.api.records import RecordCache
 from farside.api.sessions import Caller, SessionStore
@@ -31,6 +32,7 @@ class Services:
     storage: StorageService
     vms: VMService
     metadata: MetadataService
+    messages: MessageService
     pool: str
     host: str
     # Set once the server's loop runs: how code on worker threads makes XenAPI calls in-process.

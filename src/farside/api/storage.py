@@ -7,21 +7,23 @@ that write fails.
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
+import time
 import uuid as uuidlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from farside.config import crash_point
+from farside.api.messages import PRIORITY_CRITICAL, MessageService
+from farside.config import Fencing, crash_point
 from farside.db import Database, Transaction
 from farside.errors import FarsideError, XenAPIFailure
 from farside.model.types import NULL_REF
 from farside.storage import image, lease
-from farside.storage.errors import BackendFailure, VdiInUse, path_failure, records_failure
+from farside.storage.errors import BackendFailure, LunIsMirrorTarget, VdiInUse, path_failure, records_failure
 from farside.storage.lun import Lun, check_usable, image_format, new_location, recorded_format
+from farside.storage.mirror_marker import refuse_mirror_target
 from farside.storage.roots import check_lun
 
 ImageMaker = Callable[[Path, str], object]
@@ -31,20 +33,53 @@ Usable = tuple[dict[str, dict[str, Any]], set[str]]
 log = logging.getLogger(__name__)
 
 
-class StorageService:
-    """Plug, unplug and scan file SRs for one pool, and keep its leases alive."""
+class SrFenced(FarsideError):
+    """``[sr, why]``: the SR was let go here because this pool lost its LUN's lease."""
 
-    def __init__(self, db: Database, pool: str, host: str) -> None:
+    code = "SR_NOT_ATTACHED"
+
+    def describe(self) -> str:
+        sr, why = [*self.params, "?", "?"][:2]
+        return f"{self.code} {sr}: the SR was unplugged here because {why}; plug it again once the LUN is free"
+
+
+class LeaseLapsing(FarsideError):
+    """``[sr, path]``: this pool's lease on the LUN is about to run out; no write may start."""
+
+    code = "SR_NOT_ATTACHED"
+
+    def describe(self) -> str:
+        sr, path = [*self.params, "?", "?"][:2]
+        return f"{self.code} {sr}: the lease on {path} was not renewed in time; writes wait for the next renewal"
+
+
+class StorageService:
+    """Plug, unplug and scan file SRs for one pool, keep its leases alive, and fence an SR whose
+    lease this pool lost (docs/storage.md, "Fencing")."""
+
+    def __init__(self, db: Database, pool: str, host: str, fencing: Fencing, messages: MessageService) -> None:
         self._db = db
         self._pool = pool
         self._host = host
+        self._fencing = fencing
+        self._messages = messages
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._heartbeat: threading.Thread | None = None
+        # The lease this server last wrote on each LUN it has plugged: by its own clock it stops
+        # writing there before the lease can run out, even if it was frozen and the heartbeat has
+        # not run since.
+        self._held: dict[Path, lease.Lease] = {}
+        self._fenced: dict[str, str] = {}  # SR ref -> why it was fenced, for the errors writers get
+        self._lock = threading.Lock()
         # Told after an SR's PBD is plugged and before it is unplugged (metadata replication).
         self.after_plug: list[Callable[[str], None]] = []
         self.before_unplug: list[Callable[[str], None]] = []
         # Told after a scan read the LUN again (metadata VDIs that came with a copied-back LUN).
         self.after_scan: list[Callable[[str], None]] = []
+        # Told when an SR is fenced, after its PBD was unplugged: stop whatever uses its disks.
+        # Each returns what it stopped, for the message.
+        self.on_fence: list[Callable[[str], list[str]]] = []
 
     # -- identities ----------------------------------------------------------------------------
 
@@ -67,11 +102,27 @@ class StorageService:
         return check_usable(check_lun(path, self.lun_roots()))
 
     def attached_lun(self, tx: Transaction, sr: str) -> Lun:
-        """The LUN of a plugged SR; SR_HAS_NO_PBDS [sr] when it is not plugged here."""
+        """The LUN of a plugged SR, for a write that is about to start.
+
+        Raises:
+            SrFenced: the SR was fenced (its lease lost); plug it again once the LUN is free.
+            LeaseLapsing: the lease is within the fence margin of its end (the heartbeat is woken).
+            XenAPIFailure: SR_HAS_NO_PBDS [sr] when it is not plugged here.
+        """
         for pbd in tx.get_field("SR", tx.check("SR", sr), "PBDs"):
             record = tx.get_record("PBD", pbd)
             if record["currently_attached"]:
-                return Lun(Path(record["device_config"]["path"]))
+                path = Path(record["device_config"]["path"])
+                with self._lock:
+                    held = self._held.get(path)
+                if held is not None and held.expiry - self._fencing.fence_margin_s <= time.time():
+                    self._wake.set()  # renew now, or fence
+                    raise LeaseLapsing(sr, str(path))
+                return Lun(path)
+        with self._lock:
+            why = self._fenced.get(sr)
+        if why is not None:
+            raise SrFenced(sr, why)
         raise XenAPIFailure("SR_HAS_NO_PBDS", sr)
 
     # -- plug and unplug -----------------------------------------------------------------------
@@ -88,7 +139,7 @@ class StorageService:
             found = lun.identity().get("uuid") if lun.formatted else "no SR"
             raise records_failure(f"{path} holds {found}, not SR {sr_uuid}")
         pool_uuid, pool_name, hostname = self._owner()
-        lease.acquire(path, pool_uuid, pool_name, hostname, lambda: _images_in_use(lun))
+        held = self._acquire(path, pool_uuid, pool_name, hostname)
         crash_point("plug:leased")
         try:
             found = usable_records(lun)
@@ -98,15 +149,24 @@ class StorageService:
         except BaseException:
             lease.release(path, pool_uuid)
             raise
+        with self._lock:
+            self._held[path] = held
+            self._fenced.pop(record["SR"], None)
         for hook in self.after_plug:
             hook(record["SR"])
+
+    def _acquire(self, path: Path, pool_uuid: str, pool_name: str, hostname: str) -> lease.Lease:
+        lun = Lun(path)
+        f = self._fencing
+        return lease.acquire(
+            path, pool_uuid, pool_name, hostname, lambda: _images_in_use(lun), f.lease_ttl_s, f.takeover_wait_s
+        )
 
     def reattach(self) -> None:
         """At start-up: take the lease again on each LUN this host had plugged, as a plug would.
 
-        A LUN that cannot be taken (a mirror now replicates into it, or another pool holds it)
-        has its PBD marked unplugged, with the reason logged: the pool must not write into it.
-        An SR whose disks a running VM uses stays as it is, with an error logged."""
+        A LUN that cannot be taken (a mirror now replicates into it, or another pool holds it) is
+        fenced: the pool must not write into it, and VMs still running on its disks are stopped."""
         with self._db.read() as tx:
             attached = {
                 pbd: r
@@ -117,16 +177,13 @@ class StorageService:
         for pbd, record in attached.items():
             path = Path(record["device_config"]["path"])
             try:
-                lease.acquire(path, pool_uuid, pool_name, hostname, functools.partial(_images_in_use, Lun(path)))
+                held = self._acquire(path, pool_uuid, pool_name, hostname)
             except (FarsideError, OSError) as exc:
-                with self._db.write() as tx:
-                    busy = [v for v in tx.get_field("SR", record["SR"], "VDIs") if vdi_busy(tx, v)]
-                    if busy:
-                        log.error("LUN %s cannot be taken again (%s), but running VMs use it; it stays plugged",
-                                  path, exc)  # fmt: skip
-                        continue
-                    tx.set_fields("PBD", pbd, {"currently_attached": False})
-                log.warning("SR on %s unplugged at start-up: %s", path, exc)
+                why = exc.describe() if isinstance(exc, FarsideError) else str(exc)
+                self.fence(pbd, f"its lease could not be taken again at start-up: {why}")
+                continue
+            with self._lock:
+                self._held[path] = held
 
     def unplug(self, pbd: str) -> None:
         with self._db.read() as tx:
@@ -140,6 +197,8 @@ class StorageService:
             hook(record["SR"])
         with self._db.write() as tx:
             tx.set_fields("PBD", pbd, {"currently_attached": False})
+        with self._lock:
+            self._held.pop(Path(record["device_config"]["path"]), None)
         pool_uuid, _, _ = self._owner()
         try:
             lease.release(Path(record["device_config"]["path"]), pool_uuid)
@@ -202,26 +261,99 @@ class StorageService:
             self._heartbeat.join(5)
 
     def _beat(self) -> None:
-        while not self._stop.wait(lease.RENEW_INTERVAL_S):
+        while not self._stop.is_set():
+            self._wake.wait(self._fencing.renew_interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.renew_leases()
             except Exception:
                 log.exception("lease heartbeat failed")
 
     def renew_leases(self) -> None:
+        """Renew the lease of each LUN plugged here; fence each one whose lease another pool or a
+        mirror took, or that could not be renewed before the fence margin."""
         with self._db.read() as tx:
-            paths = [
-                Path(r["device_config"]["path"])
-                for r in tx.get_records("PBD").values()
+            plugged = {
+                pbd: Path(r["device_config"]["path"])
+                for pbd, r in tx.get_records("PBD").items()
                 if r["currently_attached"] and r["host"] == self._host
-            ]
+            }
         pool_uuid, pool_name, hostname = self._owner()
-        for path in paths:
+        for pbd, path in plugged.items():
             try:
-                if not lease.renew(path, pool_uuid, pool_name, hostname):
-                    log.error("LUN %s was taken over by another pool or a mirror; its SR must be unplugged here", path)
+                renewed = lease.renew(path, pool_uuid, pool_name, hostname, self._fencing.lease_ttl_s)
             except OSError as exc:
-                log.error("cannot renew the lease on %s: %s", path, exc)
+                with self._lock:
+                    held = self._held.get(path)
+                if held is None or held.expiry - self._fencing.fence_margin_s <= time.time():
+                    self.fence(pbd, f"its lease on {path} could not be renewed in time: {exc.strerror or exc}")
+                else:
+                    log.error("cannot renew the lease on %s (it lives until %s): %s", path, held.describe_expiry(), exc)
+                continue
+            if renewed is None:
+                self.fence(pbd, f"its lease on {path} was taken over: {_holder(path)}")
+                continue
+            with self._lock:
+                self._held[path] = renewed
+
+    def fence(self, pbd: str, why: str) -> None:
+        """Let go of a LUN this pool may no longer write to, at once: metadata replication onto it
+        stops, the PBD is unplugged (every write to the SR is refused from now on), the VMs using
+        its disks are hard-stopped, and a message says what happened. The lease is not touched:
+        it is not ours any more, or cannot be written."""
+        with self._db.read() as tx:
+            record = tx.get_record("PBD", pbd)
+            if not record["currently_attached"]:
+                return  # fenced already, or unplugged meanwhile
+            sr = record["SR"]
+            sr_uuid = tx.get_field("SR", sr, "uuid")
+            pool_name = tx.get_field("pool", self._pool, "name_label")
+        path = Path(record["device_config"]["path"])
+        log.error("fencing SR %s on %s: %s", sr_uuid, path, why)
+        with self._lock:
+            self._fenced[sr] = why
+            self._held.pop(path, None)
+        for unplugging in self.before_unplug:
+            try:
+                unplugging(sr)
+            except Exception:  # the fence goes on: the LUN must be let go whatever else fails
+                log.exception("while fencing SR %s", sr_uuid)
+        with self._db.write() as tx:
+            tx.set_fields("PBD", pbd, {"currently_attached": False})
+        stopped: list[str] = []
+        for stop in self.on_fence:
+            try:
+                stopped += stop(sr)
+            except Exception:
+                log.exception("while stopping the VMs of fenced SR %s", sr_uuid)
+        vms = "no VM ran on its disks any more"
+        if stopped:
+            vms = f"the VMs using its disks were hard-stopped: {', '.join(stopped)}"
+        body = (
+            f"Pool {pool_name!r} let go of SR {sr_uuid} on {path} because {why}. Its PBD is unplugged, writes "
+            f"to the SR are refused, and {vms}. Another pool may be using the LUN now: plug the SR here again "
+            "(PBD.plug) only once that pool has let it go."
+        )
+        try:
+            self._messages.raise_("LUN_LEASE_LOST", PRIORITY_CRITICAL, "SR", sr_uuid, body)
+        except Exception:
+            log.exception("cannot raise the message about fenced SR %s", sr_uuid)
+
+
+def _holder(path: Path) -> str:
+    """Who holds a LUN now, in words."""
+    try:
+        refuse_mirror_target(path)
+        current = lease.read(path)
+    except LunIsMirrorTarget as exc:
+        return exc.describe()
+    except OSError as exc:
+        return f"the lease cannot be read ({exc.strerror or exc})"
+    if current is None:
+        return "no lease is left on it"
+    return f"pool {current.pool_name!r} ({current.pool_uuid}) holds it until {current.describe_expiry()}"
 
 
 def usable_records(lun: Lun) -> Usable:

@@ -79,6 +79,7 @@ class VMService:
         self._pool = pool
         self._host = host
         driver.on_halted = self._halted_by_itself
+        storage.on_fence.append(self.stop_users)
 
     # -- claiming a VM for one operation --------------------------------------------------------
 
@@ -375,6 +376,34 @@ class VMService:
         with self._db.write() as tx:
             if tx.exists("VM", vm):
                 tx.set_fields("VM", vm, {"allowed_operations": ALLOWED["Halted"]})
+
+    def stop_users(self, sr: str) -> list[str]:
+        """Hard-stop every VM with a disk on ``sr`` whatever it is doing (its SR was fenced: its
+        writes would corrupt another pool's data); the VMs stopped, as ``name (uuid)``."""
+        with self._db.read() as tx:
+            users = {
+                tx.get_field("VBD", vbd, "VM")
+                for vdi in tx.get_field("SR", sr, "VDIs")
+                for vbd in tx.get_field("VDI", vdi, "VBDs")
+            }
+            running = {
+                vm: tx.get_record("VM", vm)
+                for vm in users
+                if tx.exists("VM", vm) and tx.get_field("VM", vm, "power_state") in ("Running", "Paused")
+            }
+        stopped = []
+        for vm, record in running.items():
+            try:
+                self.driver.hard_stop(record["uuid"])
+            except FarsideError as exc:
+                log.error("fence: VM %s could not be stopped: %s", record["uuid"], exc.describe())
+                continue
+            with self._db.write() as tx:
+                self._apply_state(tx, vm, "Halted")
+                if not tx.get_field("VM", vm, "current_operations"):  # else the operation's end sets them
+                    tx.set_fields("VM", vm, {"allowed_operations": ALLOWED["Halted"]})
+            stopped.append(f"{record['name_label']} ({record['uuid']})")
+        return stopped
 
     def reconcile(self) -> None:
         """At server start: reattach VMs whose QEMU still runs; VMs whose QEMU is gone are Halted.

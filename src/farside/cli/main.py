@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     # Imported here, not at the top: they bring in the server stack, which takes a moment to load,
     # and an operator's Ctrl-C meanwhile must end the command as any other Ctrl-C does (main).
-    from farside.cli import dr, image, lab, metadata, mirror, pool, user, xe
+    from farside.cli import dr, image, lab, metadata, mirror, pool, user, watchdog, xe
 
     p: argparse.ArgumentParser = _Parser(prog="farside", description="Disaster recovery for VM pools, speaking XenAPI.")
     p.add_argument("--version", action="version", version=f"farside {__version__}")
@@ -36,6 +36,7 @@ def parser() -> argparse.ArgumentParser:
     xe.register(commands)
     lab.register(commands)
     dr.register(commands)
+    watchdog.register(commands)
     return p
 
 

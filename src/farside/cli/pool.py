@@ -9,7 +9,15 @@ from pathlib import Path
 
 from farside.cli.connection import PasswordFile, PasswordFileError, PasswordFileProblem, read_password_file
 from farside.cli.tls import make_self_signed
-from farside.config import DEFAULT_LISTEN, Listen, ServerConfig, kvm_from_env, session_timeout_from_env
+from farside.config import (
+    DEFAULT_LISTEN,
+    Listen,
+    ServerConfig,
+    fencing_from_env,
+    kvm_from_env,
+    session_timeout_from_env,
+    watchdog_from_env,
+)
 from farside.db import Database
 from farside.db.bootstrap import create_pool
 from farside.dr.session import source_hosts
@@ -168,6 +176,8 @@ def server(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         session_timeout_s=timeout,
         kvm=args.kvm or kvm_from_env(),
+        fencing=fencing_from_env(),
+        watchdog=watchdog_from_env(),
     )
     serve(config)
     return 0

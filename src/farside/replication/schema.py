@@ -17,7 +17,7 @@ from farside.model import STORED, stored_fields
 from farside.model.types import INT64_MAX, XType
 
 # Users (and their hashes) never leave the pool; DR runs are this site's own operational log.
-NEVER_REPLICATED = frozenset({"user", "DR_run"})
+NEVER_REPLICATED = frozenset({"user", "DR_run", "message"})
 REPLICATED: dict[str, list[str]] = {
     name: [f.name for f in stored_fields(c) if f.persist and not f.internal]
     for name, c in STORED.items()

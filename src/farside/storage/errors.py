@@ -49,7 +49,8 @@ def records_failure(message: str) -> BackendFailure:
 
 
 class LunLeased(StateError):
-    """The LUN is plugged in another pool whose lease is live."""
+    """``[path, pool uuid, pool name, expiry, free from]``: another pool's lease on the LUN is live,
+    or expired too recently to be taken over (the holder may still be fencing its VMs)."""
 
     code = "LUN_LEASED_BY_OTHER_POOL"
 

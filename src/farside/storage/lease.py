@@ -4,8 +4,9 @@ The lease names the owning pool, its host, a heartbeat and an expiry, and the id
 physical directory it was taken on (filesystem device and inode). A copy of the LUN (a mirror,
 ``cp -a``) is another directory, so the lease inside it is not live there: the copy can be plugged
 at the other site while the original runs. An expired lease is taken over only when no image on
-the LUN is held open by a running QEMU, so a pool whose server died while its VMs run cannot lose
-its disks to another pool. Acquiring holds an flock on the LUN so two pools cannot race.
+the LUN is held open by a running QEMU, and only ``takeover_wait`` seconds after it expired: by then
+the holder's watchdog has killed every QEMU of the holder's that used the LUN (docs/storage.md,
+"Fencing"). Acquiring holds an flock on the LUN so two pools cannot race.
 """
 
 from __future__ import annotations
@@ -19,14 +20,15 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from farside.config import Fencing
 from farside.storage.errors import LunLeased
 from farside.storage.files import read_json, write_json
 from farside.storage.lun import META_DIR
 from farside.storage.mirror_marker import mirror_target, refuse_mirror_target
 
-# A lease lives this long without a heartbeat; the holder renews it every third of that.
-DEFAULT_LEASE_S = 30.0
-RENEW_INTERVAL_S = DEFAULT_LEASE_S / 3
+# The defaults of config.Fencing, for callers that hold no server settings.
+DEFAULT_LEASE_S = Fencing.lease_ttl_s
+DEFAULT_TAKEOVER_WAIT_S = Fencing.takeover_wait_s
 LEASE_FILE = "lease.json"
 
 
@@ -42,11 +44,19 @@ class Lease:
 
     def live_on(self, lun: Path, now: float) -> bool:
         """Whether this lease binds ``lun``: the same physical directory, and not expired."""
+        return self.on(lun) and self.expiry > now
+
+    def on(self, lun: Path) -> bool:
+        """Whether this lease was taken on ``lun`` itself (not on the original of a copy)."""
         st = lun.stat()
-        return (st.st_dev, st.st_ino) == (self.device, self.inode) and self.expiry > now
+        return (st.st_dev, st.st_ino) == (self.device, self.inode)
 
     def describe_expiry(self) -> str:
-        return dt.datetime.fromtimestamp(self.expiry, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return describe_time(self.expiry)
+
+
+def describe_time(moment: float) -> str:
+    return dt.datetime.fromtimestamp(moment, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def read(lun: Path) -> Lease | None:
@@ -77,37 +87,44 @@ def acquire(
     host: str,
     images_in_use: Callable[[], bool],
     duration: float = DEFAULT_LEASE_S,
+    takeover_wait: float = DEFAULT_TAKEOVER_WAIT_S,
 ) -> Lease:
     """Take (or renew) the lease for this pool.
 
     Raises:
         LunIsMirrorTarget: a storage mirror is replicating into the LUN (split it first).
-        LunLeased: another pool's lease on this very directory is live, or it has expired but a
+        LunLeased: another pool's lease on this very directory is live, or expired less than
+            ``takeover_wait`` seconds ago (its holder's watchdog may still be fencing), or a
             running QEMU still holds one of the LUN's images.
     """
     with _locked(lun):
         refuse_mirror_target(lun)
         now = time.time()
         current = read(lun)
-        if current is not None and current.pool_uuid != pool_uuid:
-            st = lun.stat()
-            same_lun = (st.st_dev, st.st_ino) == (current.device, current.inode)
-            if same_lun and (current.expiry > now or images_in_use()):
-                raise LunLeased(str(lun), current.pool_uuid, current.pool_name, current.describe_expiry())
+        if current is not None and current.pool_uuid != pool_uuid and current.on(lun):
+            free_from = current.expiry + takeover_wait
+            if free_from > now or images_in_use():
+                raise LunLeased(
+                    str(lun), current.pool_uuid, current.pool_name, current.describe_expiry(), describe_time(free_from)
+                )
         return _write(lun, pool_uuid, pool_name, host, now, duration)
 
 
-def renew(lun: Path, pool_uuid: str, pool_name: str, host: str, duration: float = DEFAULT_LEASE_S) -> bool:
-    """Extend our lease; False (and nothing written) if another pool holds the LUN now, or a
-    mirror replicates into it."""
+def renew(lun: Path, pool_uuid: str, pool_name: str, host: str, duration: float = DEFAULT_LEASE_S) -> Lease | None:
+    """Extend our lease; None (and nothing written) if another pool took this very directory
+    over, or a mirror replicates into it. A lease copied in from another directory binds
+    nothing and is replaced.
+
+    Raises:
+        OSError: the lease could not be written (a full filesystem, a LUN gone).
+    """
     with _locked(lun):
         if mirror_target(lun):
-            return False
+            return None
         current = read(lun)
-        if current is not None and current.pool_uuid != pool_uuid and current.live_on(lun, time.time()):
-            return False
-        _write(lun, pool_uuid, pool_name, host, time.time(), duration)
-        return True
+        if current is not None and current.pool_uuid != pool_uuid and current.on(lun):
+            return None
+        return _write(lun, pool_uuid, pool_name, host, time.time(), duration)
 
 
 def release(lun: Path, pool_uuid: str) -> None:
