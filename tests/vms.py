@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import XenAPI
@@ -66,6 +67,26 @@ def wait_serial(server: PoolServer, s: XenAPI.Session, vm: str, text: bytes, tim
             return out
         time.sleep(0.05)
     raise AssertionError(f"{text!r} not seen on the serial console in {timeout} s: {serial(server, s, vm)[-300:]!r}")
+
+
+def wait_state(s: XenAPI.Session, vm: str, state: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while s.xenapi.VM.get_power_state(vm) != state:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"VM is {s.xenapi.VM.get_power_state(vm)}, not {state}")
+        time.sleep(0.05)
+
+
+def wait_task(s: XenAPI.Session, task: str, timeout: float = 20) -> dict[str, Any]:
+    """The task's record once it has ended (neither pending nor cancelling)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record: dict[str, Any] = s.xenapi.task.get_record(task)
+        if record["status"] not in ("pending", "cancelling"):
+            return record
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task {record['name_label']} is still {record['status']} after {timeout} s")
+        time.sleep(0.05)
 
 
 def last_tick(output: bytes) -> int:
