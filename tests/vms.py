@@ -28,16 +28,11 @@ def bootable_vm(
     server: PoolServer, s: XenAPI.Session, sr: str, tag: str, *, memory_mib: int = 16, counter: bool = False
 ) -> str:
     """A halted VM whose disk (filled through import_raw_vdi) prints ``BOOT <tag>`` when it boots."""
-    image = server.data_dir / f"{tag}.img"
-    write_bootable(image, tag, 1, counter)
     vdi = s.xenapi.VDI.create(
         {"SR": sr, "virtual_size": str(MIB), "type": "user", "name_label": f"{tag} disk", "sharable": False,
          "read_only": False, "other_config": {}, "sm_config": {"type": "raw"}}
     )  # fmt: skip
-    params = {"session_id": s.handle, "vdi": vdi, "format": "raw"}
-    response = httpx.put(f"{server.url}/import_raw_vdi", params=params, content=image.read_bytes(), timeout=60)
-    assert response.status_code == 200, response.text
-    image.unlink()
+    import_bootable(server, s, vdi, tag, counter)
     size = str(memory_mib * MIB)
     vm = s.xenapi.VM.create(
         {"name_label": tag, "memory_static_max": size, "memory_dynamic_max": size, "memory_dynamic_min": size,
@@ -50,6 +45,16 @@ def bootable_vm(
     net = s.xenapi.network.get_all()[0]
     s.xenapi.VIF.create({"device": "0", "network": net, "VM": vm, "MAC": "", "MTU": "1500", "other_config": {}})
     return str(vm)
+
+
+def import_bootable(server: PoolServer, s: XenAPI.Session, vdi: str, tag: str, counter: bool = False) -> None:
+    """Fill the 1 MiB raw ``vdi`` (through import_raw_vdi) with a disk that prints ``BOOT <tag>``."""
+    image = server.data_dir / f"{tag}.img"
+    write_bootable(image, tag, 1, counter)
+    params = {"session_id": s.handle, "vdi": vdi, "format": "raw"}
+    response = httpx.put(f"{server.url}/import_raw_vdi", params=params, content=image.read_bytes(), timeout=60)
+    assert response.status_code == 200, response.text
+    image.unlink()
 
 
 def serial(server: PoolServer, s: XenAPI.Session, vm: str) -> bytes:

@@ -525,3 +525,11 @@ class VMService:
 
     def serial_log(self, uuid: str) -> Path:
         return self.driver.serial_log(uuid)
+
+    def forget(self, uuid: str) -> None:
+        """After VM.destroy: what the driver kept of the VM (its run directory, serial log) goes,
+        so that no later reader (or VM of the same uuid, recovered again) sees its output."""
+        try:
+            self.driver.forget(uuid)
+        except (FarsideError, OSError) as exc:
+            log.warning("VM %s destroyed, but its run directory was not removed: %s", uuid, exc)

@@ -55,6 +55,7 @@ def destroy(ctx: Context, vm: str) -> str:
             field = "snapshot_of" if child in record["snapshots"] else "parent"
             tx.set_fields("VM", child, {field: NULL_REF})
         tx.destroy("VM", vm)
+    ctx.services.vms.forget(record["uuid"])
     return ""
 
 

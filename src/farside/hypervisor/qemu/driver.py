@@ -148,7 +148,7 @@ class QemuDriver(Driver):
                 taps = bridged(spec, bridges)
             except ValueError as exc:
                 raise DomainError(uuid, f"cannot start: {exc}") from exc
-            run.prepare(spec, self._serial_limit)
+            run.prepare(spec, self._serial_limit, new_boot=restore_from is None)
             domain = Domain(uuid, run, self._domain_gone)
             # Until start() returns, an exit is start()'s failure to report, not on_halted's.
             domain.expected_exit = True
@@ -245,6 +245,14 @@ class QemuDriver(Driver):
 
     def read_serial(self, uuid: str, max_bytes: int = DEFAULT_SERIAL_READ_BYTES) -> bytes:
         return self._run(_check_uuid(uuid)).read_serial(max_bytes)
+
+    def forget(self, uuid: str) -> None:
+        uuid = _check_uuid(uuid)
+        with self._uuid_lock(uuid):
+            run = self._run(uuid)
+            if self._get(uuid) is not None or process.find_qemu(run, uuid) is not None:
+                raise DomainError(uuid, "a domain of this VM is running")
+            run.remove()
 
     def close(self) -> None:
         with self._lock:

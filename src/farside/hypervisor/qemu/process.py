@@ -3,7 +3,8 @@
 Each VM has a run directory ``<run_root>/<uuid>/`` holding ``qemu.pid`` (written by QEMU, removed by
 QEMU when it exits cleanly), ``qmp.sock`` (the driver listens, QEMU connects), ``serial.log`` and
 ``serial.log.1`` (the serial output, rotated), ``qemu.log`` (QEMU's own stderr) and ``spec.json``
-(the spec it was started with). The directory outlives the domain, so the serial log stays readable.
+(the spec it was started with). The directory outlives the domain, so the serial log of its last boot
+stays readable, until the VM is destroyed.
 
 QEMU runs in its own session and is not waited for, so it outlives the server (FACTS.md). A pid
 file alone proves nothing once a process is gone, and pids are reused: a pid counts as our QEMU for
@@ -17,6 +18,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -68,14 +70,21 @@ class RunDir:
     def spec_file(self) -> Path:
         return self.path / "spec.json"
 
-    def prepare(self, spec: VMSpec, serial_limit: int) -> None:
-        """Create the directory, record the spec, and bound the logs a new QEMU will append to."""
+    def prepare(self, spec: VMSpec, serial_limit: int, new_boot: bool) -> None:
+        """Create the directory, record the spec, and bound the logs a new QEMU will append to.
+
+        A ``new_boot`` (not a restore from a suspend image) starts with no serial output: what a
+        reader (a readiness probe) sees is only what this boot printed.
+        """
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = self.spec_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(spec.to_json(), indent=2) + "\n")
         tmp.replace(self.spec_file)
         # No QEMU writes these now, so they can be cut freely.
-        if _size(self.serial_log) > serial_limit:
+        if new_boot:
+            self.serial_log.unlink(missing_ok=True)
+            self.serial_log_old.unlink(missing_ok=True)
+        elif _size(self.serial_log) > serial_limit:
             self.serial_log.replace(self.serial_log_old)
         keep_tail(self.serial_log_old, serial_limit)
         keep_tail(self.qemu_log, MAX_QEMU_LOG)
@@ -84,6 +93,11 @@ class RunDir:
         """Remove what only a live domain needs (a stale pid file, the socket); keep the logs."""
         self.pid_file.unlink(missing_ok=True)
         self.qmp_socket.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        """Remove the directory with its logs (its VM is gone)."""
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.path)
 
     def read_serial(self, max_bytes: int) -> bytes:
         """The last ``max_bytes`` of serial output, across the rotated and the current log."""
