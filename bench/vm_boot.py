@@ -355,7 +355,7 @@ def check_same_argv(server: PoolServer, guests: list[Guest], specs: list[VMSpec]
         live[args[args.index("-uuid") + 1]] = unnumbered(args)
     for g, spec in zip(guests, specs, strict=True):
         run = RunDir(root / g.uuid)
-        run.prepare(spec, DEFAULT_SERIAL_LOG_LIMIT, user)
+        run.prepare(spec, DEFAULT_SERIAL_LOG_LIMIT, user, new_boot=True)
         with contextlib.ExitStack() as opened:
             argv = unnumbered(open_command(spec, run, opened, qemu=DEFAULT_QEMU, kvm=False, incoming=False)[0])
         if live.get(g.uuid) != argv:

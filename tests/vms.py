@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import XenAPI
@@ -27,16 +28,11 @@ def bootable_vm(
     server: PoolServer, s: XenAPI.Session, sr: str, tag: str, *, memory_mib: int = 16, counter: bool = False
 ) -> str:
     """A halted VM whose disk (filled through import_raw_vdi) prints ``BOOT <tag>`` when it boots."""
-    image = server.data_dir / f"{tag}.img"
-    write_bootable(image, tag, 1, counter)
     vdi = s.xenapi.VDI.create(
         {"SR": sr, "virtual_size": str(MIB), "type": "user", "name_label": f"{tag} disk", "sharable": False,
          "read_only": False, "other_config": {}, "sm_config": {"type": "raw"}}
     )  # fmt: skip
-    params = {"session_id": s.handle, "vdi": vdi, "format": "raw"}
-    response = httpx.put(f"{server.url}/import_raw_vdi", params=params, content=image.read_bytes(), timeout=60)
-    assert response.status_code == 200, response.text
-    image.unlink()
+    import_bootable(server, s, vdi, tag, counter)
     size = str(memory_mib * MIB)
     vm = s.xenapi.VM.create(
         {"name_label": tag, "memory_static_max": size, "memory_dynamic_max": size, "memory_dynamic_min": size,
@@ -49,6 +45,16 @@ def bootable_vm(
     net = s.xenapi.network.get_all()[0]
     s.xenapi.VIF.create({"device": "0", "network": net, "VM": vm, "MAC": "", "MTU": "1500", "other_config": {}})
     return str(vm)
+
+
+def import_bootable(server: PoolServer, s: XenAPI.Session, vdi: str, tag: str, counter: bool = False) -> None:
+    """Fill the 1 MiB raw ``vdi`` (through import_raw_vdi) with a disk that prints ``BOOT <tag>``."""
+    image = server.data_dir / f"{tag}.img"
+    write_bootable(image, tag, 1, counter)
+    params = {"session_id": s.handle, "vdi": vdi, "format": "raw"}
+    response = httpx.put(f"{server.url}/import_raw_vdi", params=params, content=image.read_bytes(), timeout=60)
+    assert response.status_code == 200, response.text
+    image.unlink()
 
 
 def serial(server: PoolServer, s: XenAPI.Session, vm: str) -> bytes:
@@ -66,6 +72,26 @@ def wait_serial(server: PoolServer, s: XenAPI.Session, vm: str, text: bytes, tim
             return out
         time.sleep(0.05)
     raise AssertionError(f"{text!r} not seen on the serial console in {timeout} s: {serial(server, s, vm)[-300:]!r}")
+
+
+def wait_state(s: XenAPI.Session, vm: str, state: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while s.xenapi.VM.get_power_state(vm) != state:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"VM is {s.xenapi.VM.get_power_state(vm)}, not {state}")
+        time.sleep(0.05)
+
+
+def wait_task(s: XenAPI.Session, task: str, timeout: float = 20) -> dict[str, Any]:
+    """The task's record once it has ended (neither pending nor cancelling)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record: dict[str, Any] = s.xenapi.task.get_record(task)
+        if record["status"] not in ("pending", "cancelling"):
+            return record
+        if time.monotonic() > deadline:
+            raise AssertionError(f"task {record['name_label']} is still {record['status']} after {timeout} s")
+        time.sleep(0.05)
 
 
 def last_tick(output: bytes) -> int:

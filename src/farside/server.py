@@ -13,8 +13,10 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import anyio.to_thread
@@ -96,15 +98,16 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
     messages = MessageService(db, config.message_limit)
     storage = StorageService(db, pool, host, config.fencing, messages)
     sessions = SessionStore(db, host, config.session_timeout_s)
+    tasks = TaskManager(db, host)
     return Services(
         config=config,
         db=db,
         sessions=sessions,
         events=hub,
-        tasks=TaskManager(db, host),
+        tasks=tasks,
         records=RecordCache(db),
         storage=storage,
-        vms=VMService(db, driver, storage, pool, host),
+        vms=VMService(db, driver, storage, tasks, pool, host),
         metadata=MetadataService(db, storage, sessions, pool, config.metadata_half_size, keys),
         messages=messages,
         pool=pool,
@@ -145,6 +148,7 @@ def build_app(config: ServerConfig, prepared: Services | None = None) -> Starlet
         try:
             yield
         finally:
+            services.vms.stop_delays()  # else tasks.close() would wait out every delay being slept
             reaper.cancel()
             if keeper is not None:
                 keeper.cancel()  # the watchdog itself runs on: it fences the VMs the server leaves running
@@ -378,7 +382,21 @@ def serve(config: ServerConfig) -> None:
     settings = uvicorn.Config(
         build_app(config, services), log_level="warning", access_log=False, lifespan="on", **options
     )
-    uvicorn.Server(settings).run(sockets=[sock])
+    _Server(settings, services).run(sockets=[sock])
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, which also ends the VMs' delays when it is told to stop: a call sleeping
+    one (a synchronous VM.start) would otherwise keep its connection, and so the server, open."""
+
+    def __init__(self, config: uvicorn.Config, services: Services) -> None:
+        super().__init__(config)
+        self._services = services
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # A signal handler must not take a lock the thread it interrupted may hold: a thread does.
+        threading.Thread(target=self._services.vms.stop_delays, name="farside-stop-delays", daemon=True).start()
 
 
 def _bind(config: ServerConfig) -> socket.socket:

@@ -10,21 +10,13 @@ import pytest
 import XenAPI
 
 from pools import PoolServer
-from vms import bootable_vm, last_tick, make_sr, qemu_pids, serial, wait_serial
+from vms import bootable_vm, last_tick, make_sr, qemu_pids, serial, wait_serial, wait_state
 
 
 @pytest.fixture
 def pool(server: PoolServer, tmp_path: Path) -> tuple[PoolServer, XenAPI.Session, str]:
     s = server.session()
     return server, s, make_sr(s, tmp_path / "lun")
-
-
-def wait_state(s: XenAPI.Session, vm: str, state: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while s.xenapi.VM.get_power_state(vm) != state:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"VM is {s.xenapi.VM.get_power_state(vm)}, not {state}")
-        time.sleep(0.05)
 
 
 class TestLifecycle:

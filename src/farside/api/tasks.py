@@ -36,6 +36,7 @@ class TaskManager:
         self._pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="task")
         self._cancel_requested: set[str] = set()
         self._private: dict[str, str] = {}
+        self._cancel_listeners: list[Callable[[str], None]] = []
         self._lock = threading.Lock()
 
     def create(self, session: str, label: str, description: str = "") -> str:
@@ -118,6 +119,15 @@ class TaskManager:
             tx.set_fields("task", ref, {"status": "cancelling", "allowed_operations": []})
         with self._lock:
             self._cancel_requested.add(ref)
+            listeners = list(self._cancel_listeners)
+        for listener in listeners:
+            listener(ref)
+
+    def on_cancel(self, listener: Callable[[str], None]) -> None:
+        """Have ``listener(task_ref)`` called when a task is asked to stop: work that waits (a VM's
+        delay) wakes instead of seeing the request only at its next check."""
+        with self._lock:
+            self._cancel_listeners.append(listener)
 
     def check_cancelled(self, ref: str) -> None:
         """Raise TASK_CANCELLED if the task was asked to stop; long work calls this between steps."""

@@ -3,25 +3,29 @@
 Each operation checks the VM's state and claims it in one transaction (``current_operations``,
 so two operations on one VM never overlap: ``OTHER_OPERATION_IN_PROGRESS``), then acts through
 the driver with no transaction open, then records the outcome. ``start_delay`` and
-``shutdown_delay`` are slept inside the operation, as xapi does, so vApp groups follow them.
+``shutdown_delay`` are slept inside the operation, as xapi does, so vApp groups follow them; a
+delay being slept ends early on ``task.cancel`` of its task, on a ``hard_shutdown`` of the VM and
+when the server stops, so that no delay holds a VM, a task or the server.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
-import time
+import threading
 import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from farside.api.storage import StorageService, lun_record
+from farside.api.tasks import TaskManager
 from farside.db import Database, Transaction
-from farside.errors import FarsideError, XenAPIFailure
+from farside.errors import FarsideError, OperationNotAllowed, TaskCancelled, XenAPIFailure
 from farside.hypervisor.driver import DiskSpec, DomainState, Driver, NicSpec, VMSpec
 from farside.model.types import NULL_REF, now
-from farside.model.vm_rules import power_state_error
+from farside.model.vm_rules import MAX_DELAY_S, power_state_error
 from farside.storage import image
 from farside.storage.lun import image_format, new_location, recorded_format
 
@@ -35,6 +39,9 @@ HOST_RESERVE_BYTES = 1024 * MIB
 # Presses of the ACPI button are dropped until the guest enables it (FACTS.md): press again.
 BUTTON_RETRY_S = 0.5
 DEFAULT_CLEAN_SHUTDOWN_S = 60.0
+# How long a hard_shutdown waits for the operation whose delay it ended to let go of the VM (one
+# database write).
+RELEASE_WAIT_S = 30.0
 
 ALLOWED = {
     "Halted": ["start", "start_on", "destroy", "clone", "copy", "snapshot", "export"],
@@ -44,14 +51,39 @@ ALLOWED = {
 }
 
 
+class Wake(enum.Enum):
+    """Why a delay ended before its time."""
+
+    CANCEL = "task.cancel"
+    HARD_SHUTDOWN = "hard_shutdown"
+    STOP = "server stop"
+
+
 class _Claim(dict[str, Any]):
-    """A VM's record as claimed by ``_operation``; ``settle`` has the release record the outcome too."""
+    """A VM's record as claimed by ``_operation``; ``settle`` has the release record the outcome too.
+
+    ``task`` is the task the operation runs for (its own, or its vApp's); ``wake`` ends the
+    operation's delay, now or before it begins; ``released`` is set once the VM is let go.
+    """
 
     outcome: tuple[str, int] | None = None
+
+    def __init__(self, record: dict[str, Any], task: str | None) -> None:
+        super().__init__(record)
+        self.task = task
+        self.sleeping = False
+        self.woken_by: Wake | None = None
+        self.woken = threading.Event()
+        self.released = threading.Event()
 
     def settle(self, state: str, domid: int = -1) -> None:
         """Record ``state`` in the transaction that releases the claim (one commit instead of two)."""
         self.outcome = (state, domid)
+
+    def wake(self, why: Wake) -> None:
+        if self.woken_by is None:
+            self.woken_by = why
+        self.woken.set()
 
 
 def _holds_disks(tx: Transaction, vm: str) -> bool:
@@ -72,21 +104,32 @@ def contained_disks(spec: VMSpec) -> None:
 class VMService:
     """Power operations of the VMs resident on this pool's one host."""
 
-    def __init__(self, db: Database, driver: Driver, storage: StorageService, pool: str, host: str) -> None:
+    def __init__(
+        self, db: Database, driver: Driver, storage: StorageService, tasks: TaskManager, pool: str, host: str
+    ) -> None:
         self._db = db
         self.driver = driver
         self._storage = storage
+        self._tasks = tasks
         self._pool = pool
         self._host = host
+        # The operations in progress, by VM ref: what a cancel, a hard_shutdown or a stop wakes.
+        self._claims: dict[str, _Claim] = {}
+        self._claims_lock = threading.Lock()
+        self._stopping = False
         driver.on_halted = self._halted_by_itself
         storage.on_fence.append(self.stop_users)
+        tasks.on_cancel(self._task_cancelled)
 
     # -- claiming a VM for one operation --------------------------------------------------------
 
     @contextlib.contextmanager
-    def _operation(self, vm: str, op: str, allowed_states: tuple[str, ...], reserve: bool = False) -> Iterator[_Claim]:
-        """Claim the VM for ``op``. ``reserve`` (start, resume): check and book the host's memory and
-        the VM's disks in the same transaction, so two starts cannot both take the last of them."""
+    def _operation(
+        self, vm: str, op: str, allowed_states: tuple[str, ...], reserve: bool = False, task: str | None = None
+    ) -> Iterator[_Claim]:
+        """Claim the VM for ``op`` (run for ``task``). ``reserve`` (start, resume): check and book the
+        host's memory and the VM's disks in the same transaction, so two starts cannot both take the
+        last of them."""
         token = str(uuidlib.uuid4())
         with self._db.write() as tx:
             record = tx.get_record("VM", tx.check("VM", vm))
@@ -101,24 +144,93 @@ class VMService:
                 self._check_resources(tx, vm, record)
                 claim_fields["scheduled_to_be_resident_on"] = self._host
             tx.set_fields("VM", vm, claim_fields)
-        claim = _Claim(record)
+        claim = _Claim(record, task)
+        with self._claims_lock:
+            self._claims[vm] = claim
         try:
             yield claim
         finally:
-            with self._db.write() as tx:
-                if tx.exists("VM", vm):
-                    if claim.outcome is not None:
-                        self._apply_state(tx, vm, *claim.outcome)
-                    state = tx.get_field("VM", vm, "power_state")
-                    tx.set_fields(
-                        "VM",
-                        vm,
-                        {
-                            "current_operations": {},
-                            "allowed_operations": ALLOWED[state],
-                            "scheduled_to_be_resident_on": NULL_REF,
-                        },
-                    )
+            try:
+                with self._db.write() as tx:
+                    if tx.exists("VM", vm):
+                        if claim.outcome is not None:
+                            self._apply_state(tx, vm, *claim.outcome)
+                        state = tx.get_field("VM", vm, "power_state")
+                        tx.set_fields(
+                            "VM",
+                            vm,
+                            {
+                                "current_operations": {},
+                                "allowed_operations": ALLOWED[state],
+                                "scheduled_to_be_resident_on": NULL_REF,
+                            },
+                        )
+            finally:
+                with self._claims_lock:
+                    if self._claims.get(vm) is claim:
+                        del self._claims[vm]
+                claim.released.set()
+
+    # -- delays -----------------------------------------------------------------------------
+
+    def _delay(self, claim: _Claim, field: str) -> None:
+        """Sleep the VM's ``field`` (start_delay, shutdown_delay), at most MAX_DELAY_S.
+
+        It ends early on a hard_shutdown of the VM (the operation then ends as it would have), on
+        task.cancel of the operation's task (TASK_CANCELLED) and when the server stops
+        (OPERATION_NOT_ALLOWED): a vApp or DR start must not take a cut delay for a waited one.
+        """
+        seconds = int(claim[field])
+        if seconds <= 0:
+            return
+        if seconds > MAX_DELAY_S:  # a record from before the bound, or from foreign metadata
+            log.warning("VM %s: %s of %d s is over the bound: %d s", claim["uuid"], field, seconds, MAX_DELAY_S)
+            seconds = MAX_DELAY_S
+        with self._claims_lock:
+            claim.sleeping = True
+            if self._stopping:
+                claim.wake(Wake.STOP)
+        try:
+            if claim.task is not None:
+                self._tasks.check_cancelled(claim.task)  # asked before the delay began
+            claim.woken.wait(seconds)
+        finally:
+            with self._claims_lock:
+                claim.sleeping = False
+        if claim.woken_by is Wake.CANCEL:
+            assert claim.task is not None
+            raise TaskCancelled(claim.task)
+        if claim.woken_by is Wake.STOP:
+            raise OperationNotAllowed(f"The server is stopping: the {field} of VM {claim['uuid']} was cut short.")
+        if claim.woken_by is not None:
+            log.info("VM %s: %s ended early by %s", claim["uuid"], field, claim.woken_by.value)
+
+    def _end_delay(self, vm: str) -> None:
+        """A hard_shutdown does not wait out a delay another operation sleeps on the VM: it ends the
+        delay and waits for that operation to let go of the VM."""
+        with self._claims_lock:
+            claim = self._claims.get(vm)
+            if claim is None or not claim.sleeping:
+                return
+            claim.wake(Wake.HARD_SHUTDOWN)
+        claim.released.wait(RELEASE_WAIT_S)
+
+    def _task_cancelled(self, task: str) -> None:
+        with self._claims_lock:
+            for claim in self._claims.values():
+                if claim.task == task:
+                    claim.wake(Wake.CANCEL)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    def stop_delays(self) -> None:
+        """The server is stopping: every delay being slept ends now, and none begins any more."""
+        with self._claims_lock:
+            self._stopping = True
+            for claim in self._claims.values():
+                claim.wake(Wake.STOP)
 
     # -- building what the driver needs ---------------------------------------------------------
 
@@ -210,8 +322,8 @@ class VMService:
 
     # -- operations -------------------------------------------------------------------------
 
-    def start(self, vm: str, paused: bool) -> None:
-        with self._operation(vm, "start", ("Halted",), reserve=True) as record:
+    def start(self, vm: str, paused: bool, task: str | None = None) -> None:
+        with self._operation(vm, "start", ("Halted",), reserve=True, task=task) as record:
             with self._db.read() as tx:
                 spec = self.spec(tx, vm, record)
             contained_disks(spec)
@@ -219,7 +331,7 @@ class VMService:
             state = "Paused" if paused else "Running"
             if record["start_delay"]:
                 self._record_state(vm, state, domid)  # Running during the delay, as in xapi
-                time.sleep(record["start_delay"])
+                self._delay(record, "start_delay")
             else:
                 record.settle(state, domid)
 
@@ -237,33 +349,34 @@ class VMService:
             self._record_state(vm, "Paused" if paused else "Running", domid)
             self._drop_suspend_vdi(vm, suspend_vdi)
 
-    def clean_shutdown(self, vm: str, timeout: float = DEFAULT_CLEAN_SHUTDOWN_S) -> None:
-        with self._operation(vm, "clean_shutdown", ("Running",)) as record:
+    def clean_shutdown(self, vm: str, timeout: float = DEFAULT_CLEAN_SHUTDOWN_S, task: str | None = None) -> None:
+        with self._operation(vm, "clean_shutdown", ("Running",), task=task) as record:
             self._press_until_halted(vm, record, timeout)
             self._record_state(vm, "Halted")
-            time.sleep(record["shutdown_delay"])
+            self._delay(record, "shutdown_delay")
 
-    def hard_shutdown(self, vm: str) -> None:
-        with self._operation(vm, "hard_shutdown", ("Running", "Paused", "Suspended")) as record:
+    def hard_shutdown(self, vm: str, task: str | None = None) -> None:
+        self._end_delay(vm)
+        with self._operation(vm, "hard_shutdown", ("Running", "Paused", "Suspended"), task=task) as record:
             self._power_off(vm, record)
 
-    def shutdown(self, vm: str) -> None:
+    def shutdown(self, vm: str, task: str | None = None) -> None:
         """Clean shutdown within shutdown_delay (or the default timeout), then hard."""
-        with self._operation(vm, "shutdown", ("Running", "Paused", "Suspended")) as record:
+        with self._operation(vm, "shutdown", ("Running", "Paused", "Suspended"), task=task) as record:
             if record["power_state"] == "Running":
                 timeout = float(record["shutdown_delay"]) or DEFAULT_CLEAN_SHUTDOWN_S
                 with contextlib.suppress(XenAPIFailure):
                     self._press_until_halted(vm, record, timeout)
             self._power_off(vm, record)
 
-    def _power_off(self, vm: str, record: dict[str, Any]) -> None:
+    def _power_off(self, vm: str, record: _Claim) -> None:
         """The hard end of a shutdown: no domain (or no memory image) left, Halted, shutdown_delay."""
         if record["power_state"] == "Suspended":
             self._drop_suspend_vdi(vm, record["suspend_VDI"])
         else:
             self.driver.hard_stop(record["uuid"])
         self._record_state(vm, "Halted")
-        time.sleep(record["shutdown_delay"])
+        self._delay(record, "shutdown_delay")
 
     def clean_reboot(self, vm: str) -> None:
         """The guest shuts down through ACPI and boots again (HVM guests have no reboot request)."""
@@ -444,7 +557,20 @@ class VMService:
                 tx.set_fields("VM", vm, {"power_state": state, "resident_on": resident, "domid": domid})
             for state, allowed in ALLOWED.items():
                 tx.reset_fields("VM", {"allowed_operations": allowed}, where=("power_state", state))
+            # No operation outlives its server: a start it was in (say, killed in its start_delay)
+            # no longer books this host's memory or the VM's disks.
+            for vm in tx.find("VM", "scheduled_to_be_resident_on", self._host):
+                log.info("VM %s: the start its server was in when it stopped is over", tx.get_field("VM", vm, "uuid"))
+                tx.set_fields("VM", vm, {"scheduled_to_be_resident_on": NULL_REF})
             self._update_host_memory(tx)
 
     def serial_log(self, uuid: str) -> Path:
         return self.driver.serial_log(uuid)
+
+    def forget(self, uuid: str) -> None:
+        """After VM.destroy: what the driver kept of the VM (its run directory, serial log) goes,
+        so that no later reader (or VM of the same uuid, recovered again) sees its output."""
+        try:
+            self.driver.forget(uuid)
+        except (FarsideError, OSError) as exc:
+            log.warning("VM %s destroyed, but its run directory was not removed: %s", uuid, exc)

@@ -217,7 +217,16 @@ class Driver:
         raise NotImplementedError
 
     def serial_log(self, uuid: str) -> Path:
-        """The file that holds the domain's recent serial output (also after it halted)."""
+        """The file that holds the serial output of the domain's current or last boot (also after
+        it halted; a restore from a suspend image is the same boot)."""
+        raise NotImplementedError
+
+    def forget(self, uuid: str) -> None:
+        """Remove what is kept of a VM that no longer exists (its serial output).
+
+        Raises:
+            DomainError: a domain of the VM runs.
+        """
         raise NotImplementedError
 
     def close(self) -> None:

@@ -105,11 +105,13 @@ def spec() -> VMSpec:
 
 
 def test_prepare_records_the_spec_and_bounds_old_logs(tmp_path: Path) -> None:
-    """prepare writes spec.json, rotates an oversized serial log and cuts the rotated one."""
+    """prepare for a restore (the same boot) writes spec.json, rotates an oversized serial log and
+    cuts the rotated one."""
     run = RunDir.of(tmp_path, UUID)
     run.path.mkdir()
     run.serial_log.write_bytes(b"x" * 500 + b"END")
-    run.prepare(spec(), serial_limit=100, user=QemuUser("someone", 65534, 65534))
+    run.prepare(spec(), serial_limit=100, user=QemuUser("someone", 65534, 65534), new_boot=False)
+
     assert VMSpec.from_json(json.loads(run.spec_file.read_text())) == spec()
     assert not run.serial_log.exists()
     assert run.serial_log_old.read_bytes() == b"x" * 97 + b"END"
@@ -120,7 +122,7 @@ def test_run_dir_is_entered_not_written_by_qemu(tmp_path: Path) -> None:
     serial log QEMU gets as a descriptor is root's alone."""
     run = RunDir.of(tmp_path, UUID)
     run.path.mkdir(mode=0o700)
-    run.prepare(spec(), serial_limit=100, user=QemuUser("someone", 65534, 65533))
+    run.prepare(spec(), serial_limit=100, user=QemuUser("someone", 65534, 65533), new_boot=False)
     st = run.path.stat()
     assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o710, 0, 65533)
     os.close(run.open_serial())
@@ -143,6 +145,27 @@ def test_qemu_user_lookup() -> None:
         QemuUser.lookup("farside-no-such-user")
     with pytest.raises(LookupError, match="unprivileged"):
         QemuUser.lookup(pwd.getpwuid(0).pw_name)
+
+
+def test_prepare_for_a_new_boot_drops_the_last_boots_output(tmp_path: Path) -> None:
+    """A new boot starts with no serial output: a reader sees only what this boot prints."""
+    run = RunDir.of(tmp_path, UUID)
+    run.path.mkdir()
+    run.serial_log.write_bytes(b"BOOT old\r\n")
+    run.serial_log_old.write_bytes(b"older")
+    run.prepare(spec(), serial_limit=100, user=QemuUser("someone", 65534, 65534), new_boot=True)
+    assert run.read_serial(100) == b""
+    assert not run.serial_log.exists() and not run.serial_log_old.exists()
+
+
+def test_remove_takes_the_logs(tmp_path: Path) -> None:
+    """remove deletes the run directory with its logs, and a missing one is no error."""
+    run = RunDir.of(tmp_path, UUID)
+    run.path.mkdir()
+    run.serial_log.write_bytes(b"BOOT x")
+    run.remove()
+    assert not run.path.exists()
+    run.remove()
 
 
 def test_read_serial_spans_rotation(tmp_path: Path) -> None:

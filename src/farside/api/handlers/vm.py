@@ -10,7 +10,7 @@ from farside.api.registry import handles
 from farside.errors import InvalidValue, OperationNotAllowed, XenAPIFailure
 from farside.model import VM
 from farside.model.types import NULL_REF
-from farside.model.vm_rules import check_memory, check_vcpus, power_state_error
+from farside.model.vm_rules import DELAY_FIELDS, check_delay, check_memory, check_vcpus, power_state_error
 
 _RESTART_PRIORITIES = ("restart", "best-effort", "")
 
@@ -22,6 +22,8 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
         values = tx.get_record("VM", ref)
         check_memory(values)
         check_vcpus(values)
+        for field in DELAY_FIELDS:
+            check_delay(field, values[field])
         metrics = tx.create("VM_metrics", {"memory_actual": values["memory_static_max"]})
         # A new VM is always halted and has never been recovered, whatever the record says.
         tx.set_fields("VM", ref, {"power_state": "Halted", "metrics": metrics})
@@ -53,12 +55,11 @@ def destroy(ctx: Context, vm: str) -> str:
             field = "snapshot_of" if child in record["snapshots"] else "parent"
             tx.set_fields("VM", child, {field: NULL_REF})
         tx.destroy("VM", vm)
+    ctx.services.vms.forget(record["uuid"])
     return ""
 
 
-def _set_nonnegative(ctx: Context, vm: str, field: str, value: int) -> str:
-    if value < 0:
-        raise InvalidValue(field, value)
+def _set_field(ctx: Context, vm: str, field: str, value: int) -> str:
     with ctx.db.write() as tx:
         tx.set_fields("VM", tx.check("VM", vm), {field: value})
     return ""
@@ -125,17 +126,21 @@ def set_vcpus_at_startup(ctx: Context, vm: str, value: int) -> str:
 
 @handles("VM.set_order")
 def set_order(ctx: Context, vm: str, value: int) -> str:
-    return _set_nonnegative(ctx, vm, "order", value)
+    if value < 0:
+        raise InvalidValue("order", value)
+    return _set_field(ctx, vm, "order", value)
 
 
 @handles("VM.set_start_delay")
 def set_start_delay(ctx: Context, vm: str, value: int) -> str:
-    return _set_nonnegative(ctx, vm, "start_delay", value)
+    check_delay("start_delay", value)
+    return _set_field(ctx, vm, "start_delay", value)
 
 
 @handles("VM.set_shutdown_delay")
 def set_shutdown_delay(ctx: Context, vm: str, value: int) -> str:
-    return _set_nonnegative(ctx, vm, "shutdown_delay", value)
+    check_delay("shutdown_delay", value)
+    return _set_field(ctx, vm, "shutdown_delay", value)
 
 
 @handles("VM.set_appliance")
@@ -172,7 +177,7 @@ def set_ha_restart_priority(ctx: Context, vm: str, value: str) -> str:
 
 @handles("VM.start")
 def start(ctx: Context, vm: str, start_paused: bool, force: bool) -> str:
-    ctx.services.vms.start(vm, start_paused)
+    ctx.services.vms.start(vm, start_paused, ctx.task)
     return ""
 
 
@@ -184,19 +189,19 @@ def resume(ctx: Context, vm: str, start_paused: bool, force: bool) -> str:
 
 @handles("VM.clean_shutdown")
 def clean_shutdown(ctx: Context, vm: str) -> str:
-    ctx.services.vms.clean_shutdown(vm)
+    ctx.services.vms.clean_shutdown(vm, task=ctx.task)
     return ""
 
 
 @handles("VM.hard_shutdown")
 def hard_shutdown(ctx: Context, vm: str) -> str:
-    ctx.services.vms.hard_shutdown(vm)
+    ctx.services.vms.hard_shutdown(vm, task=ctx.task)
     return ""
 
 
 @handles("VM.shutdown")
 def shutdown(ctx: Context, vm: str) -> str:
-    ctx.services.vms.shutdown(vm)
+    ctx.services.vms.shutdown(vm, task=ctx.task)
     return ""
 
 

@@ -3,7 +3,9 @@
 Within a group every VM's operation runs at once; the next group starts when all of them have
 returned. The delays are slept inside each VM's operation (``start_delay`` after a start,
 ``shutdown_delay`` after a shutdown), as xapi does, so a group waits for its slowest member's
-operation plus delay. VMs whose operation failed are named in OPERATION_PARTIALLY_FAILED.
+operation plus delay. VMs whose operation failed are named in OPERATION_PARTIALLY_FAILED. A
+cancel of the vApp's task, or the server's stop, ends the delays being slept and starts no
+further group.
 """
 
 from __future__ import annotations
@@ -70,11 +72,17 @@ def _allowed(ctx: Context, appliance: str) -> list[str]:
     return allowed
 
 
-def _run_groups(members: list[dict[str, Any]], ascending: bool, operation: Callable[[str], None], name: str) -> None:
+def _run_groups(
+    ctx: Context, members: list[dict[str, Any]], ascending: bool, operation: Callable[[str], None], name: str
+) -> None:
     ordered = sorted(members, key=lambda m: m["order"], reverse=not ascending)
     failed: list[str] = []
     with ThreadPoolExecutor(max_workers=max(len(members), 1), thread_name_prefix="vapp") as pool:
         for _, group in groupby(ordered, key=lambda m: m["order"]):
+            # A group starts only once the one before it has waited out its delays.
+            ctx.check_cancelled()
+            if ctx.services.vms.stopping:
+                raise OperationNotAllowed(f"The server is stopping: {name} stopped between order groups.")
             refs = [m["ref"] for m in group]
             futures = {ref: pool.submit(operation, ref) for ref in refs}
             for ref, future in futures.items():
@@ -83,6 +91,7 @@ def _run_groups(members: list[dict[str, Any]], ascending: bool, operation: Calla
                 except FarsideError as exc:
                     log.warning("%s: VM %s failed: %s", name, ref, exc.describe())
                     failed.append(ref)
+    ctx.check_cancelled()  # a member's delay cut short by the cancel is no failure of that member
     if failed:
         raise XenAPIFailure("OPERATION_PARTIALLY_FAILED", name, *failed)
 
@@ -94,7 +103,7 @@ def start(ctx: Context, appliance: str, paused: bool) -> str:
         if not targets:
             raise OperationNotAllowed("There are no halted VMs in this appliance.")
         vms = ctx.services.vms
-        _run_groups(targets, True, lambda vm: vms.start(vm, paused), "VM_appliance.start")
+        _run_groups(ctx, targets, True, lambda vm: vms.start(vm, paused, ctx.task), "VM_appliance.start")
     return ""
 
 
@@ -109,20 +118,20 @@ def _shut_down(ctx: Context, appliance: str, op: str, operation: Callable[[str],
             nothing = "All VMs in this appliance are halted."
         if not targets:
             raise OperationNotAllowed(nothing)
-        _run_groups(targets, False, operation, f"VM_appliance.{op}")
+        _run_groups(ctx, targets, False, operation, f"VM_appliance.{op}")
     return ""
 
 
 @handles("VM_appliance.clean_shutdown")
 def clean_shutdown(ctx: Context, appliance: str) -> str:
-    return _shut_down(ctx, appliance, "clean_shutdown", ctx.services.vms.clean_shutdown)
+    return _shut_down(ctx, appliance, "clean_shutdown", lambda vm: ctx.services.vms.clean_shutdown(vm, task=ctx.task))
 
 
 @handles("VM_appliance.hard_shutdown")
 def hard_shutdown(ctx: Context, appliance: str) -> str:
-    return _shut_down(ctx, appliance, "hard_shutdown", ctx.services.vms.hard_shutdown)
+    return _shut_down(ctx, appliance, "hard_shutdown", lambda vm: ctx.services.vms.hard_shutdown(vm, task=ctx.task))
 
 
 @handles("VM_appliance.shutdown")
 def shutdown(ctx: Context, appliance: str) -> str:
-    return _shut_down(ctx, appliance, "shutdown", ctx.services.vms.shutdown)
+    return _shut_down(ctx, appliance, "shutdown", lambda vm: ctx.services.vms.shutdown(vm, task=ctx.task))

@@ -149,7 +149,7 @@ class QemuDriver(Driver):
                 user = QemuUser.lookup(self._qemu_user)
             except LookupError as exc:
                 raise DomainError(uuid, f"cannot start: {exc}") from None
-            run.prepare(spec, self._serial_limit, user)
+            run.prepare(spec, self._serial_limit, user, new_boot=restore_from is None)
             domain = Domain(uuid, run, self._domain_gone)
             # Until start() returns, an exit is start()'s failure to report, not on_halted's.
             domain.expected_exit = True
@@ -251,6 +251,14 @@ class QemuDriver(Driver):
 
     def read_serial(self, uuid: str, max_bytes: int = DEFAULT_SERIAL_READ_BYTES) -> bytes:
         return self._run(_check_uuid(uuid)).read_serial(max_bytes)
+
+    def forget(self, uuid: str) -> None:
+        uuid = _check_uuid(uuid)
+        with self._uuid_lock(uuid):
+            run = self._run(uuid)
+            if self._get(uuid) is not None or process.find_qemu(run, uuid) is not None:
+                raise DomainError(uuid, "a domain of this VM is running")
+            run.remove()
 
     def close(self) -> None:
         with self._lock:

@@ -3,7 +3,8 @@
 Each VM has a run directory ``<run_root>/<uuid>/`` holding ``qemu.pid`` (written by the driver once
 QEMU is spawned), ``qmp.sock`` (the driver listens, QEMU connects), ``serial.log`` and
 ``serial.log.1`` (the serial output, rotated), ``qemu.log`` (QEMU's own stderr) and ``spec.json``
-(the spec it was started with). The directory outlives the domain, so the serial log stays readable.
+(the spec it was started with). The directory outlives the domain, so the serial log of its last boot
+stays readable, until the VM is destroyed.
 
 QEMU runs as an unprivileged user (``QemuUser``, made by ``make setup``) with the run directory as
 its working directory. The directory is root's, mode 0710, group the QEMU user's: QEMU may enter it
@@ -25,6 +26,7 @@ import itertools
 import json
 import os
 import pwd
+import shutil
 import signal
 import struct
 import subprocess
@@ -109,9 +111,13 @@ class RunDir:
     def spec_file(self) -> Path:
         return self.path / "spec.json"
 
-    def prepare(self, spec: VMSpec, serial_limit: int, user: QemuUser) -> None:
+    def prepare(self, spec: VMSpec, serial_limit: int, user: QemuUser, new_boot: bool) -> None:
         """Create the directory for ``user`` to enter, record the spec, and bound the logs a new
-        QEMU will append to."""
+        QEMU will append to.
+
+        A ``new_boot`` (not a restore from a suspend image) starts with no serial output: what a
+        reader (a readiness probe) sees is only what this boot printed.
+        """
         self.path.mkdir(mode=RUN_DIR_MODE, parents=True, exist_ok=True)
         os.chown(self.path, 0, user.gid)
         os.chmod(self.path, RUN_DIR_MODE)  # mkdir's mode is cut by the umask, and a directory may be older
@@ -119,7 +125,10 @@ class RunDir:
         tmp.write_text(json.dumps(spec.to_json(), indent=2) + "\n")
         tmp.replace(self.spec_file)
         # No QEMU writes these now, so they can be cut freely.
-        if _size(self.serial_log) > serial_limit:
+        if new_boot:
+            self.serial_log.unlink(missing_ok=True)
+            self.serial_log_old.unlink(missing_ok=True)
+        elif _size(self.serial_log) > serial_limit:
             self.serial_log.replace(self.serial_log_old)
         keep_tail(self.serial_log_old, serial_limit)
         keep_tail(self.qemu_log, MAX_QEMU_LOG)
@@ -137,6 +146,11 @@ class RunDir:
         """Remove what only a live domain needs (a stale pid file, the socket); keep the logs."""
         self.pid_file.unlink(missing_ok=True)
         self.qmp_socket.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        """Remove the directory with its logs (its VM is gone)."""
+        with contextlib.suppress(FileNotFoundError):
+            shutil.rmtree(self.path)
 
     def read_serial(self, max_bytes: int) -> bytes:
         """The last ``max_bytes`` of serial output, across the rotated and the current log."""
