@@ -90,7 +90,7 @@ class TestContained:
     def test_refuses_encrypted(self, tmp_path: Path) -> None:
         path = tmp_path / "e.qcow2"
         qemu_img("create", "-q", "--object", "secret,id=k,data=pw", "-f", "qcow2", "-o",
-                 "encrypt.format=luks,encrypt.key-secret=k", str(path), str(MIB))  # fmt: skip
+                 "encrypt.format=luks,encrypt.key-secret=k,encrypt.iter-time=10", str(path), str(MIB))  # fmt: skip
         with pytest.raises(ImageUnsafe, match="encrypted"):
             image.contained(path, "qcow2")
 
