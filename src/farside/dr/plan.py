@@ -12,8 +12,8 @@ POWER = ("start", "start_paused", "none")
 # What DR_run.state can be: the engine moves a run through these.
 RUN_STATES = ("created", "running", "paused", "failed", "done", "cleaned up", "cleanup failed")
 STEPS = (
-    "discover", "split", "attach", "choose", "load", "select", "precheck", "recover", "start", "protect", "release",
-    "report",
+    "discover", "fence", "claim", "split", "attach", "choose", "load", "select", "precheck", "recover", "start",
+    "protect", "release", "report",
 )  # fmt: skip
 
 # The calls a pre-check may offer as its fix (Problem.action), and how a wizard asks for them.
@@ -23,7 +23,10 @@ FIX_ACTIONS = {"VM.hard_shutdown": "Shut down (hard) the VM {name} in this pool 
 PAUSE_POINTS = ("discover", "load", "precheck")
 # A VM's other_config key naming the serial line that says it is up: the start step waits for it.
 READY_KEY = "farside-ready-serial"
-OPTION_KEYS = ("luns", "select", "power", "confirm_split", "source_url", "source_pool", "split_mirrors", "pause_after")
+OPTION_KEYS = (
+    "luns", "select", "power", "confirm_split", "source_url", "source_pool", "split_mirrors", "pause_after",
+    "declare_site_down",
+)  # fmt: skip
 
 
 def _list(value: str, sep: str) -> list[str]:
@@ -42,7 +45,9 @@ class Options:
     ``source_pool`` (a pool uuid: use only that pool's metadata), ``split_mirrors`` ("true": split
     the replication of LUNs that are still replicating, through the storage adapter, before
     attaching them), ``pause_after`` (steps, separated by ``,``, after which the run stops in state
-    ``paused`` until it is resumed; see PAUSE_POINTS).
+    ``paused`` until it is resumed; see PAUSE_POINTS), ``declare_site_down`` (the name of the source
+    site's pool, or its uuid: the operator declares that site down, the fence step's third proof;
+    refused while ``source_url`` answers XenAPI).
     """
 
     kind: str
@@ -54,6 +59,7 @@ class Options:
     source_pool: str = ""
     split_mirrors: bool = False
     pause_after: tuple[str, ...] = ()
+    declare_site_down: str = ""
 
     @classmethod
     def parse(cls, kind: str, options: dict[str, str]) -> Options:
@@ -86,6 +92,9 @@ class Options:
         wrong = [p for p in pause_after if p not in PAUSE_POINTS]
         if wrong:
             raise ValueError(f"pause_after takes {', '.join(PAUSE_POINTS)}, not {', '.join(wrong)}")
+        declared = options.get("declare_site_down", "").strip()
+        if kind == "test" and declared:
+            raise ValueError("a test failover starts nothing for good: it needs no site declared down")
         return cls(
             kind,
             luns,
@@ -96,6 +105,7 @@ class Options:
             options.get("source_pool", "").strip(),
             split_mirrors,
             pause_after,
+            declared,
         )
 
 
