@@ -539,7 +539,8 @@ def boot_rep(root: Path, lun: Path, tags: list[str], floor_root: Path, rep: int)
     try:
         s = b.session()
         sessions.append(s)
-        options = {"luns": str(copy), "power": "start", "confirm_split": "true"}
+        # Site A is gone (a copy of its LUN is all there is): the operator declares it down.
+        options = {"luns": str(copy), "power": "start", "confirm_split": "true", "declare_site_down": "Site A"}
         ref = s.xenapi.DR_run.create("failover", options)
         before = Mark.now(b)
         s.xenapi.DR_run.start(ref)

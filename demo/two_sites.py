@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from farside.cli.lab.layout import Lab
+from farside.cli.lab.layout import SITE_NAMES, Lab
 from farside.dr.session import XmlRpcSession
 
 LEASE_WAIT_S = 45.0  # a dead pool's lease on its LUNs lasts 30 s; resync waits it out
@@ -100,7 +100,10 @@ class Story:
         farside("lab", "disaster", str(self.root))
 
     def failover(self) -> None:
-        report = self.dr("failover", "b", "--lun-dir", str(self.root / "luns-b"), "--split-mirrors")
+        # Site A is lost: the operator declares it down (checked: its address must not answer).
+        source = ["--source-server", self.lab.url("a"), "--source-password-file", str(self.lab.password_file)]
+        declared = ["--declare-site-down", SITE_NAMES["a"]]
+        report = self.dr("failover", "b", *source, *declared, "--lun-dir", str(self.root / "luns-b"), "--split-mirrors")
         if report["outcome"] != "succeeded":
             raise StepFailed(f"the failover {report['outcome']}")
         self.facts["recovery time (failover run)"] = report["total_seconds"]

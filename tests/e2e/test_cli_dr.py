@@ -56,7 +56,7 @@ def test_scripted_failover_then_runs_and_report(two_pools: tuple[PoolServer, Poo
     # Site A is gone: its server does not answer, so nothing there can still run.
     done = farside(
         "failover", "--server", b.url, "--source-server", a.url, "--lun", lun, "--all", "--confirm-split",
-        FARSIDE_SOURCE_PASSWORD=ADMIN_PASSWORD,
+        "--declare-site-down", "Site A", FARSIDE_SOURCE_PASSWORD=ADMIN_PASSWORD,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert f"cannot reach {a.url}" in done.stderr and "going on without asking it" in done.stderr
@@ -152,6 +152,9 @@ def test_the_wizard_in_a_terminal(two_pools: tuple[PoolServer, PoolServer], tmp_
         child.expect("unknown")  # nobody manages the copy's replication here
         child.expect(r"Attach these SRs.*\?")
         child.sendline("y")
+        child.expect("nothing shows that the source site no longer runs the VMs")
+        child.expect("type its pool's name to declare it down")
+        child.sendline("Site A")
         child.expect("Site A")  # the source pool, with the age of its metadata
         child.expect(r"1 \[x\] vApp shop: shop-db, shop-web")
         child.expect(r"2 \[x\] VM lone")
@@ -221,6 +224,9 @@ def test_a_farside_mirror_is_split_only_when_asked(two_pools: tuple[PoolServer, 
     subprocess.run([*mirror, "create", "m", "--source", str(tmp_path / "lun"), "--target", str(tmp_path / "copy"),
                     *state], check=True, capture_output=True)  # fmt: skip
     subprocess.run([*mirror, "sync", "m", *state], check=True, capture_output=True)
+    sa = a.session()
+    for pbd in sa.xenapi.PBD.get_all():  # site A lets go of its LUN (its lease) before it is lost
+        sa.xenapi.PBD.unplug(pbd)
     a.stop()
     stopped = farside("failover", "--server", b.url, "--lun", str(tmp_path / "copy"), "--vm", "lone", "--power", "none")
     assert stopped.returncode == 1
@@ -233,6 +239,8 @@ def test_a_farside_mirror_is_split_only_when_asked(two_pools: tuple[PoolServer, 
     resumed = farside("resume", uuid, "--server", b.url, "--split-mirrors")
     assert resumed.returncode == 0, resumed.stderr
     assert "Recover VM lone - Succeeded" in resumed.stdout
+    # No session on A, no declaration: the storage's own proof fenced the run (issue 14, 1).
+    assert f"Fencing: mirror m: no pool holds its other side {tmp_path / 'lun'}" in resumed.stdout
     status = subprocess.run([*mirror, "status", "m", "--json", *state], check=True, capture_output=True, text=True)
     assert json.loads(status.stdout)["state"] == "split"
 
@@ -247,3 +255,37 @@ def test_luns_with_no_sr_leave_no_run_behind(server: PoolServer, tmp_path: Path)
     empty = farside("test", "--server", server.url, "--lun", str(tmp_path / "empty"), "--all", "--json")
     assert empty.returncode == 2 and "no SR found on" in one_line(empty.stderr) and empty.stdout == ""
     assert server.session().xenapi.DR_run.get_all() == []
+
+
+def test_one_run_at_a_time_on_a_lun(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:
+    """Issue 14, 6: two failovers on the same LUNs both passed the pre-check, the loser failed at
+    recover, and both reports named the same SRs as introduced by them. Now a run claims its LUNs
+    in the target pool before it attaches; a second run is refused before attaching, naming the
+    first, and may go on once the first has ended."""
+    copied_site(two_pools, tmp_path)
+    b = two_pools[1]
+    sb = b.session()
+    lun = str(tmp_path / "copy")
+    options = {"luns": lun, "confirm_split": "true", "power": "none", "declare_site_down": "Site A"}
+    first = sb.xenapi.DR_run.create("failover", {**options, "pause_after": "precheck"})
+    sb.xenapi.DR_run.start(first)  # the first stops after its pre-checks: LUN claimed, SR attached
+    first_uuid = sb.xenapi.DR_run.get_uuid(first)
+    assert sb.xenapi.DR_run.get_state(first) == "paused" and len(sb.xenapi.DR_run.get_luns(first)) == 2
+
+    flags = ["--lun", lun, "--all", "--power", "none", "--confirm-split", "--declare-site-down", "Site A"]
+    second = farside("failover", "--server", b.url, *flags)
+    assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
+    assert f"in use by the failover run {first_uuid} (paused)" in second.stderr, second.stderr
+    uuid = second.stderr.split(" run ")[1].split()[0]
+    assert f"farside dr resume {uuid}" in second.stderr
+    loser = sb.xenapi.DR_run.get_by_uuid(uuid)
+    steps = json.loads(sb.xenapi.DR_run.get_steps(loser))
+    assert steps["claim"]["state"] == "failed" and "attach" not in steps
+    assert json.loads(sb.xenapi.DR_run.get_report_json(loser))["srs_introduced"] == []
+    assert sb.xenapi.DR_run.get_luns(loser) == []
+
+    sb.xenapi.DR_run.set_options(first, options)  # no more pauses
+    sb.xenapi.DR_run.resume(first)
+    assert sb.xenapi.DR_run.get_state(first) == "done" and sb.xenapi.DR_run.get_luns(first) == []
+    resumed = farside("resume", uuid, "--server", b.url)  # the LUN is free: the claim passes now
+    assert json.loads(sb.xenapi.DR_run.get_steps(loser))["claim"]["state"] == "done", resumed.stderr

@@ -68,8 +68,9 @@ def test_a_failback_needs_the_pool_it_fails_back_from(lab: Lab) -> None:
     mirror = ["--state-dir", str(lab.root / "mirror")]
     farside("lab", "disaster", str(lab.root))
     farside(
-        "dr", "failover", *lab.conn("b"), "--lun-dir", str(lab.root / "luns-b"), "--split-mirrors", "--all", "--yes"
-    )
+        "dr", "failover", *lab.conn("b"), "--lun-dir", str(lab.root / "luns-b"), "--split-mirrors", "--all", "--yes",
+        "--declare-site-down", "Site A",
+    )  # fmt: skip
     at_b = lab.running("b")
     assert at_b
     luns = sorted(p.name for p in (lab.root / "luns-b").iterdir())
@@ -109,7 +110,7 @@ def test_ctrl_c_while_a_call_is_in_flight(lab: Lab) -> None:
     farside("lab", "disaster", str(lab.root))
     cli = subprocess.Popen(
         [*FARSIDE, "dr", "failover", *lab.conn("b"), "--lun-dir", str(lab.root / "luns-b"), "--split-mirrors",
-         "--all", "--yes"],
+         "--all", "--yes", "--declare-site-down", "Site A"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_as_a_terminal,
     )  # fmt: skip
     assert cli.stderr is not None
@@ -135,6 +136,35 @@ def test_ctrl_c_while_a_call_is_in_flight(lab: Lab) -> None:
     assert cli.returncode == 130, f"exit {cli.returncode}:\n{seen}"
     assert f"farside dr resume {run}" in seen and "lost the connection" not in seen, seen
     assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_connection_lost_mid_run_names_the_run_and_its_resume(lab: Lab) -> None:
+    """Issue 14, 7: when farside dr lost its connection mid-run it printed no run uuid and no resume
+    command. The DR site's server dies during recover; the CLI names the run and how to go on."""
+    farside("lab", "disaster", str(lab.root))
+    cli = subprocess.Popen(
+        [*FARSIDE, "dr", "failover", *lab.conn("b"), "--lun-dir", str(lab.root / "luns-b"), "--split-mirrors",
+         "--all", "--yes", "--declare-site-down", "Site A"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert cli.stderr is not None
+    seen = ""
+    while True:
+        line = cli.stderr.readline()
+        seen += line
+        assert line, f"the failover ended before its recover step:\n{seen}"
+        if line.startswith("recover: 1/"):
+            os.kill(lab.server_pid("b"), signal.SIGKILL)
+            break
+    _, rest = cli.communicate(timeout=120)
+    seen += rest
+    run = seen.splitlines()[0].split()[2]
+    assert cli.returncode == 1 and "Traceback" not in seen, seen
+    assert "lost the connection" in seen and f"farside dr resume {run}" in seen, seen
+    farside("lab", "start", str(lab.root), "b")
+    resumed = farside("dr", "resume", run, *lab.conn("b"), check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "Failover (succeeded)" in resumed.stdout
 
 
 def test_ctrl_c_while_the_command_starts_is_not_a_traceback() -> None:

@@ -148,7 +148,7 @@ def test_a_run_killed_at_every_step_and_resumed_ends_as_an_uninterrupted_one(tmp
     b, lun = site_b("reference")
     try:
         sb = b.session()
-        ref = run(sb, "failover", {"luns": lun, "confirm_split": "true"})
+        ref = run(sb, "failover", {"luns": lun, "confirm_split": "true", "declare_site_down": "Site A"})
         assert sb.xenapi.DR_run.get_state(ref) == "done"
         expected = pool_state(sb)
         for uuid, tag in tags.items():
@@ -167,7 +167,9 @@ def test_a_run_killed_at_every_step_and_resumed_ends_as_an_uninterrupted_one(tmp
         b, lun = site_b(step)
         try:
             sb = b.session()
-            ref = sb.xenapi.DR_run.create("failover", {"luns": lun, "confirm_split": "true"})
+            ref = sb.xenapi.DR_run.create(
+                "failover", {"luns": lun, "confirm_split": "true", "declare_site_down": "Site A"}
+            )
             log = tmp_path / f"engine-{step}.log"
             with open(log, "wb") as out:
                 args = [sys.executable, "-c", CHILD, b.url, ADMIN_PASSWORD, ref, step, str(THROTTLE_S)]
@@ -204,7 +206,9 @@ def test_failback_after_the_luns_are_copied_back_replaces_the_stale_copies(
 
     # Failover: B runs the VMs from its copy and protects it with its own metadata.
     sb = b.session()
-    ref = run(sb, "failover", {"luns": str(lun_b), "power": "start", "confirm_split": "true"})
+    ref = run(
+        sb, "failover", {"luns": str(lun_b), "power": "start", "confirm_split": "true", "declare_site_down": "Site A"}
+    )
     assert sb.xenapi.DR_run.get_state(ref) == "done"
     for uuid in tags:
         vm = sb.xenapi.VM.get_by_uuid(uuid)
@@ -235,7 +239,7 @@ def test_failback_after_the_luns_are_copied_back_replaces_the_stale_copies(
         assert (int(sa.xenapi.VM.get_version(vm)), sa.xenapi.VM.get_power_state(vm)) == (0, "Halted")
 
     # Failback on A: B's copies (version 1) replace A's stale ones (version 0), then boot.
-    ref = run(sa, "failback", {"luns": str(lun_a), "confirm_split": "true"})
+    ref = run(sa, "failback", {"luns": str(lun_a), "confirm_split": "true", "declare_site_down": "Site B"})
     record = sa.xenapi.DR_run.get_record(ref)
     assert record["state"] == "done"
     assert "Failback (succeeded)" in record["report"], record["report"]

@@ -41,7 +41,12 @@ def test_a_paused_run_takes_new_options_and_the_precheck_fix(
     two_pools: tuple[PoolServer, PoolServer], tmp_path: Path
 ) -> None:
     sb, tags = site_b_with_copy(two_pools, tmp_path)
-    options = {"luns": str(tmp_path / "copy"), "power": "none", "pause_after": "discover,load,precheck"}
+    options = {
+        "luns": str(tmp_path / "copy"),
+        "power": "none",
+        "pause_after": "discover,load,precheck",
+        "declare_site_down": "Site A",
+    }
     run = sb.xenapi.DR_run.create("failover", options)
     assert wait(sb, sb.xenapi.Async.DR_run.start(run)) == "success"
     record = sb.xenapi.DR_run.get_record(run)
@@ -203,7 +208,7 @@ def test_mirrors_are_split_only_when_the_operator_says_so(
     sb, _ = site_b_with_copy(two_pools, tmp_path)
     b = two_pools[1]
     mirrors = Mirrors()
-    options = {"luns": str(tmp_path / "copy"), "power": "none"}
+    options = {"luns": str(tmp_path / "copy"), "power": "none", "declare_site_down": "Site A"}
     run = sb.xenapi.DR_run.create("failover", options)
     with pytest.raises(RunFailed, match="not split: split the mirrors first"):
         Engine(XmlRpcSession(b.url, "root", ADMIN_PASSWORD), run, replication=mirrors).run()
@@ -224,7 +229,7 @@ def test_a_running_copy_here_is_offered_its_shutdown_as_the_fix(
 
     sb, tags = site_b_with_copy(two_pools, tmp_path)
     lone = next(u for u, t in tags.items() if t == "lone")
-    options = {"luns": str(tmp_path / "copy"), "confirm_split": "true", "select": "lone"}
+    options = {"luns": str(tmp_path / "copy"), "confirm_split": "true", "select": "lone", "declare_site_down": "Site A"}
     first = sb.xenapi.DR_run.create("failover", options)
     assert wait(sb, sb.xenapi.Async.DR_run.start(first)) == "success"  # lone now runs at B
     again = sb.xenapi.DR_run.create("failover", options)
@@ -250,7 +255,8 @@ def test_a_test_failover_never_replaces_nor_destroys_what_the_pool_had(
     lone = next(u for u, t in tags.items() if t == "lone")
     luns = str(tmp_path / "copy")
     first = sb.xenapi.DR_run.create(
-        "failover", {"luns": luns, "confirm_split": "true", "select": "lone", "power": "none"}
+        "failover",
+        {"luns": luns, "confirm_split": "true", "select": "lone", "power": "none", "declare_site_down": "Site A"},
     )
     assert wait(sb, sb.xenapi.Async.DR_run.start(first)) == "success"  # B has its own copy of lone now
     test = sb.xenapi.DR_run.create("test", {"luns": luns, "power": "none"})
@@ -284,20 +290,22 @@ def test_mirrors_are_never_split_while_the_source_runs_vms_on_them(
 def test_an_abandoned_test_run_never_touches_a_later_failover(
     two_pools: tuple[PoolServer, PoolServer], tmp_path: Path
 ) -> None:
-    """A test run left paused holds its DR task: a failover of the same LUN is told to clean it up
-    first, instead of taking the task over (which let the test's cleanup destroy the failover's VMs)."""
+    """A test run left paused holds its LUN (and its DR task): a failover of the same LUN is told to
+    clean it up first, instead of taking the task over (which let the test's cleanup destroy the
+    failover's VMs); it is refused at its claim, before it attaches anything."""
     sb, _ = site_b_with_copy(two_pools, tmp_path)
     luns = str(tmp_path / "copy")
     test = sb.xenapi.DR_run.create("test", {"luns": luns, "power": "none", "pause_after": "precheck"})
     sb.xenapi.DR_run.start(test)
     assert sb.xenapi.DR_run.get_state(test) == "paused"
-    failover = sb.xenapi.DR_run.create("failover", {"luns": luns, "confirm_split": "true", "power": "none"})
+    failover = sb.xenapi.DR_run.create(
+        "failover", {"luns": luns, "confirm_split": "true", "power": "none", "declare_site_down": "Site A"}
+    )
     with pytest.raises(XenAPI.Failure) as info:
         sb.xenapi.DR_run.start(failover)
-    assert (
-        "introduced by another run's DR task" in info.value.details[2]
-        and "clean that run up first" in (info.value.details[2])
-    )
+    test_uuid = sb.xenapi.DR_run.get_uuid(test)
+    assert f"in use by the test run {test_uuid} (paused)" in info.value.details[2], info.value.details
+    assert "clean it up" in info.value.details[2] and "attach" not in json.loads(sb.xenapi.DR_run.get_steps(failover))
     assert sb.xenapi.VM.get_all_records() == {}  # the failover recovered nothing
     sb.xenapi.DR_run.cleanup(test)
     assert sb.xenapi.DR_run.get_state(test) == "cleaned up"

@@ -61,6 +61,12 @@ def log_in(page: Page, server: PoolServer, user: str, password: str) -> None:
     expect(page.locator("#who")).to_contain_text(user)
 
 
+def declare_site_down(page: Page, name: str) -> None:
+    """The storage page's fencing proof: the box ticked and the site's name typed in."""
+    page.check("#site-down")
+    page.fill("#site-down-name", name)
+
+
 def failover_at_selection(browser: Browser, server: PoolServer, luns: Path) -> Page:
     """A failover wizard as root, past the storage page (LUNs probed and attached), at the selection."""
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -70,6 +76,7 @@ def failover_at_selection(browser: Browser, server: PoolServer, luns: Path) -> P
     page.goto(f"{server.url}/ui/wizard/storage?kind=failover")
     page.fill("#paths", str(luns))
     page.click("#probe")
+    declare_site_down(page, "Site A")
     page.click("#attach")
     page.wait_for_selector("#select-form")
     return page
@@ -230,7 +237,8 @@ def test_a_precheck_fix_can_be_a_call_on_this_pool(
     subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
     sb = b.session()
     first = sb.xenapi.DR_run.create(
-        "failover", {"luns": str(tmp_path / "copy"), "confirm_split": "true", "select": "lone"}
+        "failover",
+        {"luns": str(tmp_path / "copy"), "confirm_split": "true", "select": "lone", "declare_site_down": "Site A"},
     )
     sb.xenapi.DR_run.start(first)
     lone = sb.xenapi.VM.get_by_uuid(next(u for u, t in tags.items() if t == "lone"))
@@ -269,6 +277,7 @@ def test_a_failover_from_a_farside_mirror_splits_it(
     page.fill("#paths", str(tmp_path / "replica"))
     page.click("#probe")
     expect(page.locator("#found-srs")).to_contain_text("replicating")
+    declare_site_down(page, "Site A")
     page.click("#attach")
     page.wait_for_selector("#split")
     expect(page.locator("#step-error")).to_contain_text("not split")
@@ -340,5 +349,85 @@ def test_a_test_failover_against_a_real_lab(tmp_path: Path, browser: Browser, sh
         status = json.loads(farside("lab", "status", str(root), "--json"))
         assert [m["state"] for m in status["mirrors"]] == ["replicating"]  # replication went on
         assert status["sites"]["b"]["vms"] == [] and status["sites"]["b"]["srs"] == []
+    finally:
+        subprocess.run([sys.executable, "-m", "farside.cli.main", "lab", "down", str(root)], capture_output=True)
+
+
+def test_a_failback_while_the_dr_site_runs_the_vms_is_refused(tmp_path: Path, browser: Browser, shots: Path) -> None:
+    """Issue 14, 1: a failback through DR_run (XenAPI) or the console while the DR site still runs the
+    VMs ended done with two QEMUs per VM. Now the engine's fence step refuses it before anything is
+    split or attached, naming the three proofs; declaring that site down is refused while it answers."""
+    import XenAPI
+
+    root = tmp_path / "lab"
+    mirror = ["--state-dir", str(root / "mirror")]
+
+    def farside(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "farside.cli.main", *args], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    try:
+        farside("lab", "up", str(root), "--vms", "2", "--vapps", "1", "--luns", "1")
+        ports = json.loads((root / "lab.json").read_text())["ports"]
+        password = (root / "password").read_text().strip()
+        a = PoolServer(root / "site-a", port=int(ports["a"]))
+        b = PoolServer(root / "site-b", port=int(ports["b"]))
+        conn_b = ["--server", b.url, "--password-file", str(root / "password")]
+        # The story up to the failback: A lost, failover at B (VMs run there), mirror reversed B→A.
+        farside("lab", "disaster", str(root))
+        farside("dr", "failover", *conn_b, "--lun-dir", str(root / "luns-b"), "--split-mirrors", "--all", "--yes",
+                "--declare-site-down", "Site A")  # fmt: skip
+        farside("mirror", "reverse", "lun1", *mirror)
+        farside("lab", "start", str(root), "a")
+        sa, sb = a.session(password=password), b.session(password=password)
+        for pbd in sa.xenapi.PBD.get_all():
+            sa.xenapi.PBD.unplug(pbd)
+        farside("mirror", "resync", "lun1", *mirror)
+        running_b = {r["uuid"] for r in sb.xenapi.VM.get_all_records().values() if r["power_state"] == "Running"}
+        assert running_b
+
+        luns = str(root / "luns-a")
+        refused = sa.xenapi.DR_run.create("failback", {"luns": luns, "split_mirrors": "true"})
+        with pytest.raises(XenAPI.Failure) as info:
+            sa.xenapi.DR_run.start(refused)
+        why = info.value.details[2]
+        assert info.value.details[0] == "DR_RUN_FAILED" and why.startswith("fence: nothing shows"), why
+        assert "--source-server" in why and "declare_site_down" in why and "other side can no longer write" in why
+        steps = json.loads(sa.xenapi.DR_run.get_steps(refused))
+        assert steps["fence"]["state"] == "failed" and "split" not in steps and "attach" not in steps
+        declared = sa.xenapi.DR_run.create(
+            "failback", {"luns": luns, "split_mirrors": "true", "declare_site_down": "Site B", "source_url": b.url}
+        )
+        with pytest.raises(XenAPI.Failure) as info:
+            sa.xenapi.DR_run.start(declared)
+        assert f"answers XenAPI at {b.url}" in info.value.details[2], info.value.details
+
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.set_default_timeout(WAIT_MS)
+        page.on("dialog", lambda dialog: dialog.accept())
+        log_in(page, a, "root", password)
+        for declare in (False, True):
+            page.goto(f"{a.url}/ui/wizard/storage?kind=failback")
+            page.fill("#paths", luns)
+            page.fill("input[name=source_url]", b.url)
+            page.click("#probe")
+            if declare:
+                declare_site_down(page, "Site B")
+            page.click("#attach")
+            page.wait_for_selector("#step-error")
+            expected = "answers XenAPI" if declare else "nothing shows that the source site no longer runs the VMs"
+            expect(page.locator("#step-error")).to_contain_text(
+                f"fence failed: {expected}" if not declare else expected
+            )
+            page.screenshot(
+                path=shots / f"failback-refused-{'declared' if declare else 'no-proof'}.png", full_page=True
+            )
+        # Nothing moved: no mirror split, nothing plugged or started at A, B runs what it ran.
+        assert {m["state"] for m in json.loads(farside("mirror", "status", "--json", *mirror))} == {"replicating"}
+        assert not any(sa.xenapi.PBD.get_currently_attached(p) for p in sa.xenapi.PBD.get_all())
+        assert {r["power_state"] for r in sa.xenapi.VM.get_all_records().values()} == {"Halted"}
+        now_b = {r["uuid"] for r in sb.xenapi.VM.get_all_records().values() if r["power_state"] == "Running"}
+        assert now_b == running_b
     finally:
         subprocess.run([sys.executable, "-m", "farside.cli.main", "lab", "down", str(root)], capture_output=True)

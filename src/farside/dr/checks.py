@@ -169,5 +169,25 @@ def readiness(ctx: RunContext, scene: Scene, vm: dict[str, Any]) -> list[Problem
                     options={"probe_hosts": ",".join(sorted(ctx.options.probe_hosts | {where}))})]  # fmt: skip
 
 
+def declared_site(ctx: RunContext, scene: Scene) -> list[Problem]:
+    """A site declared down must be the one the VMs come from: the name typed is held to the pool
+    name (or uuid) in the metadata of every selected VM, as SRM has the site's name typed."""
+    fence = ctx.data("fence")
+    if fence.get("how") != "declared":
+        return []
+    declared = fence["site"].strip().casefold()
+    pools = {(vm["pool_name"], _pool_uuid(ctx, vm)) for vm in scene.selected}
+    wrong = sorted({name for name, uuid in pools if declared not in (name.strip().casefold(), uuid)})
+    if not wrong:
+        return []
+    text = f"the site declared down is {fence['site']}, but VMs come from pool {', '.join(wrong)}"
+    return [Problem("error", "fencing", text, "declare the pool the VMs come from down (declare_site_down=ITS NAME)")]
+
+
+def _pool_uuid(ctx: RunContext, vm: dict[str, Any]) -> str:
+    """The uuid of the pool whose metadata the VM comes from."""
+    return next((m["pool_uuid"] for m in ctx.data("choose")["metadata"] if m["vdi"] == vm["source"]), "")
+
+
 VM_CHECKS: tuple[VmCheck, ...] = (existing, disks, readiness)
-RUN_CHECKS: tuple[RunCheck, ...] = (storage, replication, source, capacity)
+RUN_CHECKS: tuple[RunCheck, ...] = (storage, replication, source, declared_site, capacity)

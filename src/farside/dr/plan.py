@@ -14,8 +14,8 @@ POWER = ("start", "start_paused", "none")
 # What DR_run.state can be: the engine moves a run through these.
 RUN_STATES = ("created", "running", "paused", "failed", "done", "cleaned up", "cleanup failed")
 STEPS = (
-    "discover", "split", "attach", "choose", "load", "select", "precheck", "recover", "start", "protect", "release",
-    "report",
+    "discover", "fence", "claim", "split", "attach", "choose", "load", "select", "precheck", "recover", "start",
+    "protect", "release", "report",
 )  # fmt: skip
 
 # The calls a pre-check may offer as its fix (Problem.action), and how a wizard asks for them.
@@ -23,10 +23,9 @@ FIX_ACTIONS = {"VM.hard_shutdown": "Shut down (hard) the VM {name} in this pool 
 # Steps a run may stop after, so that a wizard can show what was found and let the operator
 # choose (the selection, the power option, fixes) before anything is recovered.
 PAUSE_POINTS = ("discover", "load", "precheck")
-# A VM's other_config key naming the serial line that says it is up: the start step waits for it.
 OPTION_KEYS = (
     "luns", "select", "power", "confirm_split", "source_url", "source_pool", "split_mirrors", "pause_after",
-    "ready_timeout", "ready_policy", "probe_hosts",
+    "declare_site_down", "ready_timeout", "ready_policy", "probe_hosts",
 )  # fmt: skip
 
 
@@ -46,7 +45,9 @@ class Options:
     ``source_pool`` (a pool uuid: use only that pool's metadata), ``split_mirrors`` ("true": split
     the replication of LUNs that are still replicating, through the storage adapter, before
     attaching them), ``pause_after`` (steps, separated by ``,``, after which the run stops in state
-    ``paused`` until it is resumed; see PAUSE_POINTS), ``ready_timeout`` and ``ready_policy``
+    ``paused`` until it is resumed; see PAUSE_POINTS), ``declare_site_down`` (the name of the source
+    site's pool, or its uuid: the operator declares that site down, the fence step's third proof;
+    refused while ``source_url`` answers XenAPI), ``ready_timeout`` and ``ready_policy``
     (the readiness probes' defaults: seconds, and ``continue`` or ``fail``; see dr.probes),
     ``probe_hosts`` (hosts TCP and HTTP readiness probes may reach, separated by ``,``).
     """
@@ -60,6 +61,7 @@ class Options:
     source_pool: str = ""
     split_mirrors: bool = False
     pause_after: tuple[str, ...] = ()
+    declare_site_down: str = ""
     ready_timeout: float = probes.DEFAULT_TIMEOUT_S
     ready_policy: str = "continue"
     probe_hosts: frozenset[str] = frozenset()
@@ -99,6 +101,9 @@ class Options:
         wrong = [p for p in pause_after if p not in PAUSE_POINTS]
         if wrong:
             raise ValueError(f"pause_after takes {', '.join(PAUSE_POINTS)}, not {', '.join(wrong)}")
+        declared = options.get("declare_site_down", "").strip()
+        if kind == "test" and declared:
+            raise ValueError("a test failover starts nothing for good: it needs no site declared down")
         try:
             ready_timeout = probes.parse_timeout(
                 options.get("ready_timeout") or str(probes.DEFAULT_TIMEOUT_S), "ready_timeout"
@@ -116,6 +121,7 @@ class Options:
             options.get("source_pool", "").strip(),
             split_mirrors,
             pause_after,
+            declared,
             ready_timeout,
             ready_policy,
             frozenset(_list(options.get("probe_hosts", ""), ",")),

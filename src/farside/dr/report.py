@@ -20,14 +20,26 @@ def metadata_age(written: str) -> float | None:
     return (dt.datetime.now(dt.UTC) - moment).total_seconds()
 
 
+def _ago(age: float | None) -> str:
+    """How long before the report a metadata VDI was written; a time ahead of this host's clock is
+    "in the future" (one of the clocks is wrong), never a negative age."""
+    if age is None:
+        return ""
+    if age < 0:
+        return " (in the future: this host's clock or the source's is wrong)"
+    return f" ({age:.0f} s before this report)"
+
+
 def render(options: Options, journal: dict[str, Any], outcome: str) -> tuple[str, dict[str, Any]]:
     """(text, JSON-ready dict) of a run's journal."""
     data = {name: entry.get("data", {}) for name, entry in journal.items()}
     srs = data.get("discover", {}).get("srs", [])
     metadata = data.get("choose", {}).get("metadata", [])
+    fence = data.get("fence", {})
     loaded = data.get("load", {})
     chosen = data.get("select", {})
     warnings = list(data.get("choose", {}).get("warnings", [])) + list(data.get("protect", {}).get("warnings", []))
+    warnings += list(data.get("recover", {}).get("clamped", {}).values())
     warnings += [f"left out (an older copy): {item}" for item in loaded.get("left_out", [])]
     warnings += [f"{p['subject']}: {p['text']}" for p in data.get("precheck", {}).get("problems", [])
                  if p["severity"] == "warning"]  # fmt: skip
@@ -58,6 +70,7 @@ def render(options: Options, journal: dict[str, Any], outcome: str) -> tuple[str
         "power": options.power,
         "srs_introduced": sorted(data.get("attach", {}).get("tasks", {})),
         "warnings": warnings,
+        "fencing": {"how": fence.get("how", ""), "proof": fence.get("proof", "")},
         "steps": steps,
         "started": data.get("vms", {}),
         "start": data.get("start", {}).get("vms", {}),
@@ -65,11 +78,12 @@ def render(options: Options, journal: dict[str, Any], outcome: str) -> tuple[str
     }
     lines = [f"{TITLES_BY_KIND[options.kind]} ({outcome})", "", "Selected SRs:"]
     lines += [f"  • {s['name']} ({s['uuid']}) at {s['path']}" for s in srs] or ["  None"]
+    if fence.get("proof"):
+        lines += ["", f"Fencing: {fence['proof']}"]
     lines += ["", "Metadata used:"]
     for m in metadata:
         age = ages.get(m["pool_name"])
-        lines.append(f"  • {m['pool_name']}: generation {m['generation']}, written {m['written']}"
-                     + (f" ({age:.0f} s before this report)" if age is not None else ""))  # fmt: skip
+        lines.append(f"  • {m['pool_name']}: generation {m['generation']}, written {m['written']}{_ago(age)}")
     lines += ["", "Selected VMs and vApps, grouped by pool:"]
     for pool, items in groups.items():
         lines.append(f"  • {pool}")

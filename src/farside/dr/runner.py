@@ -25,8 +25,10 @@ from farside.dr.session import TRANSPORT_ERRORS, Session
 from farside.dr.steps import (
     attach,
     choose,
+    claim,
     cleanup,
     discover,
+    fence,
     load,
     precheck,
     protect,
@@ -46,6 +48,9 @@ from farside.storage.replication import LunReplication, NullReplication
 REDONE_BY = {
     "source_pool": ("choose", "load", "select", "precheck"),
     "split_mirrors": ("split", "select", "precheck"),
+    # The proof of fencing is weighed again, and the pre-checks hold a declared name to the metadata.
+    "declare_site_down": ("fence", "select", "precheck"),
+    "source_url": ("fence", "select", "precheck"),
     "pause_after": (),
 }
 REDONE_BY_DEFAULT = ("select", "precheck")
@@ -56,6 +61,8 @@ Step = Callable[[RunContext, dict[str, Any]], None]
 # Each step's action, by the name STEPS gives it the order of.
 ACTIONS: dict[str, Step] = {
     "discover": discover.run,
+    "fence": fence.run,
+    "claim": claim.run,
     "split": split.run,
     "attach": attach.run,
     "choose": choose.run,

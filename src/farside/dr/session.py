@@ -63,6 +63,18 @@ def answers(url: str) -> bool:
         return False
 
 
+def answers_xenapi(url: str) -> bool:
+    """Whether a XenAPI server answers at ``url`` within a few seconds: any XenAPI answer counts,
+    the refusal of a call without a session included (nothing is logged in, nothing is sent)."""
+    context = ssl._create_unverified_context() if url.startswith("https") else None  # only: does it answer?
+    transport = _SafeTransport(3, context) if url.startswith("https") else _Transport(3)
+    try:
+        result = xmlrpc.client.ServerProxy(url.rstrip("/") + "/", transport=transport).pool.get_all("")
+    except (OSError, ValueError, http.client.HTTPException, xmlrpc.client.Error):
+        return False
+    return isinstance(result, dict) and result.get("Status") in ("Success", "Failure")
+
+
 class _Transport(xmlrpc.client.Transport):
     """HTTP with a socket timeout: a server that accepts but never answers (a frozen host) fails."""
 

@@ -8,13 +8,15 @@ answers for either end. A LUN with no marker is not managed here: ``UNKNOWN``, l
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from farside.errors import OperationNotAllowed
 from farside.mirror.errors import MirrorUnknown
 from farside.mirror.pair import Mirrors
 from farside.mirror.state import State
-from farside.storage.mirror_marker import find_marker
+from farside.storage import lease
+from farside.storage.mirror_marker import SOURCE, find_marker
 from farside.storage.replication import LunReplication, ReplicationState
 
 _STATES = {
@@ -68,3 +70,23 @@ class MirrorReplication(LunReplication):
     def resync(self, lun: Path) -> None:
         mirrors, name = self._require(lun, "resync")
         mirrors.resync(name)
+
+    def fenced(self, lun: Path) -> str:
+        """The other side of the mirror cannot write when no pool holds a live lease on it: a pool
+        writes a LUN only under its lease (docs/storage.md). An other side out of reach proves nothing."""
+        found, managed = find_marker(lun), self._find(lun)
+        if found is None or managed is None:
+            return ""
+        (root, marker), (mirrors, name) = found, managed
+        try:
+            record = mirrors.load(name)
+        except MirrorUnknown:
+            return ""
+        other = Path(record.target if marker.role == SOURCE else record.source) / lun.relative_to(root)
+        try:
+            held = lease.read(other) if other.is_dir() else None
+            if not other.is_dir() or (held is not None and held.live_on(other, time.time())):
+                return ""
+        except OSError:
+            return ""
+        return f"mirror {name}: no pool holds its other side {other} (no live lease on it)"

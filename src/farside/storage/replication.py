@@ -43,6 +43,12 @@ class LunReplication:
         """Bring the replica up to date again, copying only what changed."""
         raise NotImplementedError
 
+    def fenced(self, lun: Path) -> str:
+        """Whether the other side of ``lun``'s replication can no longer write its copy (an array
+        write-disables it on failover; a mirror finds no pool holding it): a sentence saying how
+        the storage knows, for the DR run's journal, or "" when it cannot tell."""
+        return ""
+
 
 class NullReplication(LunReplication):
     """For LUNs no replication engine here manages: state unknown, and no way to change it."""

@@ -134,6 +134,8 @@ def _detail(step: str, data: dict[str, Any]) -> str:
         return str(data["skipped"])
     if step == "discover":
         return f"{len(data.get('srs', []))} SR(s) found"
+    if step == "fence":
+        return str(data.get("proof", ""))
     if step == "attach":
         return f"{len(data.get('tasks', {}))} introduced, {len(data.get('plugged', []))} plugged again"
     if step == "choose":

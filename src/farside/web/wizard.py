@@ -117,6 +117,12 @@ def routes(console: Console) -> list[Route]:
         options = {"luns": ":".join(luns), "pause_after": PAUSES}
         if page.field("source_url").strip():
             options["source_url"] = page.field("source_url").strip()
+        if page.field("site_down") == "yes":
+            # SRM's disaster-recovery mode: a box ticked and the site's name typed, never one click.
+            name = page.field("site_down_name").strip()
+            if not name:
+                raise InvalidValue("site name", "type the name of the site declared down (its pool's name)")
+            options["declare_site_down"] = name
         ref = await page.xapi.call("DR_run.create", kind, options)
         uuid = await page.xapi.call("DR_run.get_uuid", ref)
         await launch(page, "start", uuid)

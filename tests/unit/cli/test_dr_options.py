@@ -63,3 +63,10 @@ def test_a_script_must_say_where_and_what() -> None:
     with pytest.raises(DrCliError, match="pass --all, or --vapp"):
         options.require_scripted(options.request(parse("--lun", "/l"), "failover"))
     options.require_scripted(options.request(parse("--lun", "/l", "--vm", "lone"), "failback"))
+
+
+def test_the_site_declared_down_becomes_the_runs_fencing_option() -> None:
+    req = options.request(parse("--lun", "/l", "--all", "--declare-site-down", " Site A "), "failover")
+    assert options.run_options(req, "http://a:8440", pause=False)["declare_site_down"] == "Site A"
+    with pytest.raises(DrCliError, match="needs no --declare-site-down"):
+        options.request(parse("--lun", "/l", "--all", "--declare-site-down", "Site A"), "test")

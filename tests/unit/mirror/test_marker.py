@@ -95,3 +95,19 @@ class TestAdapter:
         with pytest.raises(Exception, match="missing"):
             mirrors.sync(mirror)
         assert MirrorReplication().state(source.with_name("gone")) == ReplicationState.ERROR
+
+    def test_fenced_while_no_pool_holds_the_other_side(
+        self, mirrors: Mirrors, mirror: str, source: Path, target: Path
+    ) -> None:
+        """The DR fence's storage proof: the other side of the mirror is held by no pool (no live
+        lease on it); a live lease there, or an other side out of reach, proves nothing."""
+        replication = MirrorReplication()
+        mirrors.sync(mirror)
+        assert replication.fenced(target) == f"mirror m: no pool holds its other side {source} (no live lease on it)"
+        plug(source)  # site A's pool holds its LUN
+        assert replication.fenced(target) == ""
+        lease.release(source, "pool-uuid")
+        assert replication.fenced(target) != ""
+        source.rename(source.with_name("gone"))  # the other side cannot be read: nothing is known of it
+        assert replication.fenced(target) == ""
+        assert replication.fenced(target.parent / "unmanaged") == ""

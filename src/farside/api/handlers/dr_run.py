@@ -15,6 +15,7 @@ import socket
 from farside.api.context import Context
 from farside.api.local import LocalSession
 from farside.api.registry import handles
+from farside.db.transaction import Transaction
 from farside.dr.context import RunFailed
 from farside.dr.plan import RUN_STATES, TITLES_BY_KIND, Options
 from farside.dr.runner import CLAIM_RENEW_S, Engine, reopened
@@ -28,6 +29,13 @@ from farside.storage.roots import check_lun
 CLAIM_STALE_S = 3 * CLAIM_RENEW_S
 # What the engine writes as the run goes (DR_run.save).
 SAVED_FIELDS = ("state", "steps", "report", "report_json", "finished")
+
+
+def _lets_go(kind: str, state: str) -> bool:
+    """Whether a run in this state no longer holds its LUNs: a failover or failback once done (its
+    DR tasks are gone, the SRs are the pool's), any run once cleaned up. A failed run, or a test
+    whose VMs and SRs are still here, keeps them until its cleanup."""
+    return state == "cleaned up" or (state == "done" and kind != "test")
 
 
 def _check(ctx: Context, kind: str, options: dict[str, str]) -> None:
@@ -180,12 +188,40 @@ def save(ctx: Context, run: str, runner: str, fields: dict[str, str]) -> str:
             why = f"{fields['finished']}: not a date in xapi's form (20260101T00:00:00Z)"
             raise InvalidValue("finished", why) from None
     with ctx.db.write() as tx:
-        row = tx.check("DR_run", run)
-        holder = tx.get_field("DR_run", row, "runner")
-        if holder != runner:
-            raise OperationNotAllowed(
-                f"the run is carried out by {holder or 'no engine'}, not {runner or 'an unnamed one'}: "
-                "only the engine holding its claim (DR_run.claim) saves it"
-            )
-        tx.set_fields("DR_run", row, dict(fields))
+        row = _held(tx, run, runner)
+        values: dict[str, object] = dict(fields)
+        if "state" in fields and _lets_go(tx.get_field("DR_run", row, "kind"), fields["state"]):
+            values["luns"] = []  # in the same transaction as the state that ends the run
+        tx.set_fields("DR_run", row, values)
+    return ""
+
+
+def _held(tx: Transaction, run: str, runner: str) -> str:
+    """The run's row, if ``runner`` holds its claim."""
+    row = tx.check("DR_run", run)
+    holder = tx.get_field("DR_run", row, "runner")
+    if holder != runner:
+        raise OperationNotAllowed(
+            f"the run is carried out by {holder or 'no engine'}, not {runner or 'an unnamed one'}: "
+            "only the engine holding its claim (DR_run.claim) saves it"
+        )
+    return row
+
+
+@handles("DR_run.claim_luns")
+def claim_luns(ctx: Context, run: str, runner: str, luns: list[str]) -> str:
+    """Hold ``luns`` for the run (its engine's claim needed): refused, naming the run that holds
+    any of them, while another run that has not ended does. Checked and written in one transaction."""
+    wanted = {lun for lun in luns if lun}
+    with ctx.db.write() as tx:
+        row = _held(tx, run, runner)
+        for other, record in tx.select("DR_run", ("uuid", "kind", "state", "luns")).items():
+            shared = sorted(wanted & set(record["luns"]))
+            if other != row and shared and not _lets_go(record["kind"], record["state"]):
+                raise OperationNotAllowed(
+                    f"{', '.join(shared)} {'is' if len(shared) == 1 else 'are'} in use by the {record['kind']} run "
+                    f"{record['uuid']} ({record['state']}): one run at a time on a LUN. Wait for it to end, or "
+                    f"clean it up (farside dr cleanup {record['uuid']}, DR_run.cleanup)"
+                )
+        tx.set_fields("DR_run", row, {"luns": sorted(wanted)})
     return ""

@@ -45,6 +45,7 @@ def register(subcommands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     connection.add_flags(c, source=True)
     c.add_argument("--confirm-split", action="store_true", help="apply this pre-check fix before going on")
     c.add_argument("--split-mirrors", action="store_true", help="let the run split the mirrors before going on")
+    c.add_argument("--declare-site-down", metavar="NAME", help="declare the source site down (the run's fencing proof)")
     c.add_argument("--yes", action="store_true", help="ask nothing")
     c.add_argument("--json", action="store_true", help="print the report as JSON (implies --yes)")
     c.set_defaults(run=commands.resume)

@@ -99,21 +99,23 @@ def start(kind: str) -> Command:
             options.require_scripted(options.Request(**{**wishes.__dict__, "all": True}))
         target = connection.target(args, interactive)
         source = connection.source(args, interactive)
-        if kind == "failback" and source is None:
+        if kind == "failback" and source is None and not wishes.declare_site_down:
             # The pool failed back from is up by definition: without asking it, VMs still running
             # there would be started here too, two copies writing the same disks.
             raise usage(
                 "a failback needs the pool it fails back from: give --source-server URL (the DR site's "
                 "pool; its password with --source-password-file or $FARSIDE_SOURCE_PASSWORD), so that VMs "
-                "still running there are found before anything starts here"
+                "still running there are found before anything starts here (or, if that site is lost, "
+                "--declare-site-down NAME)"
             )
         with contextlib.ExitStack() as stack:
             session = stack.enter_context(_logged_in(target))
             source_session = _source_session(stack, source, err)
-            if kind == "failback" and source_session is None:
+            if kind == "failback" and source_session is None and not wishes.declare_site_down:
                 raise usage(
                     f"the pool failed back from ({source.url if source else '?'}) does not answer: a failback "
-                    "needs it, to refuse VMs still running there; start it, or run a failover instead"
+                    "needs it, to refuse VMs still running there; start it, or, if that site is lost, declare it "
+                    "down with --declare-site-down NAME"
                 )
             run_options = options.run_options(wishes, source.url if source else "", pause=interactive)
             try:
@@ -222,6 +224,9 @@ def resume(args: argparse.Namespace) -> int:
         fixes = {"confirm_split": args.confirm_split, "split_mirrors": args.split_mirrors}
         d = Drive(session, target.url, out, err, source_session, interactive, args.json)
         changes = {key: "true" for key, given in fixes.items() if given and record["options"].get(key) != "true"}
+        declared = (args.declare_site_down or "").strip()
+        if declared and record["options"].get("declare_site_down") != declared:
+            changes["declare_site_down"] = declared
         if changes:
             try:
                 d.set_options(ref, **changes)

@@ -11,13 +11,14 @@ from typing import Any, Protocol
 
 from rich.console import Console
 
+from farside.cli.dr.connection import lost
 from farside.cli.dr.failures import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from farside.cli.dr.options import Request
 from farside.cli.dr.progress import StepDisplay
 from farside.dr.context import RunFailed, StepEvent
 from farside.dr.plan import TITLES_BY_KIND
 from farside.dr.runner import Engine
-from farside.dr.session import XmlRpcSession
+from farside.dr.session import TRANSPORT_ERRORS, XmlRpcSession
 from farside.errors import XenAPIFailure
 from farside.mirror.adapter import MirrorReplication
 from farside.storage.replication import LunReplication
@@ -120,6 +121,16 @@ def drive(d: Drive, ref: str) -> int:
             soft_wrap=True,
         )
         return EXIT_INTERRUPTED
+    except TRANSPORT_ERRORS as exc:
+        # The pool (or the way to it) went away mid-run: the run is in its journal, resumable.
+        d.err.print(
+            f"farside: {lost(d.url, exc).message}: the run {uuid} stopped where it was; once the pool answers, "
+            f"go on with 'farside dr resume {uuid}', or undo it with 'farside dr cleanup {uuid}'",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+        return EXIT_FAILED
     finally:
         _announce(d)  # the run stays: whatever ended the command, say which run it was
 

@@ -40,6 +40,15 @@ def add_flags(p: argparse.ArgumentParser) -> None:
         choices=sorted(POWER),
         help="after recovery: start, paused, none (default: start; a test failover: paused)",
     )
+    g = p.add_argument_group(
+        "fencing (a failover or failback needs a proof that the other site no longer runs the VMs)"
+    )
+    g.add_argument(
+        "--declare-site-down",
+        metavar="NAME",
+        help="declare the source site down, by its pool's name (refused while --source-server answers); "
+        "the other proofs: a session on the source pool (--source-server), or the storage's fence",
+    )
     g = p.add_argument_group("how")
     g.add_argument("--yes", action="store_true", help="ask nothing: the flags say it all (as when not on a terminal)")
     g.add_argument("--json", action="store_true", help="print the report as JSON (implies --yes)")
@@ -58,6 +67,7 @@ class Request:
     split_mirrors: bool
     confirm_split: bool
     source_pool: str
+    declare_site_down: str = ""
 
     @property
     def selection(self) -> list[str]:
@@ -78,6 +88,9 @@ def request(args: argparse.Namespace, kind: str) -> Request:
         raise usage("a test failover never starts VMs running: use --power paused or --power none")
     if kind == "test" and args.split_mirrors:
         raise usage("a test failover never splits mirrors: test on a snapshot of the mirror (farside mirror snapshot)")
+    declared = (args.declare_site_down or "").strip()
+    if kind == "test" and declared:
+        raise usage("a test failover starts nothing for good: it needs no --declare-site-down")
     # The server opens the paths: make relative ones mean what they mean here.
     luns = [os.path.abspath(p) for p in [*args.lun, *args.lun_dir]]
     for path in luns:
@@ -93,6 +106,7 @@ def request(args: argparse.Namespace, kind: str) -> Request:
         split_mirrors=args.split_mirrors,
         confirm_split=args.confirm_split,
         source_pool=(args.source_pool or "").strip(),
+        declare_site_down=declared,
     )
 
 
@@ -117,6 +131,8 @@ def run_options(req: Request, source_url: str, pause: bool) -> dict[str, str]:
         options["source_pool"] = req.source_pool
     if source_url:
         options["source_url"] = source_url
+    if req.declare_site_down:
+        options["declare_site_down"] = req.declare_site_down
     if pause:
         options["pause_after"] = WIZARD_PAUSES
     return options

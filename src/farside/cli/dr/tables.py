@@ -35,10 +35,13 @@ def when(value: object) -> str:
 
 
 def age(seconds: float | None) -> str:
-    """``42 s``, ``3 min``, ``2 h 5 min``, ``4 d``: how old something is, for people."""
+    """``42 s``, ``3 min``, ``2 h 5 min``, ``4 d``: how old something is, for people; a time ahead of
+    this host's clock is "in the future", never a negative age."""
     if seconds is None:
         return "?"
-    s = max(0, int(seconds))
+    if seconds < 0:
+        return "in the future"
+    s = int(seconds)
     if s < 120:
         return f"{s} s"
     if s < 7200:

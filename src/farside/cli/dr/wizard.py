@@ -189,6 +189,8 @@ class Wizard:
                     calls.append({**problem["action"], "name": problem["subject"]})
         elif step == "split":
             wanted["split_mirrors"] = "true"
+        elif step == "fence":
+            return self._declare(ref, journal)
         wanted = {k: v for k, v in wanted.items() if options.get(k) != v}
         if not wanted and not calls:
             return False
@@ -205,6 +207,21 @@ class Wizard:
             self.d.session.call(call["method"], self.d.session.call("VM.get_by_uuid", call["vm"]))
         if wanted:
             self.d.set_options(ref, **wanted)
+        return True
+
+    def _declare(self, ref: str, journal: dict[str, Any]) -> bool:
+        """Nothing shows that the source site is fenced: the operator may declare it down, by
+        typing its pool's name (SRM's disaster-recovery mode); the run checks it does not answer."""
+        self.out.print(journal["fence"].get("error", ""), markup=False)
+        name = Prompt.ask(
+            "If the source site is down, type its pool's name to declare it down (Enter: stop here)",
+            console=self.out,
+            default="",
+            show_default=False,
+        ).strip()
+        if not name:
+            return False
+        self.d.set_options(ref, declare_site_down=name)
         return True
 
     def before_cleanup(self) -> None:

@@ -7,10 +7,33 @@ from typing import Any
 from farside.dr.context import RunContext, RunFailed
 from farside.errors import XenAPIFailure
 
+# A start or shutdown delay above this, from foreign metadata, is clamped to it (docs/dr.md): the
+# source pool's value would hold the VM's start, and the run, for as long as it says.
+DELAY_BOUND_S = 3600
+
 
 def recovered(vm: dict[str, Any], versions: dict[str, int]) -> bool:
     """Whether this VM's recovery already happened (after an interruption): uuid and version."""
     return bool(versions.get(vm["uuid"]) == vm["version"] + 1)
+
+
+def _members(loaded: dict[str, Any], item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The VMs an item recovers: a vApp's members, or the VM itself."""
+    return [loaded["vms"][u] for u in item["members"]] if "members" in item else [item]
+
+
+def clamp_delays(ctx: RunContext, vms: list[dict[str, Any]], data: dict[str, Any]) -> None:
+    """Bring the recovered VMs' start and shutdown delays down to DELAY_BOUND_S, saying so."""
+    clamped: dict[str, str] = data.setdefault("clamped", {})
+    for vm in vms:
+        ref = ctx.s.call("VM.get_by_uuid", vm["uuid"])
+        for field in ("start_delay", "shutdown_delay"):
+            value = int(ctx.s.call(f"VM.get_{field}", ref))
+            if value > DELAY_BOUND_S:
+                ctx.s.call(f"VM.set_{field}", ref, str(DELAY_BOUND_S))
+                clamped[f"{vm['uuid']} {field}"] = f"{vm['name']}: {field} {value} s clamped to {DELAY_BOUND_S} s"
+    if clamped:
+        ctx.save()
 
 
 def run(ctx: RunContext, data: dict[str, Any]) -> None:
@@ -27,7 +50,7 @@ def run(ctx: RunContext, data: dict[str, Any]) -> None:
         for cls, item in items:
             if item["uuid"] in done:
                 continue
-            members = [loaded["vms"][u] for u in item["members"]] if cls == "VM_appliance" else [item]
+            members = _members(loaded, item)
             if not all(recovered(vm, versions) for vm in members):
                 try:
                     ctx.s.call_as(database(item["source"]), f"{cls}.recover", item["ref"], ctx.s.handle, False)
@@ -38,6 +61,7 @@ def run(ctx: RunContext, data: dict[str, Any]) -> None:
             ctx.save(force=False)
             ctx.emit("recover", "progress", done=len(done), total=len(items))
     data["failed"] = failed
+    clamp_delays(ctx, [vm for _, item in items if item["uuid"] in done for vm in _members(loaded, item)], data)
     if failed:
         names = {item["uuid"]: item["name"] for _, item in items}
         raise RunFailed("; ".join(f"{names[u]}: {error}" for u, error in failed.items()))

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from farside.dr.context import RunContext, RunFailed
+from farside.errors import XenAPIFailure
 from farside.storage.replication import ReplicationState
 
 
@@ -44,6 +45,7 @@ def run(ctx: RunContext, data: dict[str, Any]) -> None:
         ctx.replication.split(Path(sr["path"]))
         split.append(sr["path"])
         ctx.save()
+    release_at_source(ctx, data)
     if waiting:
         raise RunFailed(
             f"the replication into {', '.join(waiting)} is not split: split the mirrors first, "
@@ -64,3 +66,25 @@ def running_at_source(ctx: RunContext, sr_uuids: set[str]) -> list[str]:
         for r in ctx.source.call("VM.get_all_records").values()
         if r["power_state"] != "Halted" and any(vbds.get(v, {}).get("VDI") in vdis for v in r["VBDs"])
     )
+
+
+def release_at_source(ctx: RunContext, data: dict[str, Any]) -> None:
+    """With a session on the source pool, that pool lets go of the SRs whose replication is split
+    (unplugs its PBDs of them, giving up its leases), so that it no longer writes what this site
+    takes over. A LUN whose replication nobody here manages is the operator's to have stopped."""
+    if ctx.source is None or ctx.options.kind == "test":
+        return
+    released: list[str] = data.setdefault("released", [])
+    split = {sr["uuid"] for sr in ctx.data("discover")["srs"]
+             if ctx.replication.state(Path(sr["path"])) is ReplicationState.SPLIT}  # fmt: skip
+    for sr in ctx.source.call("SR.get_all_records").values():
+        if sr["uuid"] not in split or sr["uuid"] in released:
+            continue
+        for pbd in sr["PBDs"]:
+            try:
+                ctx.source.call("PBD.unplug", pbd)
+            except XenAPIFailure as exc:
+                raise RunFailed(f"the source pool did not release SR {sr['name_label']} ({' '.join(exc.failure)}): "
+                                "shut down what uses it there, then resume") from None  # fmt: skip
+        released.append(sr["uuid"])
+        ctx.save()

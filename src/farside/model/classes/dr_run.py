@@ -25,6 +25,9 @@ DR_RUN = ClassDef(
         F("runner", "string", RO),
         F("runner_heartbeat", "datetime", RO),
         F("steps", "string", RO, "{}"),
+        # The LUNs the run works on ("SR uuid", "LUN path"), claimed before it attaches anything
+        # (DR_run.claim_luns): one run per LUN; let go of when the run ends.
+        F("luns", "string set", RO),
         F("report", "string", RO),
         F("report_json", "string", RO, "{}"),
         F("created", "datetime", RT),
@@ -38,6 +41,12 @@ DR_RUN = ClassDef(
         M("set_options", Role.POOL_OPERATOR, [("self", "DR_run ref"), ("value", "(string -> string) map")], "void"),
         M("claim", Role.POOL_OPERATOR, [("self", "DR_run ref"), ("runner", "string")], "void"),
         M("unclaim", Role.POOL_OPERATOR, [("self", "DR_run ref"), ("runner", "string")], "void"),
+        M(
+            "claim_luns",
+            Role.POOL_OPERATOR,
+            [("self", "DR_run ref"), ("runner", "string"), ("luns", "string set")],
+            "void",
+        ),
         M(
             "save",
             Role.POOL_OPERATOR,
