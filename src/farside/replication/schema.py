@@ -51,6 +51,14 @@ def _string(v: Any) -> bool:
     return type(v) is str and XML_UNSAFE.search(v) is None
 
 
+def _strings(values: Any) -> bool:
+    """Strings all, XML-safe: one join and one search instead of a call per string."""
+    try:
+        return XML_UNSAFE.search("".join(values)) is None
+    except TypeError:  # not all strings
+        return False
+
+
 def _check_of(xtype: XType) -> Check:
     """A predicate for the canonical values of ``xtype``; type() rather than isinstance: no bool for an int."""
     if isinstance(xtype, StringType):
@@ -68,6 +76,10 @@ def _check_of(xtype: XType) -> Check:
     if isinstance(xtype, EnumType):
         members = frozenset(xtype.members)
         return lambda v: type(v) is str and v in members
+    if isinstance(xtype, SetType) and isinstance(xtype.element, StringType):
+        return lambda v: type(v) is list and _strings(v)
+    if isinstance(xtype, MapType) and isinstance(xtype.key, StringType) and isinstance(xtype.value, StringType):
+        return lambda v: type(v) is dict and _strings(v) and _strings(v.values())
     if isinstance(xtype, SetType):
         element = _check_of(xtype.element)
         return lambda v: type(v) is list and all(map(element, v))
