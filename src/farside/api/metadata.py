@@ -204,7 +204,7 @@ class MetadataService:
                 if not tx.exists("VDI", copy.vdi):
                     continue
                 sm_config = tx.get_field("VDI", copy.vdi, "sm_config")
-                # What the DR engine's choose step reads (authenticity.refusal); SR.scan's view.
+                # What the DR engine's choose step reads (authenticity.screen); SR.scan's view.
                 sm_config[authenticity.PROBLEMS_KEY] = "; ".join(copy.problems)
                 if copy.generation >= 0:
                     sm_config.update(
