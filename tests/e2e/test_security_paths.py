@@ -284,3 +284,28 @@ def test_source_url_must_be_an_allowed_pool_server(site: tuple[PoolServer, Path]
         s.xenapi.DR_run.destroy(run)
     finally:
         source.stop()
+
+
+def test_a_mirror_never_targets_a_system_directory_or_one_outside_the_pools_roots(tmp_path: Path) -> None:
+    luns = tmp_path / "luns"
+    source = tmp_path / "source"
+    for d in (luns, source, tmp_path / "outside"):
+        d.mkdir()
+    (tmp_path / "link").symlink_to("/etc")
+    make_pool(tmp_path / "pool", lun_roots=[str(luns)])
+
+    def create(target: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "farside.cli.main", "mirror", "create", "m", "--state-dir", str(tmp_path / "m"),
+                "--source", str(source), "--target", target, *extra]  # fmt: skip
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    for target in ("/etc/farside", "/dev/shm/lun", "/", str(tmp_path / "link" / "lun"), f"{luns}/../../etc"):
+        result = create(target)
+        assert result.returncode != 0 and "--target" in result.stderr and "Traceback" not in result.stderr, target
+    pool = ("--target-pool", str(tmp_path / "pool"))
+    result = create(str(tmp_path / "outside" / "lun"), *pool)
+    assert result.returncode != 0 and f"the pool's LUN roots are {luns}" in result.stderr
+    assert not (tmp_path / "outside" / "lun").exists() and not Path("/etc/farside").exists()
+    result = create(str(luns / "lun"), *pool)
+    assert result.returncode == 0, result.stderr
+    assert (luns / "lun").is_dir()

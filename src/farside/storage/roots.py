@@ -76,6 +76,15 @@ def describe(roots: Sequence[str]) -> str:
     return f"the pool's LUN roots are {', '.join(roots)}"
 
 
+def check_plain(path: str | Path, what: str) -> Path:
+    """``path`` if it is absolute, has no ``..``, leads through no symlink and is no system
+    directory (where no pool's roots are known, as for a mirror's target); INVALID_VALUE otherwise."""
+    try:
+        return Path(_plain(path, what))
+    except ValueError as exc:
+        raise InvalidValue("path", str(exc)) from None
+
+
 def check_lun(path: str | Path, roots: Sequence[str]) -> Path:
     """A LUN path (or a directory of LUNs) that may enter the pool: INVALID_VALUE, naming the
     roots, unless it is a plain path (see ``_plain``) at or below one of ``roots``."""
