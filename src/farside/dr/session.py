@@ -178,8 +178,8 @@ def check_source_url(url: str, allowed: Sequence[str]) -> None:
 
 def check_source_host(url: str, allowed: Sequence[str]) -> None:
     """INVALID_VALUE unless ``url`` is http(s), with no credentials, to a host in ``allowed``."""
-    parts = urllib.parse.urlsplit(url)
     try:
+        parts = urllib.parse.urlsplit(url)  # a malformed address ("http://[::1") raises here
         host = source_host(parts.hostname or "")
         _ = parts.port  # a port that is not a number raises here
     except ValueError as exc:

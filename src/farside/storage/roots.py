@@ -37,7 +37,8 @@ def system_dir(path: str | PurePosixPath) -> str | None:
 
 
 def _plain(path: str | Path, what: str) -> PurePosixPath:
-    """``path`` if it is absolute, has no ``..`` and leads through no symlink; ValueError otherwise."""
+    """``path`` if it is absolute, has no ``..``, leads through no symlink and is no system
+    directory; ValueError otherwise."""
     text = str(path)
     if not text.startswith("/"):
         raise ValueError(f"{text!r}: {what} must be an absolute path")
