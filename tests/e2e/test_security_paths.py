@@ -11,6 +11,7 @@ nothing written and nothing connected to.
 from __future__ import annotations
 
 import http.server
+import os
 import shutil
 import socket
 import subprocess
@@ -309,3 +310,15 @@ def test_a_mirror_never_targets_a_system_directory_or_one_outside_the_pools_root
     result = create(str(luns / "lun"), *pool)
     assert result.returncode == 0, result.stderr
     assert (luns / "lun").is_dir()
+
+
+def test_farside_dr_refuses_luns_outside_the_roots(site: tuple[PoolServer, Path]) -> None:
+    srv, root = site
+    env = {**os.environ, "FARSIDE_PASSWORD": ADMIN_PASSWORD}
+    for flag, path in (("--lun-dir", "/etc"), ("--lun", str(root / "to-etc")), ("--lun-dir", "/dev/shm")):
+        argv = [sys.executable, "-m", "farside.cli.main", "dr", "test", "--server", srv.url, flag, path, "--all"]
+        result = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120)
+        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+        assert f"the pool's LUN roots are {root}" in result.stderr, result.stderr
+    assert srv.session().xenapi.DR_run.get_all() == []
+    assert not Path("/etc/.farside-sr").exists()
