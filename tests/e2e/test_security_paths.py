@@ -260,11 +260,12 @@ def test_source_url_must_be_an_allowed_pool_server(site: tuple[PoolServer, Path]
             trap.accept()
     for url in ("file:///etc/passwd", "http://root:secret@127.0.0.1:1/", "gopher://127.0.0.1/", "http://[::1"):
         rejected(url)
-    # An allowed host where no pool server listens, or where something else answers.
+    # An allowed host where nothing answers is the source site down: the run may name it.
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    assert "no XenAPI pool server answers" in rejected(f"http://127.0.0.1:{port}/")
+    s.xenapi.DR_run.destroy(create(f"http://127.0.0.1:{port}/"))
+    # Where something else answers on an allowed host, the run is refused.
     web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     thread = threading.Thread(target=web.serve_forever, daemon=True)
     thread.start()
