@@ -11,6 +11,7 @@ nothing written and nothing connected to.
 from __future__ import annotations
 
 import http.server
+import os
 import shutil
 import socket
 import subprocess
@@ -259,11 +260,12 @@ def test_source_url_must_be_an_allowed_pool_server(site: tuple[PoolServer, Path]
             trap.accept()
     for url in ("file:///etc/passwd", "http://root:secret@127.0.0.1:1/", "gopher://127.0.0.1/", "http://[::1"):
         rejected(url)
-    # An allowed host where no pool server listens, or where something else answers.
+    # An allowed host where nothing answers is the source site down: the run may name it.
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    assert "no XenAPI pool server answers" in rejected(f"http://127.0.0.1:{port}/")
+    s.xenapi.DR_run.destroy(create(f"http://127.0.0.1:{port}/"))
+    # Where something else answers on an allowed host, the run is refused.
     web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
     thread = threading.Thread(target=web.serve_forever, daemon=True)
     thread.start()
@@ -284,3 +286,40 @@ def test_source_url_must_be_an_allowed_pool_server(site: tuple[PoolServer, Path]
         s.xenapi.DR_run.destroy(run)
     finally:
         source.stop()
+
+
+def test_a_mirror_never_targets_a_system_directory_or_one_outside_the_pools_roots(tmp_path: Path) -> None:
+    luns = tmp_path / "luns"
+    source = tmp_path / "source"
+    for d in (luns, source, tmp_path / "outside"):
+        d.mkdir()
+    (tmp_path / "link").symlink_to("/etc")
+    make_pool(tmp_path / "pool", lun_roots=[str(luns)])
+
+    def create(target: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "farside.cli.main", "mirror", "create", "m", "--state-dir", str(tmp_path / "m"),
+                "--source", str(source), "--target", target, *extra]  # fmt: skip
+        return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+    for target in ("/etc/farside", "/dev/shm/lun", "/", str(tmp_path / "link" / "lun"), f"{luns}/../../etc"):
+        result = create(target)
+        assert result.returncode != 0 and "--target" in result.stderr and "Traceback" not in result.stderr, target
+    pool = ("--target-pool", str(tmp_path / "pool"))
+    result = create(str(tmp_path / "outside" / "lun"), *pool)
+    assert result.returncode != 0 and f"the pool's LUN roots are {luns}" in result.stderr
+    assert not (tmp_path / "outside" / "lun").exists() and not Path("/etc/farside").exists()
+    result = create(str(luns / "lun"), *pool)
+    assert result.returncode == 0, result.stderr
+    assert (luns / "lun").is_dir()
+
+
+def test_farside_dr_refuses_luns_outside_the_roots(site: tuple[PoolServer, Path]) -> None:
+    srv, root = site
+    env = {**os.environ, "FARSIDE_PASSWORD": ADMIN_PASSWORD}
+    for flag, path in (("--lun-dir", "/etc"), ("--lun", str(root / "to-etc")), ("--lun-dir", "/dev/shm")):
+        argv = [sys.executable, "-m", "farside.cli.main", "dr", "test", "--server", srv.url, flag, path, "--all"]
+        result = subprocess.run(argv, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120)
+        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+        assert f"the pool's LUN roots are {root}" in result.stderr, result.stderr
+    assert srv.session().xenapi.DR_run.get_all() == []
+    assert not Path("/etc/.farside-sr").exists()

@@ -10,14 +10,18 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from farside.config import mirror_dir_from_env
+from farside.config import DB_FILE, mirror_dir_from_env
+from farside.db import Database
+from farside.errors import InvalidValue
 from farside.mirror.cycle import CycleResult
 from farside.mirror.daemon import Daemon
 from farside.mirror.pair import DEFAULT_INTERVAL_S, Mirrors
+from farside.storage.roots import check_lun, check_plain
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -46,6 +50,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--source", type=Path, required=True, help="the directory to replicate: a LUN, or a directory of LUNs"
     )
     c.add_argument("--target", type=Path, required=True, help="the copy at the DR site (created if missing)")
+    c.add_argument(
+        "--target-pool",
+        type=Path,
+        metavar="DATA_DIR",
+        help="the data directory of the pool that will use the target: the target must be under its LUN roots",
+    )
     c.add_argument(
         "--interval",
         type=float,
@@ -84,12 +94,40 @@ def _mirrors(args: argparse.Namespace) -> Mirrors:
 
 
 def create(args: argparse.Namespace) -> int:
+    roots = None if args.target_pool is None else _lun_roots(args.target_pool)
+    source = _checked("--source", args.source, None)
+    target = _checked("--target", args.target, roots)
     record = Mirrors(args.state_dir if args.state_dir is not None else mirror_dir_from_env()).create(
-        args.name, args.source, args.target, args.interval, args.bwlimit
+        args.name, source, target, args.interval, args.bwlimit
     )
     print(f"created mirror {record.name}: {record.source} -> {record.target}; run 'farside mirror sync {record.name}'")
     print("or 'farside mirror run' to replicate; the target cannot be plugged until the mirror is split")
     return 0
+
+
+def _lun_roots(data_dir: Path) -> list[str]:
+    """The LUN roots of the pool in ``data_dir``, read from its database (its server may run)."""
+    if not (data_dir / DB_FILE).is_file():
+        raise ValueError(f"--target-pool {data_dir} holds no pool: give the data directory 'farside init' made")
+    db = Database.open(data_dir / DB_FILE)
+    try:
+        with db.read() as tx:
+            roots: list[str] = tx.get_field("pool", tx.refs("pool")[0], "lun_roots")
+    finally:
+        db.close()
+    return roots
+
+
+def _checked(flag: str, path: Path, roots: list[str] | None) -> Path:
+    """A mirror's directory: plain (no '..', no symlink), no system directory, and under the
+    target pool's LUN roots when those are known; the target becomes a LUN once split."""
+    if ".." in path.parts:
+        raise ValueError(f"{flag} {path}: a mirror's directory must not contain '..'")
+    try:
+        full = Path(os.path.abspath(path))
+        return check_plain(full, "a mirror's directory") if roots is None else check_lun(full, roots)
+    except InvalidValue as exc:
+        raise ValueError(f"{flag} {exc.params[-1]}") from None
 
 
 def run(args: argparse.Namespace) -> int:

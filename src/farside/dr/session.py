@@ -18,6 +18,7 @@ import urllib.request
 import xml.parsers.expat
 import xmlrpc.client
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from farside.errors import InvalidValue, XenAPIFailure
@@ -194,20 +195,22 @@ def source_hosts(values: Sequence[str]) -> list[str]:
 
 
 def check_source_url(url: str, allowed: Sequence[str]) -> None:
-    """INVALID_VALUE unless ``url`` is http(s) to a host in ``allowed`` where a pool server answers.
+    """INVALID_VALUE unless ``url`` is http(s) to a host in ``allowed``, where either a pool server
+    answers or nothing does (the source site is down: that is what a failover is for).
 
     The host is checked before any connection is made, so a DR run cannot be made to probe
-    addresses the pool-admin did not list."""
+    addresses the pool-admin did not list; on a listed host, a service that is not a pool server
+    is refused, so a run cannot be pointed at some other port of it either."""
     check_source_host(url, allowed)
-    why = _not_a_pool_server(url)
-    if why:
-        raise InvalidValue("source_url", f"{url}: {why}")
+    answer = _pool_server(url)
+    if answer is not None and not answer.ok:
+        raise InvalidValue("source_url", f"{url}: {answer.why}")
 
 
 def check_source_host(url: str, allowed: Sequence[str]) -> None:
     """INVALID_VALUE unless ``url`` is http(s), with no credentials, to a host in ``allowed``."""
-    parts = urllib.parse.urlsplit(url)
     try:
+        parts = urllib.parse.urlsplit(url)  # a malformed address ("http://[::1") raises here
         host = source_host(parts.hostname or "")
         _ = parts.port  # a port that is not a number raises here
     except ValueError as exc:
@@ -224,8 +227,14 @@ def check_source_host(url: str, allowed: Sequence[str]) -> None:
         )
 
 
-def _not_a_pool_server(url: str) -> str | None:
-    """Why no XenAPI pool server answers at ``url``; None when one does.
+@dataclass(frozen=True)
+class _Answer:
+    ok: bool
+    why: str = ""
+
+
+def _pool_server(url: str) -> _Answer | None:
+    """What answers at ``url``: a pool server (ok), something else (why not), or nothing (None).
 
     It is asked ``pool.get_all_records`` with no session: a pool server answers with a XenAPI
     envelope (SESSION_INVALID), which no other service does. No credentials are ever sent, so the
@@ -239,13 +248,13 @@ def _not_a_pool_server(url: str) -> str | None:
     )
     try:
         answer = xmlrpc.client.ServerProxy(base, transport=transport).pool.get_all_records("")
-    except (OSError, http.client.HTTPException) as exc:
-        return f"no XenAPI pool server answers there ({exc})"
+    except (OSError, http.client.HTTPException):
+        return None
     except (xmlrpc.client.Error, xml.parsers.expat.ExpatError, ValueError) as exc:
-        return f"what answers there is not a XenAPI pool server ({exc!r:.80})"
+        return _Answer(False, f"what answers there is not a XenAPI pool server ({exc!r:.80})")
     if not (isinstance(answer, dict) and answer.get("Status") in ("Success", "Failure")):
-        return f"what answers there is not a XenAPI pool server (it answered {answer!r:.80})"
-    return None
+        return _Answer(False, f"what answers there is not a XenAPI pool server (it answered {answer!r:.80})")
+    return _Answer(True)
 
 
 def source_answers(session: Session, url: str) -> bool:
@@ -253,4 +262,5 @@ def source_answers(session: Session, url: str) -> bool:
     is checked against the target pool's ``allowed_source_hosts`` first (INVALID_VALUE)."""
     pool = session.call("pool.get_all")[0]
     check_source_host(url, session.call("pool.get_allowed_source_hosts", pool))
-    return _not_a_pool_server(url) is None
+    answer = _pool_server(url)
+    return answer is not None and answer.ok

@@ -37,7 +37,8 @@ def system_dir(path: str | PurePosixPath) -> str | None:
 
 
 def _plain(path: str | Path, what: str) -> PurePosixPath:
-    """``path`` if it is absolute, has no ``..`` and leads through no symlink; ValueError otherwise."""
+    """``path`` if it is absolute, has no ``..``, leads through no symlink and is no system
+    directory; ValueError otherwise."""
     text = str(path)
     if not text.startswith("/"):
         raise ValueError(f"{text!r}: {what} must be an absolute path")
@@ -74,6 +75,15 @@ def describe(roots: Sequence[str]) -> str:
     if not roots:
         return "this pool has no LUN roots yet: a pool-admin sets them (farside init --lun-root, or pool.set_lun_roots)"
     return f"the pool's LUN roots are {', '.join(roots)}"
+
+
+def check_plain(path: str | Path, what: str) -> Path:
+    """``path`` if it is absolute, has no ``..``, leads through no symlink and is no system
+    directory (where no pool's roots are known, as for a mirror's target); INVALID_VALUE otherwise."""
+    try:
+        return Path(_plain(path, what))
+    except ValueError as exc:
+        raise InvalidValue("path", str(exc)) from None
 
 
 def check_lun(path: str | Path, roots: Sequence[str]) -> Path:

@@ -138,7 +138,8 @@ def up(args: argparse.Namespace) -> int:
         state = str(lab.mirror_dir)
         for lun in lab.luns:
             _farside("mirror", "create", lun, "--source", str(lab.lun_dir("a", lun)),
-                     "--target", str(lab.lun_dir("b", lun)), "--interval", str(MIRROR_INTERVAL_S),
+                     "--target", str(lab.lun_dir("b", lun)), "--target-pool", str(lab.site_dir("b")),
+                     "--interval", str(MIRROR_INTERVAL_S),
                      "--state-dir", state)  # fmt: skip
             _farside("mirror", "sync", lun, "--state-dir", state)
         processes.start(processes.farside_argv("mirror", "run", "--state-dir", state), lab.mirror_pid_file,
