@@ -113,6 +113,10 @@ def test_qemu_holds_only_its_disks_and_logs(lab: Lab, driver: QemuDriver) -> Non
     assert paths <= allowed, paths - allowed
     assert {str(d.path) for d in spec.disks} <= paths
     assert not run.stat().st_mode & 0o007  # the run directory is closed to others
+    # QEMU's image locks hold on descriptors as on paths: a second writer is kept out.
+    read = ["qemu-io", "-f", "raw", "-c", "read 0 512", str(data)]
+    other = subprocess.run(read, capture_output=True, text=True, check=False)
+    assert other.returncode != 0 and "lock" in other.stderr, other.stderr
     driver.hard_stop(spec.uuid)
 
 
