@@ -8,7 +8,15 @@ from pathlib import Path
 
 from farside.cli.connection import PasswordFile, PasswordFileError, PasswordFileProblem, read_password_file
 from farside.cli.tls import make_self_signed
-from farside.config import DEFAULT_LISTEN, Listen, ServerConfig, kvm_from_env, session_timeout_from_env
+from farside.config import (
+    DEFAULT_LISTEN,
+    Listen,
+    ServerConfig,
+    http_limits_from_env,
+    kvm_from_env,
+    login_limits_from_env,
+    session_timeout_from_env,
+)
 from farside.db import Database
 from farside.db.bootstrap import create_pool
 from farside.hypervisor import host
@@ -117,6 +125,8 @@ def server(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         session_timeout_s=timeout,
         kvm=args.kvm or kvm_from_env(),
+        http=http_limits_from_env(),
+        login_limits=login_limits_from_env(),
     )
     serve(config)
     return 0
