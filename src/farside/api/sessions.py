@@ -80,9 +80,12 @@ class SessionStore:
         self.throttle.check(uname, address)
         if self._verifying is None:
             self._verifying = anyio.CapacityLimiter(LOGIN_VERIFY_THREADS)
-        found = await anyio.to_thread.run_sync(self._verify, uname, password, limiter=self._verifying)
+        found = None
+        try:
+            found = await anyio.to_thread.run_sync(self._verify, uname, password, limiter=self._verifying)
+        finally:
+            self.throttle.settle(uname, address, failed=found is None)
         if found is None:
-            self.throttle.failed(uname, address)
             raise SessionAuthenticationFailed(uname, "Authentication failure")
         return await anyio.to_thread.run_sync(self._open, found[0], found[1], uname, originator)
 

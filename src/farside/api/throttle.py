@@ -3,8 +3,11 @@
 Once ``failures`` logins failed within ``window_s`` from one address, or for one user name, further
 attempts are refused at once, before any password is checked, with SESSION_AUTHENTICATION_FAILED
 [user, message, retry-after seconds], until the oldest of those failures leaves the window.
+Attempts still being checked count against the budget too, so that a burst of concurrent guesses
+cannot all pass before the first has failed (and queue ahead of an honest login).
 
-A user name's throttle does not apply to an address with no failure in the window: guessing root's
+A user name's throttle does not apply to a clean address (no failure in the window, no attempt being
+checked): guessing root's
 password from elsewhere never locks root out of a clean address. Distributed guessing is still
 bounded: each address gets one failure for the name before the name's throttle applies to it too.
 Successes clear nothing, so a valid account cannot be used to reset an address's count.
@@ -41,6 +44,7 @@ def note_client(request: Request) -> None:
 @dataclass
 class _Failures:
     times: deque[float]
+    pending: int = 0  # attempts let through and still being checked
     logged_until: float = field(default=-math.inf)  # one log line per throttled period
 
 
@@ -55,43 +59,56 @@ class LoginThrottle:
         self._by_user: OrderedDict[str, _Failures] = OrderedDict()
 
     def check(self, user: str, address: str) -> None:
-        """Refuse the attempt (SESSION_AUTHENTICATION_FAILED with a retry-after) when throttled."""
+        """Refuse the attempt (SESSION_AUTHENTICATION_FAILED with a retry-after) when throttled;
+        otherwise count it as pending until ``settle``."""
         now = self._clock()
         with self._lock:
             refusal = self._refusal(self._by_address, address, now, f"from {address}")
-            if refusal is None and self._recent(self._by_address, address, now):
+            if refusal is None and not self._clean(address, now):
                 refusal = self._refusal(self._by_user, user, now, f"for user {user!r}")
+            if refusal is None:
+                self._entry(self._by_address, address).pending += 1
+                self._entry(self._by_user, user).pending += 1
         if refusal is not None:
             wait, what = refusal
             raise SessionAuthenticationFailed(user, f"Too many failed logins {what}; try again in {wait} s", str(wait))
 
-    def failed(self, user: str, address: str) -> None:
+    def settle(self, user: str, address: str, failed: bool) -> None:
+        """The end of an attempt that ``check`` let through."""
         now = self._clock()
         with self._lock:
-            self._note(self._by_address, address, now)
-            self._note(self._by_user, user, now)
+            for table, key in ((self._by_address, address), (self._by_user, user)):
+                entry = self._entry(table, key)
+                entry.pending = max(0, entry.pending - 1)
+                if failed:
+                    entry.times.append(now)
 
-    def _note(self, table: OrderedDict[str, _Failures], key: str, now: float) -> None:
+    def _entry(self, table: OrderedDict[str, _Failures], key: str) -> _Failures:
         entry = table.get(key)
         if entry is None:
             entry = table[key] = _Failures(deque(maxlen=self.limits.failures))
             while len(table) > LOGIN_THROTTLE_ENTRIES:
                 table.popitem(last=False)
         table.move_to_end(key)
-        entry.times.append(now)
+        return entry
 
-    def _recent(self, table: OrderedDict[str, _Failures], key: str, now: float) -> bool:
-        entry = table.get(key)
-        return entry is not None and bool(entry.times) and entry.times[-1] > now - self.limits.window_s
+    def _recent(self, entry: _Failures, now: float) -> list[float]:
+        return [t for t in entry.times if t > now - self.limits.window_s]
+
+    def _clean(self, address: str, now: float) -> bool:
+        entry = self._by_address.get(address)
+        return entry is None or (entry.pending == 0 and not self._recent(entry, now))
 
     def _refusal(self, table: OrderedDict[str, _Failures], key: str, now: float, what: str) -> tuple[int, str] | None:
         entry = table.get(key)
-        if entry is None or len(entry.times) < self.limits.failures:
+        if entry is None:
             return None
-        until = entry.times[0] + self.limits.window_s
-        if until <= now:
+        recent = self._recent(entry, now)
+        if len(recent) + entry.pending < self.limits.failures:
             return None
+        # Full of failures: until the oldest leaves the window; else attempts being checked fill it.
+        until = recent[0] + self.limits.window_s if recent else now + 1
         if entry.logged_until < now:
             entry.logged_until = until
-            log.warning("throttling logins %s until %.0f s from now (%d failures)", what, until - now, len(entry.times))
+            log.warning("throttling logins %s for %.0f s (%d failures)", what, until - now, len(recent))
         return max(1, math.ceil(until - now)), what
