@@ -541,8 +541,10 @@ class ConnectionGuard:
 
             def _expired(self) -> None:
                 self._deadline = None
-                if self._phase == "body" and self.flow.read_paused:
-                    self._arm("body", guard.limits.body_timeout_s)  # the app is slow, not the client
+                if self._phase == "body" and (self.flow.read_paused or self.cycle.waiting_for_100_continue):
+                    # The app is slow, not the client: it has not read what came, or not yet asked
+                    # for a body the client holds back until "100 Continue".
+                    self._arm("body", guard.limits.body_timeout_s)
                     return
                 self._phase = None
                 self.transport.close()
