@@ -7,8 +7,11 @@ through the server's FARSIDE_* settings and its RLIMIT_NOFILE.
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
 import time
 import xmlrpc.client
 from collections.abc import Iterator
@@ -229,3 +232,20 @@ def test_the_console_login_shares_the_throttle(server: PoolServer) -> None:
         data = {"username": "root", "password": ADMIN_PASSWORD, "csrf": token.group(1), "next": "/ui/"}
         answer = browser.post("/ui/login", data=data)
     assert answer.status_code == 429 and "Too many failed logins from 127.0.4.1" in answer.text
+
+
+def test_xe_says_how_long_to_wait(server: PoolServer) -> None:
+    """``farside xe`` with a wrong password, once too often: the pool's wait, not "wrong password"."""
+    argv = [sys.executable, "-m", "farside.cli.main", "xe", "-s", server.url, "-u", "root", "-pw", "wrong", "vm-list"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FARSIDE_")}
+    lines = []
+    for _ in range(6):
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        lines.append(result.stderr.splitlines()[0])
+    assert lines[:5] == [f"Authentication failed for user 'root' at {server.url}"] * 5
+    assert re.fullmatch(
+        rf"Authentication refused for user 'root' at {re.escape(server.url)}: Too many failed logins from "
+        r"127\.0\.0\.1; try again in \d+ s\.",
+        lines[5],
+    ), lines[5]
