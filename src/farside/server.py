@@ -388,11 +388,10 @@ class ConnectionGuard:
 
     Each connection must send its headers within ``header_timeout_s`` and may not stall inside a body
     for longer than ``body_timeout_s``; connections beyond the caps (in all, per client address; the
-    total also below RLIMIT_NOFILE) are closed as soon as they are accepted, with no answer. At the
-    descriptor limit all the same (other files took the rest), the connections
-    waiting to be accepted are accepted and closed with a spare descriptor kept for that, instead of
-    waiting in the backlog. Refusals are logged once per ``REFUSAL_LOG_INTERVAL_S``. Everything runs on
-    the event loop's thread.
+    total also stays below RLIMIT_NOFILE) are closed as soon as they are accepted, with no answer. If
+    accept meets the descriptor limit all the same (other files took the rest), what waits in the
+    backlog is accepted and closed through a spare descriptor kept for that. Refusals are logged once
+    per ``REFUSAL_LOG_INTERVAL_S``. Everything runs on the event loop's thread.
     """
 
     def __init__(self, limits: HttpLimits, listener: socket.socket) -> None:
