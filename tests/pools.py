@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -93,6 +94,8 @@ class PoolServer:
     port: int = field(default_factory=free_port)
     tls: bool = False
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # added to the environment (FARSIDE_* settings)
+    nofile: int | None = None  # the server's RLIMIT_NOFILE, when a test needs it low
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -105,7 +108,15 @@ class PoolServer:
         if self.tls:
             args.append("--tls")
         log = open(self.data_dir / "server.log", "ab")  # noqa: SIM115 - the child owns it
-        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        limit = self.nofile
+        self.process = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **self.env},
+            preexec_fn=None if limit is None else lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)),
+        )
         log.close()
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

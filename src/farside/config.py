@@ -22,6 +22,28 @@ DEFAULT_EVENT_HISTORY = 100_000
 # xapi's event.from clamps the timeout; so do we, so a client cannot park a request forever.
 MAX_EVENT_TIMEOUT_S = 3600.0
 
+# HTTP limits (issue 13): a client gets this long to send a request's headers, and may pause this
+# long inside a body (an upload streams; only a stalled one is cut off). uvicorn's keep-alive (5 s)
+# ends idle connections between requests.
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+DEFAULT_BODY_TIMEOUT_S = 30.0
+# Open connections in all and per client address. Clients of a pool (the SDK, xe, consoles, the
+# DR engine) use a handful each; the total stays well below a typical 1024 descriptor limit.
+DEFAULT_MAX_CONNECTIONS = 768
+DEFAULT_MAX_CLIENT_CONNECTIONS = 64
+# Refused connections (a cap reached, descriptors exhausted) are logged once per this interval.
+REFUSAL_LOG_INTERVAL_S = 60.0
+
+# Login throttling (issue 13): this many failed logins within the window, from one client address
+# or for one user name, and further attempts are refused until the oldest failure leaves the window.
+DEFAULT_LOGIN_FAILURES = 5
+DEFAULT_LOGIN_WINDOW_S = 60.0
+# How many addresses and user names the throttle remembers; the oldest are forgotten first.
+LOGIN_THROTTLE_ENTRIES = 100_000
+# Password checks (argon2) run at most this many at once, on threads of their own, so that guessing
+# never takes the threads every other call runs on.
+LOGIN_VERIFY_THREADS = 1
+
 # Each half of a metadata VDI holds a full copy plus deltas (docs/metadata-format.md).
 DEFAULT_METADATA_HALF_BYTES = 64 << 20
 
@@ -137,6 +159,24 @@ def fencing_from_env() -> Fencing:
 
 
 @dataclass(frozen=True)
+class HttpLimits:
+    """How long a client may take and how many connections it may hold (see the defaults above)."""
+
+    header_timeout_s: float = DEFAULT_HEADER_TIMEOUT_S
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_client_connections: int = DEFAULT_MAX_CLIENT_CONNECTIONS
+
+
+@dataclass(frozen=True)
+class LoginLimits:
+    """Failed logins allowed per client address and per user name within ``window_s``."""
+
+    failures: int = DEFAULT_LOGIN_FAILURES
+    window_s: float = DEFAULT_LOGIN_WINDOW_S
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """How one pool server runs.
 
@@ -152,6 +192,8 @@ class ServerConfig:
         watchdog: run the fencing watchdog (``farside watchdog``) beside the server (``farside
             server`` does unless ``FARSIDE_WATCHDOG=0``; a server run in-process does not).
         message_limit: messages kept; the oldest go when a new one would exceed it.
+        http: timeouts and connection caps of the HTTP server.
+        login_limits: how many failed logins a client address or a user name gets.
     """
 
     data_dir: Path
@@ -167,6 +209,8 @@ class ServerConfig:
     fencing: Fencing = Fencing()
     watchdog: bool = False
     message_limit: int = DEFAULT_MESSAGE_LIMIT
+    http: HttpLimits = HttpLimits()
+    login_limits: LoginLimits = LoginLimits()
 
     @property
     def db_path(self) -> Path:
@@ -211,6 +255,38 @@ def session_timeout_from_env(default: float = DEFAULT_SESSION_TIMEOUT_S) -> floa
     if value <= 0:
         raise ValueError("FARSIDE_SESSION_TIMEOUT must be positive")
     return value
+
+
+def _positive(name: str, default: float) -> float:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, not {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive")
+    return value
+
+
+def http_limits_from_env() -> HttpLimits:
+    """``FARSIDE_HEADER_TIMEOUT``, ``FARSIDE_BODY_TIMEOUT`` (seconds), ``FARSIDE_MAX_CONNECTIONS`` and
+    ``FARSIDE_MAX_CLIENT_CONNECTIONS`` where set, the defaults elsewhere."""
+    return HttpLimits(
+        header_timeout_s=_positive("FARSIDE_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT_S),
+        body_timeout_s=_positive("FARSIDE_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT_S),
+        max_connections=int(_positive("FARSIDE_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)),
+        max_client_connections=int(_positive("FARSIDE_MAX_CLIENT_CONNECTIONS", DEFAULT_MAX_CLIENT_CONNECTIONS)),
+    )
+
+
+def login_limits_from_env() -> LoginLimits:
+    """``FARSIDE_LOGIN_FAILURES`` and ``FARSIDE_LOGIN_WINDOW`` (seconds) where set."""
+    return LoginLimits(
+        failures=int(_positive("FARSIDE_LOGIN_FAILURES", DEFAULT_LOGIN_FAILURES)),
+        window_s=_positive("FARSIDE_LOGIN_WINDOW", DEFAULT_LOGIN_WINDOW_S),
+    )
 
 
 def kvm_from_env() -> bool:

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
+import os
+import resource
 import socket
 import ssl
 import subprocess
 import sys
 import threading
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from types import FrameType
@@ -25,6 +30,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import farside.api.handlers  # noqa: F401 - registers every hand-written message
 from farside import __version__
@@ -38,8 +44,9 @@ from farside.api.records import AllRecords, Encoded, RecordCache
 from farside.api.sessions import SessionStore
 from farside.api.storage import StorageService
 from farside.api.tasks import TaskManager
+from farside.api.throttle import note_client
 from farside.api.vms import VMService
-from farside.config import ServerConfig
+from farside.config import REFUSAL_LOG_INTERVAL_S, HttpLimits, ServerConfig
 from farside.db import Database
 from farside.db.bootstrap import ensure_storage_managers
 from farside.errors import DatabaseError, FarsideError, InternalError
@@ -97,7 +104,7 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
     db.subscribe(hub.publish)
     messages = MessageService(db, config.message_limit)
     storage = StorageService(db, pool, host, config.fencing, messages)
-    sessions = SessionStore(db, host, config.session_timeout_s)
+    sessions = SessionStore(db, host, config.session_timeout_s, config.login_limits)
     tasks = TaskManager(db, host)
     return Services(
         config=config,
@@ -123,14 +130,19 @@ def _prepare_run_dir(config: ServerConfig) -> Path:
     return run_dir
 
 
-def build_app(config: ServerConfig, prepared: Services | None = None) -> Starlette:
-    """The ASGI app of one pool server (with its services opened already, or at start-up)."""
+def build_app(
+    config: ServerConfig, prepared: Services | None = None, guard: ConnectionGuard | None = None
+) -> Starlette:
+    """The ASGI app of one pool server (with its services opened already, or at start-up), and the
+    guard of its connections when it serves a socket of its own."""
     state: dict[str, Any] = {}
     console = Console()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services = prepared or open_services(config)
+        if guard is not None:
+            guard.watch(asyncio.get_running_loop())
         state["dispatcher"] = Dispatcher(services)
         services.loop, services.dispatch = asyncio.get_running_loop(), state["dispatcher"].call
         console.attach(services)
@@ -159,6 +171,7 @@ def build_app(config: ServerConfig, prepared: Services | None = None) -> Starlet
             services.db.close()
 
     async def xml_endpoint(request: Request) -> Response:
+        note_client(request)
         try:
             body = await _read_body(request, config.max_body_bytes)
             method, params = xmlrpc.parse_request(body)
@@ -173,6 +186,7 @@ def build_app(config: ServerConfig, prepared: Services | None = None) -> Starlet
         return Response(_xml_response(outcome), media_type="text/xml")
 
     async def json_endpoint(request: Request) -> Response:
+        note_client(request)
         try:
             body = await _read_body(request, config.max_body_bytes)
             call = jsonrpc.parse_request(body)
@@ -379,10 +393,21 @@ def serve(config: ServerConfig) -> None:
         raise ListenError(f"cannot listen on {config.listen.host}:{config.listen.port}: {exc.strerror or exc}") from exc
     scheme = "https" if config.tls else "http"
     print(f"serving pool in {config.data_dir} on {scheme}://{config.listen.host}:{config.listen.port}", flush=True)
+    guard = ConnectionGuard(config.http, sock)
     settings = uvicorn.Config(
-        build_app(config, services), log_level="warning", access_log=False, lifespan="on", **options
+        build_app(config, services, guard),
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        loop="asyncio",  # the guard's fd-limit handling knows asyncio's accept loop
+        http=guard.protocol(),
+        ws="none",  # no WebSocket routes; an upgrade would take the connection out of the guard's count
+        **options,
     )
-    _Server(settings, services).run(sockets=[sock])
+    try:
+        _Server(settings, services).run(sockets=[sock])
+    finally:
+        guard.close()
 
 
 class _Server(uvicorn.Server):
@@ -412,3 +437,172 @@ def _bind(config: ServerConfig) -> socket.socket:
         sock.close()
         raise
     return sock
+
+
+class ConnectionGuard:
+    """The HTTP server's limits below the ASGI app (issue 13): uvicorn alone waits forever for a
+    request's headers, holds any number of connections, and logs a traceback per accept at the fd limit.
+
+    Each connection must send its headers within ``header_timeout_s`` and may not stall inside a body
+    for longer than ``body_timeout_s``; connections beyond the caps (in all, per client address; the
+    total also stays below RLIMIT_NOFILE) are closed as soon as they are accepted, with no answer. If
+    accept meets the descriptor limit all the same (other files took the rest), what waits in the
+    backlog is accepted and closed through a spare descriptor kept for that. Refusals are logged once
+    per ``REFUSAL_LOG_INTERVAL_S``. Everything runs on the event loop's thread.
+    """
+
+    def __init__(self, limits: HttpLimits, listener: socket.socket) -> None:
+        self.limits = limits
+        # Connections stop short of the descriptor limit, so that the server's own files (the
+        # database, images, QEMU's sockets) still open during a flood.
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.max_connections = limits.max_connections
+        if soft != resource.RLIM_INFINITY:
+            self.max_connections = max(1, min(limits.max_connections, soft - max(8, soft // 8)))
+        self._listener = listener
+        self._open: Counter[str] = Counter()
+        self._total = 0
+        self._spare: int | None = os.open(os.devnull, os.O_RDONLY)
+        self._refused: Counter[str] = Counter()
+        self._logged_at = time.monotonic() - REFUSAL_LOG_INTERVAL_S
+
+    def admit(self, address: str) -> bool:
+        """Count a new connection from ``address``; False (and counted as refused) beyond a cap."""
+        if self._total >= self.max_connections:
+            self._refuse(f"{self.max_connections} connections open in all")
+            return False
+        if self._open[address] >= self.limits.max_client_connections:
+            self._refuse(f"{self.limits.max_client_connections} connections open from one address")
+            return False
+        self._open[address] += 1
+        self._total += 1
+        return True
+
+    def release(self, address: str) -> None:
+        self._total -= 1
+        self._open[address] -= 1
+        if self._open[address] <= 0:
+            del self._open[address]
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Take over the loop's report of running out of descriptors while accepting."""
+        default = loop.get_exception_handler()
+
+        def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            exc = context.get("exception")
+            if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE) and "socket" in context:
+                self._shed()
+            elif self._listener.fileno() == -1 and "_start_serving" in repr(context.get("handle")):
+                pass  # an accept retry asyncio scheduled at the limit, firing after the server closed
+            elif default is not None:
+                default(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handle)
+
+    def _shed(self) -> None:
+        """Out of descriptors: close what waits in the backlog, using the spare descriptor."""
+        reason = "out of file descriptors"
+        if self._spare is None:
+            self._refuse(reason)
+            return
+        os.close(self._spare)
+        self._spare = None
+        shed = 0
+        try:
+            for _ in range(1024):
+                try:
+                    conn, _ = self._listener.accept()
+                except OSError:
+                    break  # the backlog is empty, or the freed descriptor went to another thread
+                conn.close()
+                shed += 1
+        finally:
+            with contextlib.suppress(OSError):
+                self._spare = os.open(os.devnull, os.O_RDONLY)
+        self._refuse(reason, max(shed, 1))
+
+    def _refuse(self, reason: str, count: int = 1) -> None:
+        self._refused[reason] += count
+        now = time.monotonic()
+        if now - self._logged_at < REFUSAL_LOG_INTERVAL_S or not self._refused:
+            return
+        self._logged_at = now
+        summary = "; ".join(f"{n} ({why})" for why, n in self._refused.items())
+        self._refused.clear()
+        log.warning("refused new connections in the last %d s: %s", REFUSAL_LOG_INTERVAL_S, summary)
+
+    def close(self) -> None:
+        if self._spare is not None:
+            os.close(self._spare)
+            self._spare = None
+
+    def protocol(self) -> type[H11Protocol]:
+        """uvicorn's h11 protocol, with this guard's caps and timeouts."""
+        guard = self
+
+        class Guarded(H11Protocol):
+            _address: str | None = None
+            _deadline: asyncio.TimerHandle | None = None
+            _phase: str | None = None
+
+            def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+                peer = transport.get_extra_info("peername")
+                address = str(peer[0]) if isinstance(peer, tuple) else ""
+                if not guard.admit(address):
+                    transport.abort()
+                    return
+                self._address = address
+                super().connection_made(transport)
+                self._follow()
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                if self._address is None:
+                    return  # refused: uvicorn never knew it
+                guard.release(self._address)
+                self._address = None
+                self._arm(None, None)
+                super().connection_lost(exc)
+
+            def data_received(self, data: bytes) -> None:
+                super().data_received(data)
+                if self._phase == "body":
+                    self._phase = None  # progress: the body's clock starts again
+                self._follow()
+
+            def on_response_complete(self) -> None:
+                super().on_response_complete()
+                self._follow()
+
+            def _follow(self) -> None:
+                """Arm the deadline of what the connection waits for from the client."""
+                if self.transport is None or self.transport.is_closing():
+                    return
+                if self.cycle is None or self.cycle.response_complete:
+                    # The next request's headers; the clock runs from the connection or the last answer.
+                    if self._phase != "headers":
+                        self._arm("headers", guard.limits.header_timeout_s)
+                elif self.cycle.more_body:
+                    if self._phase != "body":
+                        self._arm("body", guard.limits.body_timeout_s)
+                else:
+                    self._arm(None, None)  # the app has the whole request: its time is its own
+
+            def _arm(self, phase: str | None, timeout: float | None) -> None:
+                if self._deadline is not None:
+                    self._deadline.cancel()
+                self._phase = phase
+                self._deadline = None if timeout is None else self.loop.call_later(timeout, self._expired)
+
+            def _expired(self) -> None:
+                self._deadline = None
+                if self._phase == "body" and (self.flow.read_paused or self.cycle.waiting_for_100_continue):
+                    # The app is slow, not the client: it has not read what came, or not yet asked
+                    # for a body the client holds back until "100 Continue".
+                    self._arm("body", guard.limits.body_timeout_s)
+                    return
+                self._phase = None
+                self.transport.close()
+
+        return Guarded

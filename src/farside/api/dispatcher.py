@@ -103,8 +103,7 @@ class Dispatcher:
         args = [xtype.check(value, pname) for (pname, xtype), value in zip(sig.params, params, strict=False)]
         uname, password = args[0], args[1]
         originator = args[3] if len(args) > 3 else ""
-        sessions = self.services.sessions
-        ref = await anyio.to_thread.run_sync(sessions.login, uname, password, originator)
+        ref = await self.services.sessions.login(uname, password, originator)
         return Outcome(ref, sig.result)
 
 

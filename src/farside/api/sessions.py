@@ -15,6 +15,11 @@ import threading
 import time
 from dataclasses import dataclass
 
+import anyio
+import anyio.to_thread
+
+from farside.api.throttle import LoginThrottle, client_address
+from farside.config import LOGIN_VERIFY_THREADS, LoginLimits
 from farside.db import Database, users
 from farside.errors import SessionAuthenticationFailed, SessionInvalid
 from farside.model.roles import Role
@@ -54,20 +59,41 @@ def may_hear(caller: Caller, owner: object) -> bool:
 class SessionStore:
     """The live sessions of one pool server."""
 
-    def __init__(self, db: Database, host_ref: str, timeout_s: float) -> None:
+    def __init__(self, db: Database, host_ref: str, timeout_s: float, login_limits: LoginLimits) -> None:
         self._db = db
         self._host = host_ref
         self.timeout_s = timeout_s
         self._live: dict[str, Caller] = {}
         self._lock = threading.Lock()
+        self.throttle = LoginThrottle(login_limits)
+        # Made on first use: a limiter belongs to the running event loop.
+        self._verifying: anyio.CapacityLimiter | None = None
 
-    def login(self, uname: str, password: str, originator: str) -> str:
-        """A new session for ``uname``; SESSION_AUTHENTICATION_FAILED if the password is wrong."""
-        with self._db.read() as tx:
-            found = users.verify(tx, uname, password)
+    async def login(self, uname: str, password: str, originator: str) -> str:
+        """A new session for ``uname``; SESSION_AUTHENTICATION_FAILED if the password is wrong or
+        the attempt is throttled.
+
+        A throttled attempt is refused before any password work. Passwords are checked on threads
+        of their own (LOGIN_VERIFY_THREADS), so guessing never holds the threads other calls need.
+        """
+        address = client_address.get()
+        self.throttle.check(uname, address)
+        if self._verifying is None:
+            self._verifying = anyio.CapacityLimiter(LOGIN_VERIFY_THREADS)
+        found = None
+        try:
+            found = await anyio.to_thread.run_sync(self._verify, uname, password, limiter=self._verifying)
+        finally:
+            self.throttle.settle(uname, address, failed=found is None)
         if found is None:
             raise SessionAuthenticationFailed(uname, "Authentication failure")
-        user_ref, role = found
+        return await anyio.to_thread.run_sync(self._open, found[0], found[1], uname, originator)
+
+    def _verify(self, uname: str, password: str) -> tuple[str, Role] | None:
+        with self._db.read() as tx:
+            return users.verify(tx, uname, password)
+
+    def _open(self, user_ref: str, role: Role, uname: str, originator: str) -> str:
         stamp = now()
         with self._db.write() as tx:
             ref = tx.create(

@@ -122,6 +122,7 @@ def read_password_file(path: str) -> PasswordFile:
 
 class LoginProblem(enum.Enum):
     WRONG_PASSWORD = "the user name or password was refused"
+    THROTTLED = "too many failed logins"  # ``reason`` says how long to wait
     REFUSED = "the pool refused the login"  # another XenAPI failure: ``failure`` holds it
     CERTIFICATE = "the server's certificate does not verify"
     TLS = "no TLS spoken there"
@@ -160,6 +161,8 @@ def log_in(url: str, user: str, password: str, verify: bool = True, timeout: flo
         return XmlRpcSession(url, user, password, verify_tls=verify, timeout=timeout)
     except XenAPIFailure as exc:
         if exc.failure[0] == "SESSION_AUTHENTICATION_FAILED":
+            if len(exc.params) == 3:  # [user, message, retry-after]: the pool throttles logins
+                raise LoginError(LoginProblem.THROTTLED, url, exc.params[1]) from None
             raise LoginError(LoginProblem.WRONG_PASSWORD, url) from None
         raise LoginError(LoginProblem.REFUSED, url, exc.describe(), exc) from None
     except ssl.SSLCertVerificationError as exc:

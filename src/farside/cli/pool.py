@@ -14,7 +14,9 @@ from farside.config import (
     Listen,
     ServerConfig,
     fencing_from_env,
+    http_limits_from_env,
     kvm_from_env,
+    login_limits_from_env,
     session_timeout_from_env,
     watchdog_from_env,
 )
@@ -178,6 +180,8 @@ def server(args: argparse.Namespace) -> int:
         kvm=args.kvm or kvm_from_env(),
         fencing=fencing_from_env(),
         watchdog=watchdog_from_env(),
+        http=http_limits_from_env(),
+        login_limits=login_limits_from_env(),
     )
     serve(config)
     return 0

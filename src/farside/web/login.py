@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from farside.api.throttle import note_client
 from farside.errors import FarsideError
 from farside.web import auth
 from farside.web.console import Console, Page
@@ -42,9 +43,12 @@ def routes(console: Console) -> list[Route]:
             request.cookies.get(auth.LOGIN_COOKIE, ""), values.get(auth.CSRF_FIELD, "")
         ):
             return _form(request, "The login form was stale; please try again.", 403)
+        note_client(request)  # the console's logins share the XenAPI login throttle
         try:
             login = await console.logins.login(console.services, values.get("username", ""), values.get("password", ""))
-        except FarsideError:
+        except FarsideError as exc:
+            if exc.failure[0] == "SESSION_AUTHENTICATION_FAILED" and len(exc.params) == 3:  # throttled
+                return _form(request, exc.params[1] + ".", 429)
             return _form(request, "Wrong user name or password.", 401)
         response = RedirectResponse(_next(values.get("next", "")), status_code=303)
         auth.set_login_cookie(request, response, login)

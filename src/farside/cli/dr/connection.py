@@ -155,6 +155,7 @@ SOURCE_TIMEOUT_S = 15.0
 
 _LOGIN = {
     LoginProblem.WRONG_PASSWORD: "{url} refused the user name or password of {user}: check them",
+    LoginProblem.THROTTLED: "{url} refused the login of {user}: {reason}; then check the password",
     LoginProblem.REFUSED: "{url} refused the login: {reason}",
     LoginProblem.CERTIFICATE: (
         "the certificate of {url} does not verify ({reason}); pass --no-verify to accept a self-signed one"

@@ -132,6 +132,10 @@ _LOGIN = {
         "Authentication failed for user '{user}' at {url}",
         "Check the user name and password (-u/-pw, -pwf, FARSIDE_USER with FARSIDE_PASSWORD).",
     ),
+    client.LoginProblem.THROTTLED: (
+        "Authentication refused for user '{user}' at {url}: {reason}.",
+        "Wait that long, then check the user name and password before trying again.",
+    ),
     client.LoginProblem.CERTIFICATE: (
         "The certificate of {url} could not be verified ({reason}).",
         "To accept a self-signed certificate, add --no-verify (or set FARSIDE_NO_VERIFY=1).",
