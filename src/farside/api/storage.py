@@ -273,13 +273,14 @@ class StorageService:
         for pbd, path in plugged.items():
             try:
                 renewed = lease.renew(path, pool_uuid, pool_name, hostname, self._fencing.lease_ttl_s)
-            except OSError as exc:
+            except (OSError, FarsideError) as exc:
+                why = exc.describe() if isinstance(exc, FarsideError) else exc.strerror or str(exc)
                 with self._lock:
                     held = self._held.get(path)
                 if held is None or held.expiry - self._fencing.fence_margin_s <= time.time():
-                    self.fence(pbd, f"its lease on {path} could not be renewed in time: {exc.strerror or exc}")
+                    self.fence(pbd, f"its lease on {path} could not be renewed in time: {why}")
                 else:
-                    log.error("cannot renew the lease on %s (it lives until %s): %s", path, held.describe_expiry(), exc)
+                    log.error("cannot renew the lease on %s (it lives until %s): %s", path, held.describe_expiry(), why)
                 continue
             if renewed is None:
                 self.fence(pbd, f"its lease on {path} was taken over: {_holder(path)}")
