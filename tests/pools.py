@@ -22,6 +22,7 @@ from farside.db.bootstrap import create_pool
 from farside.hypervisor import host
 from farside.model.roles import Role
 from farside.replication import authenticity
+from farside.storage import watchdog
 
 ADMIN_PASSWORD = "secret"
 _MIB16 = str(16 << 20)
@@ -135,6 +136,8 @@ class PoolServer:
         self._stop_server()
         if not keep_vms:
             kill_qemus(self.data_dir / "run")
+            # Its fencing watchdog, which would stop by itself a moment later (nothing left to fence).
+            processes.stop(self.data_dir / "run" / watchdog.LOCK_FILE, "watchdog")
             link = self.data_dir / "run"
             if link.is_symlink():  # the short run directory a long data path needs lives in /tmp
                 shutil.rmtree(link.resolve(), ignore_errors=True)

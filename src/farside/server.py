@@ -316,8 +316,7 @@ async def _expire_sessions(sessions: SessionStore) -> None:
 async def _keep_watchdog(config: ServerConfig, services: Services) -> None:
     """Run the fencing watchdog beside the server, as a process of its own (in its own session, so
     that it outlives the server and its signals), and start it again if it ever goes."""
-    with services.db.read() as tx:
-        pool_uuid = tx.get_field("pool", services.pool, "uuid")
+    pool_uuid = await asyncio.to_thread(_pool_uuid, services)
     f = config.fencing
     argv = [sys.executable, "-m", "farside.cli.main", "watchdog", str(config.data_dir), "--pool-uuid", pool_uuid]
     argv += ["--lease-ttl", str(f.lease_ttl_s), "--renew-interval", str(f.renew_interval_s)]
@@ -336,6 +335,12 @@ async def _keep_watchdog(config: ServerConfig, services: Services) -> None:
         except OSError as exc:
             log.error("cannot start the fencing watchdog: %s", exc)
         await asyncio.sleep(_WATCHDOG_CHECK_S)
+
+
+def _pool_uuid(services: Services) -> str:
+    with services.db.read() as tx:
+        uuid: str = tx.get_field("pool", services.pool, "uuid")
+    return uuid
 
 
 class ListenError(FarsideError):

@@ -33,24 +33,15 @@ Usable = tuple[dict[str, dict[str, Any]], set[str]]
 log = logging.getLogger(__name__)
 
 
-class SrFenced(FarsideError):
-    """``[sr, why]``: the SR was let go here because this pool lost its LUN's lease."""
+class SrNotAttached(FarsideError):
+    """``[sr, why]``: the SR may not be written here now: fenced (this pool lost its LUN's lease),
+    or its lease is about to run out."""
 
     code = "SR_NOT_ATTACHED"
 
     def describe(self) -> str:
         sr, why = [*self.params, "?", "?"][:2]
-        return f"{self.code} {sr}: the SR was unplugged here because {why}; plug it again once the LUN is free"
-
-
-class LeaseLapsing(FarsideError):
-    """``[sr, path]``: this pool's lease on the LUN is about to run out; no write may start."""
-
-    code = "SR_NOT_ATTACHED"
-
-    def describe(self) -> str:
-        sr, path = [*self.params, "?", "?"][:2]
-        return f"{self.code} {sr}: the lease on {path} was not renewed in time; writes wait for the next renewal"
+        return f"{self.code} {sr}: {why}"
 
 
 class StorageService:
@@ -105,8 +96,8 @@ class StorageService:
         """The LUN of a plugged SR, for a write that is about to start.
 
         Raises:
-            SrFenced: the SR was fenced (its lease lost); plug it again once the LUN is free.
-            LeaseLapsing: the lease is within the fence margin of its end (the heartbeat is woken).
+            SrNotAttached: the SR was fenced (its lease lost), or its lease is within the fence
+                margin of its end (the heartbeat is woken to renew it, or fence).
             XenAPIFailure: SR_HAS_NO_PBDS [sr] when it is not plugged here.
         """
         for pbd in tx.get_field("SR", tx.check("SR", sr), "PBDs"):
@@ -117,12 +108,12 @@ class StorageService:
                     held = self._held.get(path)
                 if held is not None and held.expiry - self._fencing.fence_margin_s <= time.time():
                     self._wake.set()  # renew now, or fence
-                    raise LeaseLapsing(sr, str(path))
+                    raise SrNotAttached(sr, f"the lease on {path} was not renewed in time; writes wait for its renewal")
                 return Lun(path)
         with self._lock:
             why = self._fenced.get(sr)
         if why is not None:
-            raise SrFenced(sr, why)
+            raise SrNotAttached(sr, f"the SR was unplugged here because {why}; plug it again once the LUN is free")
         raise XenAPIFailure("SR_HAS_NO_PBDS", sr)
 
     # -- plug and unplug -----------------------------------------------------------------------
@@ -284,13 +275,14 @@ class StorageService:
         for pbd, path in plugged.items():
             try:
                 renewed = lease.renew(path, pool_uuid, pool_name, hostname, self._fencing.lease_ttl_s)
-            except OSError as exc:
+            except (OSError, FarsideError) as exc:
+                why = exc.describe() if isinstance(exc, FarsideError) else exc.strerror or str(exc)
                 with self._lock:
                     held = self._held.get(path)
                 if held is None or held.expiry - self._fencing.fence_margin_s <= time.time():
-                    self.fence(pbd, f"its lease on {path} could not be renewed in time: {exc.strerror or exc}")
+                    self.fence(pbd, f"its lease on {path} could not be renewed in time: {why}")
                 else:
-                    log.error("cannot renew the lease on %s (it lives until %s): %s", path, held.describe_expiry(), exc)
+                    log.error("cannot renew the lease on %s (it lives until %s): %s", path, held.describe_expiry(), why)
                 continue
             if renewed is None:
                 self.fence(pbd, f"its lease on {path} was taken over: {_holder(path)}")

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from farside.config import Fencing
-from farside.storage.errors import LunLeased
+from farside.storage.errors import BackendFailure, LunLeased
 from farside.storage.files import read_json, write_json
 from farside.storage.lun import META_DIR
 from farside.storage.mirror_marker import mirror_target, refuse_mirror_target
@@ -30,6 +30,8 @@ from farside.storage.mirror_marker import mirror_target, refuse_mirror_target
 DEFAULT_LEASE_S = Fencing.lease_ttl_s
 DEFAULT_TAKEOVER_WAIT_S = Fencing.takeover_wait_s
 LEASE_FILE = "lease.json"
+# Taking or renewing a lease holds its lock for milliseconds; waiting longer means a frozen holder.
+LOCK_WAIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,21 @@ def read(lun: Path) -> Lease | None:
 
 @contextmanager
 def _locked(lun: Path) -> Iterator[None]:
+    """The LUN's lease lock, waited for a bounded time: a holder frozen (SIGSTOP) while it holds the
+    lock must not hang another pool's plug, nor this pool's heartbeat."""
     fd = os.open(lun / META_DIR / "lease.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise BackendFailure(
+                        "LEASE", f"the lease of {lun} has been locked by another process for {LOCK_WAIT_S:g} s; retry"
+                    ) from None
+                time.sleep(0.02)
         yield
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
@@ -93,6 +107,7 @@ def acquire(
 
     Raises:
         LunIsMirrorTarget: a storage mirror is replicating into the LUN (split it first).
+        BackendFailure: SR_BACKEND_FAILURE_LEASE, the lease stayed locked by another process.
         LunLeased: another pool's lease on this very directory is live, or expired less than
             ``takeover_wait`` seconds ago (its holder's watchdog may still be fencing), or a
             running QEMU still holds one of the LUN's images.
@@ -117,6 +132,7 @@ def renew(lun: Path, pool_uuid: str, pool_name: str, host: str, duration: float 
 
     Raises:
         OSError: the lease could not be written (a full filesystem, a LUN gone).
+        BackendFailure: SR_BACKEND_FAILURE_LEASE, the lease stayed locked by another process.
     """
     with _locked(lun):
         if mirror_target(lun):

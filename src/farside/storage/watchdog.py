@@ -106,7 +106,8 @@ class Watchdog(Generic[W]):
 
 @contextmanager
 def sole(run_root: Path) -> Iterator[bool]:
-    """Whether this is the one watchdog of ``run_root`` (held for the block); a second one is not."""
+    """Whether this is the one watchdog of ``run_root`` (held for the block); a second one is not.
+    The holder's pid is in the lock file, for whoever stops a site (``farside lab down``)."""
     fd = os.open(run_root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:
@@ -114,6 +115,8 @@ def sole(run_root: Path) -> Iterator[bool]:
         except BlockingIOError:
             yield False
             return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield True
     finally:
         os.close(fd)
@@ -121,5 +124,11 @@ def sole(run_root: Path) -> Iterator[bool]:
 
 def running(run_root: Path) -> bool:
     """Whether a watchdog holds ``run_root`` now."""
-    with sole(run_root) as alone:
-        return not alone
+    fd = os.open(run_root / LOCK_FILE, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # (releases the shared lock, if it was taken)
+    return False

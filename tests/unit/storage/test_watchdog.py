@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
 from pathlib import Path
 
@@ -9,7 +11,7 @@ import pytest
 
 from farside.config import Fencing
 from farside.storage import lease
-from farside.storage.errors import LunLeased
+from farside.storage.errors import BackendFailure, LunLeased
 from farside.storage.mirror_marker import TARGET, Marker, write_marker
 from farside.storage.watchdog import Watchdog, must_fence, sole
 
@@ -102,3 +104,18 @@ def test_one_watchdog_a_run_directory(tmp_path: Path) -> None:
 def test_settings_that_break_the_timing_argument_are_refused(settings: dict[str, float], words: str) -> None:
     with pytest.raises(ValueError, match=words):
         Fencing(**settings)
+
+
+def test_a_frozen_lock_holder_does_not_hang_a_plug(lun: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lease lock held on and on (its holder frozen) fails the acquire with a clear error instead of hanging."""
+    monkeypatch.setattr(lease, "LOCK_WAIT_S", 0.2)
+    fd = os.open(lun / ".farside-sr" / "lease.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # another open file description: it conflicts, as another process's would
+        with pytest.raises(BackendFailure) as info:
+            lease.acquire(lun, "pool-b", "B", "host", lambda: False)
+        assert info.value.failure[0] == "SR_BACKEND_FAILURE_LEASE"
+        assert "locked by another process" in info.value.failure[1]
+    finally:
+        os.close(fd)
+    assert lease.acquire(lun, "pool-b", "B", "host", lambda: False).pool_uuid == "pool-b"

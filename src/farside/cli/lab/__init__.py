@@ -26,6 +26,7 @@ from farside.cli.lab.layout import MIRROR_MARKER, SITE_NAMES, SITES, Lab, LabErr
 from farside.cli.lab.sample import Plan, populate
 from farside.dr.session import XmlRpcSession
 from farside.errors import XenAPIFailure
+from farside.storage import watchdog
 
 MIRROR_INTERVAL_S = 2.0
 
@@ -261,6 +262,8 @@ def _stop_all(lab: Lab) -> list[str]:
         qemus = processes.kill_qemus(run)
         if qemus:
             stopped.append(f"{len(qemus)} QEMUs of {SITE_NAMES[site]}")
+        # With no server and no VM it has nothing left to fence: stopped now rather than a moment later.
+        processes.stop(run / watchdog.LOCK_FILE, "watchdog")
         if run.is_symlink():  # the short run directory a long data path needs lives in /tmp
             shutil.rmtree(run.resolve(), ignore_errors=True)
             run.unlink()
