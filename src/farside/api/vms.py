@@ -121,6 +121,8 @@ class VMService:
         host's memory and the VM's disks in the same transaction, so two starts cannot both take the
         last of them."""
         token = str(uuidlib.uuid4())
+        if reserve:  # a DR run going on in-process must not boot more VMs while the server stops
+            self.check_not_stopping()
         with self._db.write() as tx:
             record = tx.get_record("VM", tx.check("VM", vm))
             if record["current_operations"]:
@@ -211,9 +213,11 @@ class VMService:
                 if claim.task == task:
                     claim.wake(Wake.CANCEL)
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
+    def check_not_stopping(self) -> None:
+        """OPERATION_NOT_ALLOWED once the server stops: what would start VMs (or the next order
+        group) starts nothing more."""
+        if self._stopping:
+            raise OperationNotAllowed("The server is stopping: nothing more is started until it is back.")
 
     def stop_delays(self) -> None:
         """The server is stopping: every delay being slept ends now, and none begins any more."""
