@@ -148,13 +148,21 @@ class TestWake:
 
 class TestServerStop:
     def test_sigterm_stops_the_server_in_a_start_delay(self, pool_dir: Path, tmp_path: Path) -> None:
-        """SIGTERM stops a server whose starts sleep their delays (one Async, one synchronous call
-        holding its connection); the VMs run on and are free when it comes back."""
+        """SIGTERM stops a server whose starts sleep their delays (an Async vApp start in its first
+        group, a synchronous VM.start holding its connection); the vApp's next group is not started,
+        the started VMs run on and are free when the server comes back."""
         server = PoolServer(pool_dir).start()
         try:
             s = server.session()
             sr = make_sr(s, tmp_path / "lun")
-            background, _ = held_start(server, s, sr, "async")
+            app = s.xenapi.VM_appliance.create({"name_label": "stopped", "name_description": ""})
+            background, later = bootable_vm(server, s, sr, "async"), bootable_vm(server, s, sr, "later")
+            for order, vm in enumerate((background, later)):
+                s.xenapi.VM.set_appliance(vm, app)
+                s.xenapi.VM.set_order(vm, str(order))
+            s.xenapi.VM.set_start_delay(background, str(MAX_DELAY_S))
+            s.xenapi.Async.VM_appliance.start(app, False)
+            wait_state(s, background, "Running")
             waiting = bootable_vm(server, s, sr, "sync")
             s.xenapi.VM.set_start_delay(waiting, str(MAX_DELAY_S))
             answers: list[object] = []
@@ -177,6 +185,7 @@ class TestServerStop:
         server = PoolServer(pool_dir).start()
         try:
             s = server.session()
+            assert s.xenapi.VM.get_power_state(later) == "Halted"
             for vm in (background, waiting):
                 assert s.xenapi.VM.get_power_state(vm) == "Running"
                 let_go(s, vm)

@@ -51,7 +51,7 @@ ALLOWED = {
 }
 
 
-class Wake(enum.Enum):
+class _Wake(enum.Enum):
     """Why a delay ended before its time."""
 
     CANCEL = "task.cancel"
@@ -72,7 +72,7 @@ class _Claim(dict[str, Any]):
         super().__init__(record)
         self.task = task
         self.sleeping = False
-        self.woken_by: Wake | None = None
+        self.woken_by: _Wake | None = None
         self.woken = threading.Event()
         self.released = threading.Event()
 
@@ -80,7 +80,7 @@ class _Claim(dict[str, Any]):
         """Record ``state`` in the transaction that releases the claim (one commit instead of two)."""
         self.outcome = (state, domid)
 
-    def wake(self, why: Wake) -> None:
+    def wake(self, why: _Wake) -> None:
         if self.woken_by is None:
             self.woken_by = why
         self.woken.set()
@@ -131,6 +131,8 @@ class VMService:
         host's memory and the VM's disks in the same transaction, so two starts cannot both take the
         last of them."""
         token = str(uuidlib.uuid4())
+        if reserve:  # a DR run going on in-process must not boot more VMs while the server stops
+            self.check_not_stopping()
         with self._db.write() as tx:
             record = tx.get_record("VM", tx.check("VM", vm))
             if record["current_operations"]:
@@ -189,7 +191,7 @@ class VMService:
         with self._claims_lock:
             claim.sleeping = True
             if self._stopping:
-                claim.wake(Wake.STOP)
+                claim.wake(_Wake.STOP)
         try:
             if claim.task is not None:
                 self._tasks.check_cancelled(claim.task)  # asked before the delay began
@@ -197,10 +199,10 @@ class VMService:
         finally:
             with self._claims_lock:
                 claim.sleeping = False
-        if claim.woken_by is Wake.CANCEL:
+        if claim.woken_by is _Wake.CANCEL:
             assert claim.task is not None
             raise TaskCancelled(claim.task)
-        if claim.woken_by is Wake.STOP:
+        if claim.woken_by is _Wake.STOP:
             raise OperationNotAllowed(f"The server is stopping: the {field} of VM {claim['uuid']} was cut short.")
         if claim.woken_by is not None:
             log.info("VM %s: %s ended early by %s", claim["uuid"], field, claim.woken_by.value)
@@ -212,25 +214,27 @@ class VMService:
             claim = self._claims.get(vm)
             if claim is None or not claim.sleeping:
                 return
-            claim.wake(Wake.HARD_SHUTDOWN)
+            claim.wake(_Wake.HARD_SHUTDOWN)
         claim.released.wait(RELEASE_WAIT_S)
 
     def _task_cancelled(self, task: str) -> None:
         with self._claims_lock:
             for claim in self._claims.values():
                 if claim.task == task:
-                    claim.wake(Wake.CANCEL)
+                    claim.wake(_Wake.CANCEL)
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
+    def check_not_stopping(self) -> None:
+        """OPERATION_NOT_ALLOWED once the server stops: what would start VMs (or the next order
+        group) starts nothing more."""
+        if self._stopping:
+            raise OperationNotAllowed("The server is stopping: nothing more is started until it is back.")
 
     def stop_delays(self) -> None:
         """The server is stopping: every delay being slept ends now, and none begins any more."""
         with self._claims_lock:
             self._stopping = True
             for claim in self._claims.values():
-                claim.wake(Wake.STOP)
+                claim.wake(_Wake.STOP)
 
     # -- building what the driver needs ---------------------------------------------------------
 

@@ -81,8 +81,7 @@ def _run_groups(
         for _, group in groupby(ordered, key=lambda m: m["order"]):
             # A group starts only once the one before it has waited out its delays.
             ctx.check_cancelled()
-            if ctx.services.vms.stopping:
-                raise OperationNotAllowed(f"The server is stopping: {name} stopped between order groups.")
+            ctx.services.vms.check_not_stopping()
             refs = [m["ref"] for m in group]
             futures = {ref: pool.submit(operation, ref) for ref in refs}
             for ref, future in futures.items():
