@@ -88,7 +88,7 @@ def test_a_failed_probe_stops_later_groups_and_resume_continues_a_paused_vm(
     uuids = site(a, tmp_path / "lun", {"plain": (0, {}), "service": (0, probe), "later": (1, {})})
     disaster(a, tmp_path / "lun", tmp_path / "copy")
     sb = b.session()
-    options = {"luns": str(tmp_path / "copy"), "confirm_split": "true", "probe_hosts": "127.0.0.1"}
+    options = {"luns": str(tmp_path / "copy"), "confirm_split": "true", "probe_hosts": "127.0.0.1", "declare_site_down": "Site A"}
     ref = sb.xenapi.DR_run.create("failover", options)
     finish(sb, sb.xenapi.Async.DR_run.start(ref))
     record = sb.xenapi.DR_run.get_record(ref)
@@ -126,7 +126,7 @@ def test_http_probe_and_a_host_outside_probe_hosts(
     )
     disaster(a, tmp_path / "lun", tmp_path / "copy")
     sb = b.session()
-    options = {"luns": str(tmp_path / "copy"), "confirm_split": "true", "probe_hosts": "127.0.0.1"}
+    options = {"luns": str(tmp_path / "copy"), "confirm_split": "true", "probe_hosts": "127.0.0.1", "declare_site_down": "Site A"}
     ref = sb.xenapi.DR_run.create("failover", options)
     finish(sb, sb.xenapi.Async.DR_run.start(ref))
     record = sb.xenapi.DR_run.get_record(ref)
