@@ -165,4 +165,3 @@ def test_test_failover_keeps_suspend_images(two_pools: tuple[PoolServer, PoolSer
     sb.xenapi.DR_run.cleanup(ref)
     assert sb.xenapi.DR_run.get_state(ref) == "cleaned up"
     assert checksums(tmp_path / "copy") == before
-

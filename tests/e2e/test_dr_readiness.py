@@ -3,19 +3,17 @@ probe that fails its order group, and a resumed start that continues a VM left p
 
 from __future__ import annotations
 
-import http.server
 import json
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import XenAPI
 
+from listeners import web_server
 from pools import PoolServer, kill_qemus
 from vms import bootable_vm, make_sr
 
@@ -30,23 +28,8 @@ def free_port() -> int:
 
 @pytest.fixture
 def web() -> Iterator[str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200 if self.path == "/health" else 404)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with web_server() as url:
+        yield url
 
 
 def site(a: PoolServer, lun: Path, vms: dict[str, tuple[int, dict[str, str]]]) -> dict[str, str]:
@@ -88,7 +71,12 @@ def test_a_failed_probe_stops_later_groups_and_resume_continues_a_paused_vm(
     uuids = site(a, tmp_path / "lun", {"plain": (0, {}), "service": (0, probe), "later": (1, {})})
     disaster(a, tmp_path / "lun", tmp_path / "copy")
     sb = b.session()
-    options = {"luns": str(tmp_path / "copy"), "confirm_split": "true", "probe_hosts": "127.0.0.1", "declare_site_down": "Site A"}
+    options = {
+        "luns": str(tmp_path / "copy"),
+        "confirm_split": "true",
+        "probe_hosts": "127.0.0.1",
+        "declare_site_down": "Site A",
+    }
     ref = sb.xenapi.DR_run.create("failover", options)
     finish(sb, sb.xenapi.Async.DR_run.start(ref))
     record = sb.xenapi.DR_run.get_record(ref)
@@ -126,7 +114,12 @@ def test_http_probe_and_a_host_outside_probe_hosts(
     )
     disaster(a, tmp_path / "lun", tmp_path / "copy")
     sb = b.session()
-    options = {"luns": str(tmp_path / "copy"), "confirm_split": "true", "probe_hosts": "127.0.0.1", "declare_site_down": "Site A"}
+    options = {
+        "luns": str(tmp_path / "copy"),
+        "confirm_split": "true",
+        "probe_hosts": "127.0.0.1",
+        "declare_site_down": "Site A",
+    }
     ref = sb.xenapi.DR_run.create("failover", options)
     finish(sb, sb.xenapi.Async.DR_run.start(ref))
     record = sb.xenapi.DR_run.get_record(ref)

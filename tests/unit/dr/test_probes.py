@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import http.server
 import socket
-import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from farside.dr import probes
 from farside.dr.probes import Defaults, Probe, ProbeError
+
+from listeners import web_server
 
 LOOPBACK = frozenset({"127.0.0.1"})
 
@@ -39,23 +38,8 @@ def listener() -> Iterator[socket.socket]:
 
 @pytest.fixture
 def web() -> Iterator[str]:
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(503 if self.path == "/starting" else 200)
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with web_server() as url:
+        yield url
 
 
 def test_parse_names_each_kind_with_its_defaults() -> None:
