@@ -6,10 +6,9 @@ from typing import Any
 
 from farside.dr.context import RunContext, RunFailed
 from farside.errors import XenAPIFailure
-
-# A start or shutdown delay above this, from foreign metadata, is clamped to it (docs/dr.md): the
-# source pool's value would hold the VM's start, and the run, for as long as it says.
-DELAY_BOUND_S = 3600
+# A start or shutdown delay from foreign metadata above the API's bound is clamped to it (docs/dr.md):
+# the source pool's value would hold the VM's start, and the run, for as long as it says.
+from farside.model.vm_rules import MAX_DELAY_S
 
 
 def recovered(vm: dict[str, Any], versions: dict[str, int]) -> bool:
@@ -23,15 +22,15 @@ def _members(loaded: dict[str, Any], item: dict[str, Any]) -> list[dict[str, Any
 
 
 def clamp_delays(ctx: RunContext, vms: list[dict[str, Any]], data: dict[str, Any]) -> None:
-    """Bring the recovered VMs' start and shutdown delays down to DELAY_BOUND_S, saying so."""
+    """Bring the recovered VMs' start and shutdown delays down to MAX_DELAY_S, saying so."""
     clamped: dict[str, str] = data.setdefault("clamped", {})
     for vm in vms:
         ref = ctx.s.call("VM.get_by_uuid", vm["uuid"])
         for field in ("start_delay", "shutdown_delay"):
             value = int(ctx.s.call(f"VM.get_{field}", ref))
-            if value > DELAY_BOUND_S:
-                ctx.s.call(f"VM.set_{field}", ref, str(DELAY_BOUND_S))
-                clamped[f"{vm['uuid']} {field}"] = f"{vm['name']}: {field} {value} s clamped to {DELAY_BOUND_S} s"
+            if value > MAX_DELAY_S:
+                ctx.s.call(f"VM.set_{field}", ref, str(MAX_DELAY_S))
+                clamped[f"{vm['uuid']} {field}"] = f"{vm['name']}: {field} {value} s clamped to {MAX_DELAY_S} s"
     if clamped:
         ctx.save()
 
