@@ -6,6 +6,7 @@ from typing import Any
 
 from farside.dr.context import RunContext, RunFailed
 from farside.errors import XenAPIFailure
+
 # A start or shutdown delay from foreign metadata above the API's bound is clamped to it (docs/dr.md):
 # the source pool's value would hold the VM's start, and the run, for as long as it says.
 from farside.model.vm_rules import MAX_DELAY_S
