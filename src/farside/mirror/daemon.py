@@ -87,7 +87,10 @@ class Daemon:
             if lock.still_at(self._held[name], self.mirrors.state_dir.mirror_dir(name) / lock.DAEMON_LOCK):
                 return True
             self._release(name)
-        fd = lock.try_hold(self.mirrors.state_dir.mirror_dir(name) / lock.DAEMON_LOCK)
+        try:
+            fd = lock.try_hold(self.mirrors.state_dir.mirror_dir(name) / lock.DAEMON_LOCK)
+        except FileNotFoundError:
+            return False  # deleted since this round listed it
         if fd is None:
             return False
         self._held[name] = fd

@@ -94,7 +94,11 @@ class Preemption:
 
 
 def try_hold(path: Path) -> int | None:
-    """Take an exclusive flock on ``path`` without waiting: its fd (keep it open), or None if held."""
+    """Take an exclusive flock on ``path`` without waiting: its fd (keep it open), or None if held.
+
+    Raises:
+        FileNotFoundError: the directory of ``path`` is gone (the mirror was deleted).
+    """
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

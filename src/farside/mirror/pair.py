@@ -129,9 +129,14 @@ class Mirrors:
             mdir = self.state_dir.mirror_dir(name)
             for f in (mdir / "mirror.json", mdir / "manifest.json"):
                 f.unlink(missing_ok=True)
-        for f in mdir.iterdir():
+            # Moved aside while the locks are held: a daemon or command waiting for a lock then
+            # finds its directory gone (MIRROR_UNKNOWN) instead of creating a fresh lock file in it.
+            # No mirror name starts with '.', so the tombstone never meets a mirror.
+            tomb = mdir.with_name(f".deleted-{name}-{os.getpid()}-{time.monotonic_ns()}")
+            mdir.rename(tomb)
+        for f in tomb.iterdir():
             f.unlink()
-        mdir.rmdir()
+        tomb.rmdir()
 
     # -- replication ---------------------------------------------------------------------------
 
