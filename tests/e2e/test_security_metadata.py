@@ -89,7 +89,7 @@ def test_users_cannot_make_fill_or_copy_a_metadata_vdi(
     sa = a.session()
     sr = make_sr(sa, tmp_path / "lun")
     sa.xenapi.SR.enable_database_replication(sr)
-    sa.xenapi.VM.create(MINIMAL_VM)
+    vm = sa.xenapi.VM.create(MINIMAL_VM)
     record = {"SR": sr, "virtual_size": str(HALF), "type": "metadata", "name_label": "m", "sharable": False,
               "read_only": False, "other_config": {}, "sm_config": {"type": "raw"}}  # fmt: skip
     for s in (a.session("vma", "pw"), sa):
@@ -101,6 +101,14 @@ def test_users_cannot_make_fill_or_copy_a_metadata_vdi(
         with pytest.raises(XenAPI.Failure) as info:
             call(own, {})
         assert info.value.details[0] == "OPERATION_NOT_ALLOWED"
+    # Nor may a guest get it as a disk, to write into from inside.
+    vbd = {"VM": vm, "VDI": own, "userdevice": "autodetect", "bootable": False, "mode": "RW", "type": "Disk",
+           "empty": False, "other_config": {}, "qos_algorithm_type": "", "qos_algorithm_params": {}}  # fmt: skip
+    for s in (a.session("vma", "pw"), sa):
+        with pytest.raises(XenAPI.Failure) as info:
+            s.xenapi.VBD.create(vbd)
+        assert info.value.details == ["VDI_INCOMPATIBLE_TYPE", own, "metadata"]
+    assert sa.xenapi.VM.get_VBDs(vm) == []
 
     # At the DR site, the copy the mirror brought is a foreign metadata VDI nobody may write either.
     subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)

@@ -29,6 +29,10 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
             fields["empty"] = True
         else:
             fields["empty"] = False
+            vdi_type = tx.get_field("VDI", vdi, "type")
+            if vdi_type == "metadata":
+                # A guest given the disk could write metadata a DR site would read as the pool's.
+                raise XenAPIFailure("VDI_INCOMPATIBLE_TYPE", vdi, vdi_type)
             if tx.get_field("VDI", vdi, "read_only") and fields.get("mode", "RW") == "RW":
                 raise XenAPIFailure("VDI_READONLY", vdi)
         used = {tx.get_field("VBD", v, "userdevice") for v in tx.get_field("VM", vm, "VBDs")}
