@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 import XenAPI
 
+from farside.db import Database
+from farside.model.vm_rules import MAX_DELAY_S
+
 from pools import PoolServer, kill_qemus
 from vms import shop_site, wait_serial
 
@@ -165,3 +168,39 @@ def test_test_failover_keeps_suspend_images(two_pools: tuple[PoolServer, PoolSer
     sb.xenapi.DR_run.cleanup(ref)
     assert sb.xenapi.DR_run.get_state(ref) == "cleaned up"
     assert checksums(tmp_path / "copy") == before
+
+
+def test_huge_delays_from_foreign_metadata_are_clamped(
+    two_pools: tuple[PoolServer, PoolServer], tmp_path: Path
+) -> None:
+    """Issue 14, 4: a source pool's start_delay came into DR as it was (10**6 s held the start for
+    days). The API bounds delays now, but metadata from a pool without that bound (an older or a
+    hand-edited one) can still carry such values: a run clamps them to the bound, and says so."""
+    a, b = two_pools
+    sa, tags = shop_site(a, tmp_path / "lun")
+    lone = sa.xenapi.VM.get_by_uuid(next(u for u, t in tags.items() if t == "lone"))
+    # Written into the source's database behind its API, as a pool without the bound would hold them.
+    a.stop()
+    db = Database.open(a.data_dir / "pool.db")
+    try:
+        with db.write() as tx:
+            tx.set_fields("VM", lone, {"start_delay": 10**6, "shutdown_delay": 7200})
+    finally:
+        db.close()
+    a.start()
+    sa = a.session()
+    sa.xenapi.VM.set_name_description(lone, "delays from an older pool")  # a commit the replicator writes
+    assert sa.xenapi.VM.get_start_delay(lone) == "1000000"
+    subprocess.run(["cp", "-a", str(tmp_path / "lun"), str(tmp_path / "copy")], check=True)
+    sb = b.session()
+    options = {"luns": str(tmp_path / "copy"), "confirm_split": "true", "select": "lone", "power": "none",
+               "declare_site_down": "Site A"}  # fmt: skip
+    ref = run(sb, "failover", options)
+    here = sb.xenapi.VM.get_by_uuid(sa.xenapi.VM.get_uuid(lone))
+    assert (sb.xenapi.VM.get_start_delay(here), sb.xenapi.VM.get_shutdown_delay(here)) == (
+        str(MAX_DELAY_S),
+        str(MAX_DELAY_S),
+    )
+    report = sb.xenapi.DR_run.get_report(ref)
+    assert f"lone: start_delay 1000000 s clamped to {MAX_DELAY_S} s" in report
+    assert "lone: shutdown_delay 7200 s clamped" in report
