@@ -53,17 +53,6 @@ class Session(Protocol):
 TRANSPORT_ERRORS = (OSError, http.client.HTTPException, xmlrpc.client.Error)
 
 
-def answers(url: str) -> bool:
-    """Whether anything answers HTTP at ``url`` within a few seconds."""
-    try:
-        with urllib.request.urlopen(url, timeout=3):
-            return True
-    except urllib.error.HTTPError:
-        return True  # it answered, if only with an error
-    except (OSError, ValueError):
-        return False
-
-
 def answers_xenapi(url: str) -> bool:
     """Whether a XenAPI server answers at ``url`` within a few seconds: any XenAPI answer counts,
     the refusal of a call without a session included (nothing is logged in, nothing is sent)."""

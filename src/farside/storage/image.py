@@ -133,14 +133,3 @@ def resize(path: Path, fmt: str, size: int) -> ImageInfo:
     contained(path, fmt)
     _run("resize", "-q", "-f", fmt, str(path), str(size))
     return info(path, fmt)
-
-
-def check(path: Path, fmt: str) -> str | None:
-    """None when a qcow2 image is consistent, else qemu-img check's complaint (raw: always None)."""
-    if fmt != "qcow2":
-        return None
-    contained(path, fmt)
-    result = subprocess.run(
-        [QEMU_IMG, "check", "-U", "-q", "-f", fmt, str(path)], capture_output=True, text=True, timeout=600
-    )
-    return None if result.returncode == 0 else (result.stderr or result.stdout).strip() or "damaged"

@@ -131,13 +131,6 @@ class TestOperations:
         assert image.resize(path, "raw", 8 * MIB).virtual_size == 8 * MIB
         assert data.stat().st_size == before and path.stat().st_size == 8 * MIB
 
-    def test_check_names_the_format(self, tmp_path: Path, host_file: Path) -> None:
-        image.create(tmp_path / "ok.qcow2", "qcow2", MIB)
-        assert image.check(tmp_path / "ok.qcow2", "qcow2") is None
-        assert image.check(with_backing(tmp_path / "guest.raw", host_file), "raw") is None
-        with pytest.raises(ImageUnsafe):
-            image.check(with_backing(tmp_path / "b.qcow2", host_file), "qcow2")
-
 
 class TestRecordedFormat:
     def test_from_location(self) -> None:
