@@ -12,7 +12,6 @@ import ipaddress
 import re
 import ssl
 import threading
-import urllib.error
 import urllib.parse
 import urllib.request
 import xml.parsers.expat
