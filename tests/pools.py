@@ -56,7 +56,10 @@ LUN_ROOTS: list[str] = []
 
 
 def make_pool(data_dir: Path, name: str = "Site A", lun_roots: list[str] | None = None) -> None:
-    """What ``farside init`` does, in process (the CLI itself is tested on its own)."""
+    """What ``farside init`` does, in process (the CLI itself is tested on its own).
+
+    LUN roots: ``lun_roots``, else the tests' (``LUN_ROOTS``, set by conftest.py), else, outside
+    pytest (the benchmarks), the directory holding ``data_dir``, where they put their LUNs."""
     from farside.cli.tls import make_self_signed
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +67,7 @@ def make_pool(data_dir: Path, name: str = "Site A", lun_roots: list[str] | None 
     try:
         pool = create_pool(db, name, host.probe(), ADMIN_PASSWORD)
         with db.write() as tx:
-            roots = LUN_ROOTS if lun_roots is None else lun_roots
+            roots = lun_roots if lun_roots is not None else LUN_ROOTS or [str(data_dir.resolve().parent)]
             tx.set_fields("pool", pool, {"lun_roots": roots, "allowed_source_hosts": ["127.0.0.1"]})
     finally:
         db.close()
