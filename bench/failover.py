@@ -33,7 +33,7 @@ The issue's benchmark:
    replicates to the SR; A boots them once (a warm-up, through the API) and is stopped; B runs
    ``DR_run`` kind failover, power start, ``confirm_split=true`` on a copy of the LUN. Its
    journal's start step is compared with the floor of ``bench/vm_boot.py`` measured in the
-   same repetition, right after it: the same 20 QEMU command lines (``vm_boot.floor_argvs`` from
+   same repetition, right after it: the same 20 QEMU command lines (``vm_boot.floor_specs`` from
    the ``spec.json`` B's driver wrote, checked against the live QEMUs' ``/proc`` command lines),
    launched at once with ``subprocess.Popen`` and let run with the least QMP (capabilities,
    cont), until every boot line is in its serial log. As a reference, the same 20 VMs are then
@@ -91,7 +91,7 @@ import vm_boot
 from bigpool import server_cpu_s
 from vm_boot import fmt_s
 
-from pools import ADMIN_PASSWORD, PoolServer, kill_qemus, make_pool
+from pools import ADMIN_PASSWORD, PoolServer, kill_qemus, make_pool, pair
 from vms import bootable_vm, make_sr
 
 GIB = 1024**3
@@ -363,8 +363,10 @@ def copy_lun(lun: Path, target: Path) -> Path:
     return target
 
 
-def fresh_site_b(root: Path, name: str) -> PoolServer:
+def fresh_site_b(root: Path, name: str, site_a: Path) -> PoolServer:
+    """A new site B, paired with site A (each trusts the other's DR key) as DR needs."""
     make_pool(root / name, "Site B")
+    pair(site_a, root / name)
     return PoolServer(root / name).start()
 
 
@@ -534,7 +536,7 @@ def boot_rep(root: Path, lun: Path, tags: list[str], floor_root: Path, rep: int)
     """A fresh site B fails over a fresh copy of the LUN, starting the VMs; then the floor and
     plain VM.start on the same VMs."""
     copy = copy_lun(lun, root / f"lun-boot-copy-{rep}")
-    b = fresh_site_b(root, f"site-b-boot-{rep}")
+    b = fresh_site_b(root, f"site-b-boot-{rep}", root / "site-a-boot")
     sessions: list[XenAPI.Session] = []
     try:
         s = b.session()
@@ -565,13 +567,13 @@ def boot_rep(root: Path, lun: Path, tags: list[str], floor_root: Path, rep: int)
             if not record["is_control_domain"]:
                 by_tag[record["name_label"]] = vm_boot.Guest(ref_b, record["uuid"], record["name_label"])
         guests = [by_tag[t] for t in tags]
-        argvs = vm_boot.floor_argvs(b, guests, floor_root)
-        vm_boot.check_same_argv(b, guests, argvs, floor_root)  # while the failover's QEMUs run
+        specs = vm_boot.floor_specs(b, guests)
+        vm_boot.check_same_argv(b, guests, specs, floor_root)  # while the failover's QEMUs run
         sessions += [b.session() for _ in guests[1:]]
         vm_boot.hard_shutdown_all(b, sessions, guests)
         time.sleep(SETTLE_S)
         assert b.process is not None
-        floor = vm_boot.floor_run(argvs, floor_root, guests, vm_boot.FLOOR, rep, b.process.pid)
+        floor = vm_boot.floor_run(specs, floor_root, guests, vm_boot.FLOOR, rep, b.process.pid)
         time.sleep(SETTLE_S)
         api = vm_boot.farside_run(b, sessions, guests, rep)
         time.sleep(SETTLE_S)
@@ -766,7 +768,7 @@ def main() -> int:
         names = ["in-process"] if args.skip_xmlrpc else ["in-process", "xmlrpc"]
         for name in names:
             copy = copy_lun(lun, root / f"lun-{name}")
-            b = fresh_site_b(root, f"site-b-{name}")
+            b = fresh_site_b(root, f"site-b-{name}", root / "site-a")
             try:
                 in_process = name == "in-process"
                 result = test_run_in_process(b, copy) if in_process else test_run_xmlrpc(b, copy, args.budget)

@@ -41,6 +41,7 @@ def run(ctx: RunContext, data: dict[str, Any]) -> None:
                 "appliance": apps[r["appliance"]]["uuid"] if r["appliance"] in apps else "",
                 "order": int(r["order"]), "memory": int(r["memory_static_max"]),
                 "vcpus": int(r["VCPUs_at_startup"]),
+                "delays": {f: int(r[f]) for f in ("start_delay", "shutdown_delay")},
                 "probe": {k: v for k, v in r["other_config"].items() if k in probes.KEYS},
                 "disks": disks,
             }  # fmt: skip

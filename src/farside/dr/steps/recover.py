@@ -26,8 +26,14 @@ def clamp_delays(ctx: RunContext, vms: list[dict[str, Any]], data: dict[str, Any
     """Bring the recovered VMs' start and shutdown delays down to MAX_DELAY_S, saying so."""
     clamped: dict[str, str] = data.setdefault("clamped", {})
     for vm in vms:
-        ref = ctx.s.call("VM.get_by_uuid", vm["uuid"])
-        for field in ("start_delay", "shutdown_delay"):
+        # The loaded metadata's values: asking the pool for each VM's two delays was 3 calls a VM.
+        # A journal loaded by an older Farside has none, so those VMs are asked.
+        delays = vm.get("delays") or {f: None for f in ("start_delay", "shutdown_delay")}
+        ref = ""
+        for field, loaded in delays.items():
+            if loaded is not None and loaded <= MAX_DELAY_S:
+                continue
+            ref = ref or ctx.s.call("VM.get_by_uuid", vm["uuid"])
             value = int(ctx.s.call(f"VM.get_{field}", ref))
             if value > MAX_DELAY_S:
                 ctx.s.call(f"VM.set_{field}", ref, str(MAX_DELAY_S))
