@@ -175,13 +175,6 @@ def host_idle_share(seconds: float) -> float:
     return max(0.0, 1 - (host_busy_s() - busy) / elapsed)
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
 def wait_tags(logs: list[Path], offsets: list[int], needles: list[bytes], check: Callable[[], None]) -> list[float]:
     """``time.perf_counter()`` at which each needle first appeared in its log after its offset.
 
@@ -250,7 +243,11 @@ def farside_run(server: PoolServer, sessions: list[XenAPI.Session], guests: list
     assert server.process is not None
     run_root = server.data_dir / "run"
     logs = [run_root / g.uuid / SERIAL_LOG for g in guests]
-    offsets = [_size(p) for p in logs]  # the logs are appended to across starts
+    # A new boot starts with an empty serial log (the driver removes the last boot's); removed here
+    # first, so that the last boot's tag is not read before the driver gets to it.
+    for p in logs:
+        p.unlink(missing_ok=True)
+    offsets = [0] * len(logs)
     n = len(guests)
     barrier = threading.Barrier(n + 1)
     called = [math.nan] * n
