@@ -7,7 +7,8 @@ row (AVERAGE, MIN, MAX) kept in a ring of fixed size. Memory is bounded: with xa
 (5 s x 120, 1 min x 120, 1 h x 168, 1 day x 366) and AVERAGE/MIN/MAX a source holds 2,082 floats.
 
 The arithmetic follows xapi's ``Rrd.ds_update`` and ``rra_update``, so values and their unknown
-(NaN) spans come out as xapi's do. Pure computation: no I/O, no clock (callers pass timestamps).
+(NaN) spans come out as xapi's do, but for one case (``Archive.consolidate``). Pure computation:
+no I/O, no clock (callers pass timestamps).
 """
 
 from __future__ import annotations
@@ -111,12 +112,14 @@ class Archive:
         """Fold ``offset`` PDPs of each source's value ``pdps[i]`` into the CDP in progress."""
         for i, pdp in enumerate(pdps):
             if math.isnan(pdp):
-                # Renormalise the average over the PDPs still expected to be known.
+                # Renormalise the average over the PDPs still expected to be known. Unlike xapi,
+                # a CDP whose every PDP is unknown counts them too, so it is stored as NaN rather
+                # than as its initial 0.0 (xapi stores an unknown 5 s value as 0).
                 old = self.pdp_count - self.cdp_unknown[i]
                 new = old - offset
                 if new > 0:
                     self.cdp_values[i] *= old / new
-                    self.cdp_unknown[i] += offset
+                self.cdp_unknown[i] += offset
                 continue
             cdp = self.cdp_values[i]
             if self.cf is CF.AVERAGE:
