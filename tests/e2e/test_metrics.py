@@ -44,6 +44,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     base = tmp_path_factory.mktemp("metrics")
     make_pool(base / "pool")
     (base / "pool" / "metrics-token").write_text(TOKEN + "\n")
+    (base / "pool" / "metrics-token").chmod(0o600)
     server = PoolServer(base / "pool")
     server.add_user("reader", Role.READ_ONLY)
     server.add_user("vmadmin", Role.VM_ADMIN)
@@ -235,11 +236,14 @@ def test_metrics_ways_in_and_refusals(site: Site) -> None:
     assert httpx.get(url, headers=basic("reader", "wrong")).status_code == 401
     assert httpx.get(url, cookies={"session_id": site.reader.handle}).status_code == 200
     token = site.server.data_dir / "metrics-token"
-    token.rename(token.with_suffix(".off"))  # read on each request: no file, no bearer
+    token.chmod(0o644)  # read on each request: a token others could read is no token
+    assert httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
+    token.rename(token.with_suffix(".off"))  # no file, no bearer
     try:
         assert httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 401
     finally:
         token.with_suffix(".off").rename(token)
+        token.chmod(0o600)
     before = site.admin.xenapi.session.get_all()
     httpx.get(url, headers=basic("root", "secret"))
     assert site.admin.xenapi.session.get_all() == before  # the basic-auth session was closed again

@@ -241,6 +241,8 @@ class MonitorService:
     def _write_metrics(self, metrics_of: dict[str, str], values: dict[str, dict[str, Any]]) -> None:
         """Into VM_metrics, in one transaction. Only runtime fields each round: ``VCPUs_number`` is
         persistent (a write would replicate the metadata every 5 s), so it is written when it changes."""
+        if not values:
+            return
         stamp = now()
         with self._db.write() as tx:
             for uuid, fields in values.items():

@@ -3,7 +3,7 @@
 Who may read (docs/security.md): a session of any role (read-only and stronger) as a ``session_id``
 query parameter or cookie, a user's name and password as HTTP basic auth (a session opened and
 closed for the request, throttled as any login), or the bearer token in ``DATA_DIR/metrics-token``
-when the operator has made that file (for a scraper that holds no account). Anything else is 401.
+when the operator has made that file, mode 0600 (for a scraper that holds no account). Anything else is 401.
 
 Figures: every data source each RRD records (its latest 5 s average, as ``query_data_source``
 answers), RPO and last cycle of each storage mirror in the server's mirror state directory, age of
@@ -14,7 +14,9 @@ sampler's own cost.
 from __future__ import annotations
 
 import hmac
+import logging
 import math
+import os
 import time
 from base64 import b64decode
 from collections.abc import Iterable
@@ -32,6 +34,7 @@ from farside.errors import FarsideError, SessionAuthenticationFailed
 from farside.mirror.pair import Mirrors
 from farside.model.types import parse_datetime
 
+log = logging.getLogger(__name__)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TOKEN_FILE = "metrics-token"
 
@@ -100,9 +103,14 @@ async def _authorise(services: Services, request: Request) -> None:
 
 
 def _token(path: Path) -> bytes | None:
-    """The operator's token, if the file exists and holds one (read each time: rotating needs no restart)."""
+    """The operator's token, if the file exists, holds one and only its owner may read it (read
+    each time: rotating needs no restart)."""
     try:
-        token = path.read_bytes().strip()
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NOFOLLOW)) as fh:
+            if os.fstat(fh.fileno()).st_mode & 0o077:
+                log.warning("%s is readable by others than its owner: bearer access refused until chmod 600", path)
+                return None
+            token = fh.read().strip()
     except OSError:
         return None
     return token or None
