@@ -176,6 +176,10 @@ class LoginLimits:
     window_s: float = DEFAULT_LOGIN_WINDOW_S
 
 
+# Where ``farside mirror`` keeps its mirrors' state when neither --state-dir nor FARSIDE_MIRROR_DIR says.
+DEFAULT_MIRROR_DIR = Path("/var/lib/farside/mirror")
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """How one pool server runs.
@@ -194,6 +198,7 @@ class ServerConfig:
         message_limit: messages kept; the oldest go when a new one would exceed it.
         http: timeouts and connection caps of the HTTP server.
         login_limits: how many failed logins a client address or a user name gets.
+        mirror_dir: the state directory of ``farside mirror``, whose mirrors' RPO ``/metrics`` shows.
     """
 
     data_dir: Path
@@ -211,6 +216,7 @@ class ServerConfig:
     message_limit: int = DEFAULT_MESSAGE_LIMIT
     http: HttpLimits = HttpLimits()
     login_limits: LoginLimits = LoginLimits()
+    mirror_dir: Path = DEFAULT_MIRROR_DIR
 
     @property
     def db_path(self) -> Path:
@@ -331,10 +337,6 @@ def client_env() -> ClientEnv:
         no_verify=env.get("FARSIDE_NO_VERIFY", "") in ("1", "true", "yes"),
         config=env.get("FARSIDE_XE_CONFIG") or None,
     )
-
-
-# Where ``farside mirror`` keeps its mirrors' state when neither --state-dir nor FARSIDE_MIRROR_DIR says.
-DEFAULT_MIRROR_DIR = Path("/var/lib/farside/mirror")
 
 
 def mirror_dir_from_env(default: Path = DEFAULT_MIRROR_DIR) -> Path:

@@ -34,12 +34,13 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import farside.api.handlers  # noqa: F401 - registers every hand-written message
 from farside import __version__
-from farside.api import http, jsonrpc, xmlrpc
+from farside.api import http, jsonrpc, prometheus, rrd_http, xmlrpc
 from farside.api.context import Services
 from farside.api.dispatcher import Dispatcher, Outcome
 from farside.api.events import EventHub
 from farside.api.messages import MessageService
 from farside.api.metadata import MetadataService
+from farside.api.monitor import MonitorService
 from farside.api.records import AllRecords, Encoded, RecordCache
 from farside.api.sessions import SessionStore
 from farside.api.storage import StorageService
@@ -117,6 +118,7 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
         vms=VMService(db, driver, storage, tasks, pool, host),
         metadata=MetadataService(db, storage, sessions, pool, config.metadata_half_size, keys),
         messages=messages,
+        monitor=MonitorService(db, driver, host),
         pool=pool,
         host=host,
     )
@@ -149,6 +151,9 @@ def build_app(
         state["import_raw_vdi"] = http.import_raw_vdi(services)
         state["export_raw_vdi"] = http.export_raw_vdi(services)
         state["serial"] = http.serial_console(services)
+        for name in ("rrd_updates", "vm_rrd", "host_rrd"):
+            state[name] = getattr(rrd_http, name)(services)
+        state["metrics"] = prometheus.metrics(services)
         reaper = asyncio.create_task(_expire_sessions(services.sessions))
         keeper = asyncio.create_task(_keep_watchdog(config, services)) if config.watchdog else None
         await asyncio.to_thread(services.vms.reconcile)
@@ -157,6 +162,7 @@ def build_app(
         await asyncio.to_thread(services.storage.reattach)
         services.storage.start_heartbeat()
         await asyncio.to_thread(services.metadata.start)
+        services.monitor.start()
         try:
             yield
         finally:
@@ -165,6 +171,7 @@ def build_app(
             if keeper is not None:
                 keeper.cancel()  # the watchdog itself runs on: it fences the VMs the server leaves running
             services.storage.stop_heartbeat()
+            services.monitor.stop()  # before the driver and the database it reads close
             services.metadata.close()
             services.vms.driver.close()  # VMs keep running; the next server reattaches them
             services.tasks.close()
@@ -218,8 +225,18 @@ def build_app(
     async def serial(request: Request) -> Response:
         return await state["serial"](request)  # type: ignore[no-any-return]
 
+    def handler(name: str) -> Any:
+        async def endpoint(request: Request) -> Response:
+            return await state[name](request)  # type: ignore[no-any-return]
+
+        return endpoint
+
     routes: list[BaseRoute] = [
         Mount("/ui", app=console_app(console)),
+        *(
+            Route(f"/{name}", handler(name), methods=["GET"])
+            for name in ("rrd_updates", "vm_rrd", "host_rrd", "metrics")
+        ),
         Route("/console/serial", serial, methods=["GET"]),
         Route("/import_raw_vdi", import_vdi, methods=["PUT"]),
         Route("/export_raw_vdi", export_vdi, methods=["GET"]),

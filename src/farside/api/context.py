@@ -10,6 +10,7 @@ from typing import Any
 from farside.api.events import EventHub
 from farside.api.messages import MessageService
 from farside.api.metadata import MetadataService
+from farside.api.monitor import MonitorService
 from farside.api.records import RecordCache
 from farside.api.sessions import Caller, SessionStore
 from farside.api.storage import StorageService
@@ -33,6 +34,7 @@ class Services:
     vms: VMService
     metadata: MetadataService
     messages: MessageService
+    monitor: MonitorService
     pool: str
     host: str
     # Set once the server's loop runs: how code on worker threads makes XenAPI calls in-process.

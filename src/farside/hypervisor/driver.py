@@ -102,6 +102,41 @@ class VMSpec:
         )
 
 
+@dataclass(frozen=True)
+class DiskStats:
+    """A disk's I/O since its domain started: bytes and requests read and written."""
+
+    read_bytes: int
+    write_bytes: int
+    read_ops: int
+    write_ops: int
+
+
+@dataclass(frozen=True)
+class NicStats:
+    """A NIC's traffic since its domain started, as the guest sees it (received, sent)."""
+
+    rx_bytes: int
+    tx_bytes: int
+
+
+@dataclass(frozen=True)
+class DomainStats:
+    """Counters of one domain at one moment, for the metrics sampler.
+
+    Args:
+        vcpu_seconds: CPU time each vCPU has used, in seconds (counters).
+        memory_bytes: the guest's RAM.
+        disks: by the disk's ``userdevice``.
+        nics: by the NIC's device number; only NICs whose traffic the host can count.
+    """
+
+    vcpu_seconds: tuple[float, ...]
+    memory_bytes: int
+    disks: Mapping[int, DiskStats] = field(default_factory=dict)
+    nics: Mapping[int, NicStats] = field(default_factory=dict)
+
+
 class DomainState(enum.Enum):
     """What a domain is doing, in XenAPI's power-state words (Suspended is the API's: no domain)."""
 
@@ -221,6 +256,14 @@ class Driver:
         it halted; a restore from a suspend image is the same boot)."""
         raise NotImplementedError
 
+    def stats(self, uuid: str) -> DomainStats:
+        """The domain's counters now; cheap enough to call every few seconds per domain.
+
+        Raises:
+            DomainNotFound: no domain runs for ``uuid``.
+        """
+        raise NotImplementedError
+
     def forget(self, uuid: str) -> None:
         """Remove what is kept of a VM that no longer exists (its serial output).
 
@@ -298,12 +341,15 @@ class Driver:
 
 __all__ = [
     "DiskSpec",
+    "DiskStats",
     "DomainError",
     "DomainNotFound",
     "DomainState",
+    "DomainStats",
     "Driver",
     "HaltedCallback",
     "NicSpec",
+    "NicStats",
     "VMSpec",
     "VdiMissing",
 ]

@@ -4,6 +4,7 @@ Importing this package registers them all.
 """
 
 from farside.api.handlers import (
+    data_source,
     dr_run,
     dr_task,
     event,
@@ -23,6 +24,7 @@ from farside.api.handlers import (
 )
 
 __all__ = [
+    "data_source",
     "dr_run",
     "dr_task",
     "event",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import re
@@ -36,12 +37,13 @@ from farside.hypervisor.driver import (
     DEFAULT_SERIAL_READ_BYTES,
     DiskSpec,
     DomainState,
+    DomainStats,
     Driver,
     HaltedCallback,
     VMSpec,
 )
 from farside.hypervisor.errors import DomainError, DomainNotFound, RunRootBusy, VdiMissing
-from farside.hypervisor.qemu import process
+from farside.hypervisor.qemu import process, stats
 from farside.hypervisor.qemu.argv import QMP_SOCKET, Fds, bridged, build_argv
 from farside.hypervisor.qemu.domain import Domain
 from farside.hypervisor.qemu.process import QemuUser, RunDir
@@ -251,6 +253,14 @@ class QemuDriver(Driver):
 
     def read_serial(self, uuid: str, max_bytes: int = DEFAULT_SERIAL_READ_BYTES) -> bytes:
         return self._run(_check_uuid(uuid)).read_serial(max_bytes)
+
+    def stats(self, uuid: str) -> DomainStats:
+        domain = self._required(uuid)
+        try:
+            spec = VMSpec.from_json(json.loads(domain.run.spec_file.read_text()))
+        except (OSError, ValueError, KeyError) as exc:
+            raise DomainError(uuid, f"no readable spec of the running domain: {exc}") from exc
+        return self._loop.run(stats.sample(domain, spec, self._command_timeout))
 
     def forget(self, uuid: str) -> None:
         uuid = _check_uuid(uuid)

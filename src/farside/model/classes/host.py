@@ -1,5 +1,6 @@
 """The host class: a physical host."""
 
+from farside.model.classes.data_source import data_source_messages
 from farside.model.roles import Role
 from farside.model.schema import RO, RT, RW, ClassDef, F
 
@@ -85,4 +86,5 @@ HOST = ClassDef(
         F("pending_guidances_full", "enum update_guidances set", RT),
         F("last_update_hash", "string", RT),
     ],
+    messages=data_source_messages("host", "host", Role.POOL_OPERATOR),
 )

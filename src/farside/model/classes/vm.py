@@ -1,5 +1,6 @@
 """The VM class: a virtual machine (or 'guest')."""
 
+from farside.model.classes.data_source import data_source_messages
 from farside.model.roles import Role
 from farside.model.schema import RO, RT, RW, ClassDef, F, M
 
@@ -144,5 +145,6 @@ VM = ClassDef(
         M("set_shutdown_delay", Role.POOL_OPERATOR, [("self", "VM ref"), ("value", "int")], "void"),
         M("set_appliance", Role.POOL_OPERATOR, [("self", "VM ref"), ("value", "VM_appliance ref")], "void"),
         M("set_ha_restart_priority", Role.POOL_OPERATOR, [("self", "VM ref"), ("value", "string")], "void"),
+        *data_source_messages("VM", "self", Role.VM_ADMIN),
     ],
 )
