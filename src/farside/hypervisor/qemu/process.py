@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from farside.hypervisor.driver import VMSpec
-from farside.hypervisor.qemu.argv import PID_FILE, QMP_SOCKET, SERIAL_LOG
+from farside.hypervisor.qemu.argv import MONITOR_ID, PID_FILE, QMP_SOCKET, QMP_SOCKETS, SERIAL_LOG
 
 # Unix socket paths are limited to 108 bytes including the NUL (sun_path), for QEMU too.
 MAX_SOCKET_PATH = 107
@@ -94,6 +94,10 @@ class RunDir:
     def qmp_socket(self) -> Path:
         return self.path / QMP_SOCKET
 
+    def qmp_socket_of(self, slot: int) -> Path:
+        """The QMP socket of the QEMU in ``slot`` (a migration's destination takes the other)."""
+        return self.path / QMP_SOCKETS[slot]
+
     @property
     def serial_log(self) -> Path:
         return self.path / SERIAL_LOG
@@ -145,7 +149,8 @@ class RunDir:
     def clean(self) -> None:
         """Remove what only a live domain needs (a stale pid file, the socket); keep the logs."""
         self.pid_file.unlink(missing_ok=True)
-        self.qmp_socket.unlink(missing_ok=True)
+        for name in QMP_SOCKETS:
+            (self.path / name).unlink(missing_ok=True)
 
     def remove(self) -> None:
         """Remove the directory with its logs (its VM is gone)."""
@@ -240,6 +245,19 @@ def find_qemu(run: RunDir, uuid: str) -> int | None:
     """The pid of the live QEMU of ``uuid`` in ``run``, if there is one."""
     pid = read_pid(run.pid_file)
     return pid if pid is not None and is_our_qemu(pid, uuid, run.path) else None
+
+
+def slot_of(pid: int) -> int:
+    """The process slot (``argv.QMP_SOCKETS``) a live QEMU of ours was started in, from its command
+    line; 0 for anything else (a QEMU rewriting its own argv can only make itself unreachable)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    for slot, name in enumerate(QMP_SOCKETS):
+        if f"socket,id={MONITOR_ID},path={name},".encode() in args:
+            return slot
+    return 0
 
 
 def signal_pid(pid: int, sig: signal.Signals) -> None:
