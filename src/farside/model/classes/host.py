@@ -1,7 +1,7 @@
 """The host class: a physical host."""
 
 from farside.model.roles import Role
-from farside.model.schema import RO, RT, RW, ClassDef, F
+from farside.model.schema import RO, RT, RW, ClassDef, F, M
 
 HOST = ClassDef(
     "host",
@@ -84,5 +84,14 @@ HOST = ClassDef(
         F("pending_guidances_recommended", "enum update_guidances set", RT),
         F("pending_guidances_full", "enum update_guidances set", RT),
         F("last_update_hash", "string", RT),
+    ],
+    messages=[
+        # What VM.migrate_send and assert_can_migrate take as ``dest`` (handlers/vm_migrate.py).
+        M(
+            "migrate_receive",
+            Role.VM_POWER_ADMIN,
+            [("host", "host ref"), ("network", "network ref"), ("options", "(string -> string) map")],
+            "(string -> string) map",
+        ),
     ],
 )
