@@ -25,6 +25,7 @@ from farside.hypervisor.errors import DomainError, DomainNotFound
 from farside.hypervisor.migration import Transport
 from farside.hypervisor.qemu import QemuDriver
 from farside.hypervisor.qemu.process import is_alive
+from farside.hypervisor.qemu.writers import kill, writers
 from farside.storage.bootable import read_counter
 
 QEMU = "qemu-system-x86_64"
@@ -84,6 +85,61 @@ def test_migration_moves_the_running_guest(lab: Lab, driver: QemuDriver) -> None
     second.hard_stop(spec.uuid)
     assert lab.qemu_pids(str(lab.root)) == []
     assert halted == []  # neither the replaced QEMUs nor the stop is the guest's doing
+
+
+class HeldTransport(Transport):
+    """Relays the stream once ``go`` is set: a migration held before its first byte."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+
+    @contextlib.contextmanager
+    def channel(self) -> Iterator[tuple[int, int]]:
+        send, relay_in = socket.socketpair()
+        relay_out, receive = socket.socketpair()
+        thread = threading.Thread(target=self._relay, args=(relay_in, relay_out), daemon=True)
+        thread.start()
+        with send, receive:
+            yield send.fileno(), receive.fileno()
+        thread.join(30)
+
+    def _relay(self, relay_in: socket.socket, relay_out: socket.socket) -> None:
+        self.go.wait(30)
+        with relay_in, relay_out:
+            while data := relay_in.recv(65536):
+                relay_out.sendall(data)
+            relay_out.shutdown(socket.SHUT_WR)
+
+
+def test_watchdog_sees_both_qemus_while_a_migration_runs(lab: Lab, driver: QemuDriver) -> None:
+    """While the guest moves, the fencing watchdog's view of the LUN lists the destination too (it
+    opened the same images), and kills it as it would the source."""
+    spec = counting_spec(lab, "watched")
+    pid = driver.start(spec)
+    transport = HeldTransport()
+    moved: list[object] = []
+    failed: list[DomainError] = []
+
+    def migrate() -> None:
+        try:
+            moved.append(driver.migrate(spec.uuid, transport))
+        except DomainError as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=migrate, daemon=True)
+    thread.start()
+    lun = spec.disks[0].path.parent
+    lab.wait_until(lambda: len(writers(lab.run_root).get(lun, [])) == 2, 10, "the destination among the writers")
+    found = writers(lab.run_root)[lun]
+    destination = next(w for w in found if w.pid != pid)
+    assert destination.incoming and not next(w for w in found if w.pid == pid).incoming
+    assert kill(destination, 5)  # a fence during the migration
+    transport.go.set()
+    thread.join(30)
+    assert moved == [] and len(failed) == 1  # the migration failed
+    assert driver.running() == {spec.uuid: pid}
+    assert writers(lab.run_root)[lun] == [next(w for w in found if w.pid == pid)]
+    driver.hard_stop(spec.uuid)
 
 
 class KillingTransport(Transport):

@@ -221,6 +221,7 @@ class QemuDriver(Driver):
                 self._end(domain)
                 return
             run = self._run(uuid)
+            self._end_incoming(run, uuid)
             pid = process.find_qemu(run, uuid)
             if pid is not None:
                 # Not attached (not reattached since a restart): SIGTERM makes QEMU quit as `quit` does.
@@ -263,7 +264,7 @@ class QemuDriver(Driver):
                         spec, run, opened, qemu=self._qemu, kvm=self._kvm, incoming=True, slot=target.slot
                     )
                     try:
-                        target.spawn(argv, user, fds, record_pid=False)
+                        target.spawn(argv, user, fds, incoming=True)
                     except OSError as exc:
                         raise DomainError(uuid, f"cannot run {self._qemu} as {user.name}: {exc}") from exc
                 with transport.channel() as (send, receive):
@@ -276,6 +277,7 @@ class QemuDriver(Driver):
             assert target.pid is not None
             # The switch: from here the VM is the new process, whatever happens to the old one.
             run.write_pid(target.pid)
+            run.incoming_pid_file.unlink(missing_ok=True)
             with self._lock:
                 self._domains[uuid] = target
             target.expected_exit = False
@@ -363,6 +365,7 @@ class QemuDriver(Driver):
             if domain is not None:
                 return domain
             run = self._run(uuid)
+            self._end_incoming(run, uuid)
             pid = process.find_qemu(run, uuid)
             if pid is None:
                 return None
@@ -376,6 +379,16 @@ class QemuDriver(Driver):
             # does not have to. If it does not come, the monitor keeps listening.
             self._loop.run(domain.monitor.client(DEFAULT_REATTACH_TIMEOUT_S))
             return domain
+
+    def _end_incoming(self, run: RunDir, uuid: str) -> None:
+        """Kill the destination of a migration whose server stopped before the switch: the VM is
+        the source's still, and the destination may hold the images the source needs back."""
+        pid = process.find_qemu(run, uuid, incoming=True)
+        if pid is not None:
+            log.warning("domain %s: killing pid %d, the destination of a migration that never finished", uuid, pid)
+            process.signal_pid(pid, signal.SIGKILL)
+            process.wait_gone(pid, self._stop_timeout)
+        run.incoming_pid_file.unlink(missing_ok=True)
 
     def _required(self, uuid: str) -> Domain:
         domain = self._attached(uuid)
@@ -414,6 +427,7 @@ class QemuDriver(Driver):
             domain.run.clean()
         else:  # a migration's destination: the source's pid file and socket stay
             domain.run.qmp_socket_of(domain.slot).unlink(missing_ok=True)
+            domain.run.incoming_pid_file.unlink(missing_ok=True)
 
     async def _started(self, domain: Domain) -> None:
         """On the loop, so that it cannot interleave with ``_domain_gone``."""
