@@ -12,6 +12,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +26,7 @@ from farside.hypervisor.driver import DomainState, VMSpec
 from farside.hypervisor.errors import DomainError, DomainNotFound
 from farside.hypervisor.migration import Transport
 from farside.hypervisor.qemu import QemuDriver
-from farside.hypervisor.qemu.process import is_alive
+from farside.hypervisor.qemu.process import RunDir, is_alive
 from farside.hypervisor.qemu.writers import kill, writers
 from farside.storage.bootable import read_counter
 
@@ -132,7 +134,7 @@ def test_watchdog_sees_both_qemus_while_a_migration_runs(lab: Lab, driver: QemuD
     lab.wait_until(lambda: len(writers(lab.run_root).get(lun, [])) == 2, 10, "the destination among the writers")
     found = writers(lab.run_root)[lun]
     destination = next(w for w in found if w.pid != pid)
-    assert destination.incoming and not next(w for w in found if w.pid == pid).incoming
+    assert destination.migration and not next(w for w in found if w.pid == pid).migration
     assert kill(destination, 5)  # a fence during the migration
     transport.go.set()
     thread.join(30)
@@ -197,6 +199,32 @@ def test_destination_killed_half_way_leaves_the_guest_running(lab: Lab, driver: 
     driver.hard_stop(spec.uuid)
     time.sleep(0.2)
     assert halted == []
+
+
+def test_restarted_driver_ends_the_other_qemu_of_an_unfinished_migration(lab: Lab) -> None:
+    """A server that stopped mid-migration left the VM's other QEMU (qemu.migration.pid): the next
+    driver kills it before it takes the VM's own QEMU back, which it leaves running."""
+    first = lab.driver()
+    spec = lab.spec("interrupted")
+    pid = first.start(spec)
+    run = RunDir.of(lab.run_root, spec.uuid)
+    # Stands in for the other QEMU: what the driver checks is a live process of this VM's uuid
+    # working in its run directory.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-uuid", spec.uuid], cwd=run.path)
+    try:
+        run.write_pid(other.pid, migration=True)
+        first.close()
+        second = lab.driver()
+        second.reattach(spec.uuid)
+        assert other.wait(10) == -signal.SIGKILL
+        assert not run.migration_pid_file.exists()
+        assert second.running() == {spec.uuid: pid}
+        assert second.state(spec.uuid) is DomainState.RUNNING
+        second.hard_stop(spec.uuid)
+    finally:
+        if other.poll() is None:
+            other.kill()
+            other.wait()
 
 
 def test_migrating_a_halted_vm_is_refused(lab: Lab, driver: QemuDriver) -> None:

@@ -53,8 +53,9 @@ MIB = 1024 * 1024
 MACHINE = "pc"
 # The per-VM run directory (``<run_root>/<uuid>/``, QEMU's working directory) holds these files.
 PID_FILE = "qemu.pid"
-# The pid of a live migration's destination until the guest has moved to it (then it is PID_FILE's).
-INCOMING_PID_FILE = "qemu.incoming.pid"
+# During a live migration, the pid of the VM's other QEMU: the destination until the guest has
+# moved to it (PID_FILE names the source), the source from then until it has exited.
+MIGRATION_PID_FILE = "qemu.migration.pid"
 QMP_SOCKET = "qmp.sock"
 # A live migration runs a second QEMU of the VM beside the first, in the same run directory: each
 # process has a slot, which names its QMP socket and taps, and a migration moves to the other one.

@@ -81,15 +81,15 @@ class Domain:
 
     # -- process ---------------------------------------------------------------------------------
 
-    def spawn(self, argv: list[str], user: QemuUser, fds: Sequence[int], incoming: bool = False) -> None:
+    def spawn(self, argv: list[str], user: QemuUser, fds: Sequence[int], migration: bool = False) -> None:
         """Start QEMU as ``user`` with ``fds`` (the monitor must be listening already, so QEMU
-        connects at once), and record its pid (a migration's destination as ``incoming`` until the
-        VM has moved to it: until then the source is the VM's QEMU)."""
+        connects at once), and record its pid (a migration's destination as the VM's other QEMU,
+        ``migration``, until the VM has moved to it)."""
         self._log_offset = _size(self.run.qemu_log)
         self._fresh = True  # before QEMU runs, so that its first connection finds it set
         self.popen = process.spawn(argv, self.run, user, fds)
         self.pid = self.popen.pid
-        self.run.write_pid(self.pid, incoming)
+        self.run.write_pid(self.pid, migration)
 
     def alive(self) -> bool:
         if self.popen is not None:

@@ -221,7 +221,7 @@ class QemuDriver(Driver):
                 self._end(domain)
                 return
             run = self._run(uuid)
-            self._end_incoming(run, uuid)
+            self._end_migration(run, uuid)
             pid = process.find_qemu(run, uuid)
             if pid is not None:
                 # Not attached (not reattached since a restart): SIGTERM makes QEMU quit as `quit` does.
@@ -264,20 +264,27 @@ class QemuDriver(Driver):
                         spec, run, opened, qemu=self._qemu, kvm=self._kvm, incoming=True, slot=target.slot
                     )
                     try:
-                        target.spawn(argv, user, fds, incoming=True)
+                        target.spawn(argv, user, fds, migration=True)
                     except OSError as exc:
                         raise DomainError(uuid, f"cannot run {self._qemu} as {user.name}: {exc}") from exc
+
+                def switch(moved: bool) -> None:
+                    # qemu.pid names the VM's QEMU, the migration's file the other one. The VM's
+                    # first: a restart between the two writes finds both naming it, and leaves it.
+                    new, old = (target, source) if moved else (source, target)
+                    assert new.pid is not None and old.pid is not None
+                    run.write_pid(new.pid)
+                    run.write_pid(old.pid, migration=True)
+
                 with transport.channel() as (send, receive):
                     downtime, sent = self._loop.run(
-                        migration.migrate(source, target, send, receive, self._migrate_timeout)
+                        migration.migrate(source, target, send, receive, self._migrate_timeout, switch)
                     )
             except BaseException:
                 self._abandon(target)
                 raise
             assert target.pid is not None
-            # The switch: from here the VM is the new process, whatever happens to the old one.
-            run.write_pid(target.pid)
-            run.incoming_pid_file.unlink(missing_ok=True)
+            # From here the VM is the new process, whatever happens to the old one.
             with self._lock:
                 self._domains[uuid] = target
             target.expected_exit = False
@@ -288,6 +295,7 @@ class QemuDriver(Driver):
                 log.error("domain %s: the migration's source (pid %s) did not exit: %s", uuid, source.pid, exc)
             self._loop.run(source.detach())
             run.qmp_socket_of(source.slot).unlink(missing_ok=True)
+            run.migration_pid_file.unlink(missing_ok=True)
             total = time.monotonic() - began
             log.info("domain %s migrated: pid %s -> %d in %.3f s, downtime %.3f s", uuid, source.pid,
                      target.pid, total, downtime)  # fmt: skip
@@ -365,7 +373,7 @@ class QemuDriver(Driver):
             if domain is not None:
                 return domain
             run = self._run(uuid)
-            self._end_incoming(run, uuid)
+            self._end_migration(run, uuid)
             pid = process.find_qemu(run, uuid)
             if pid is None:
                 return None
@@ -380,15 +388,16 @@ class QemuDriver(Driver):
             self._loop.run(domain.monitor.client(DEFAULT_REATTACH_TIMEOUT_S))
             return domain
 
-    def _end_incoming(self, run: RunDir, uuid: str) -> None:
-        """Kill the destination of a migration whose server stopped before the switch: the VM is
-        the source's still, and the destination may hold the images the source needs back."""
-        pid = process.find_qemu(run, uuid, incoming=True)
-        if pid is not None:
-            log.warning("domain %s: killing pid %d, the destination of a migration that never finished", uuid, pid)
-            process.signal_pid(pid, signal.SIGKILL)
-            process.wait_gone(pid, self._stop_timeout)
-        run.incoming_pid_file.unlink(missing_ok=True)
+    def _end_migration(self, run: RunDir, uuid: str) -> None:
+        """Kill the other QEMU of a migration whose server stopped part-way: before the switch the
+        destination (which may hold the images the source needs back), after it the old source
+        (paused, its images handed over)."""
+        other = process.find_qemu(run, uuid, migration=True)
+        if other is not None and other != process.find_qemu(run, uuid):
+            log.warning("domain %s: killing pid %d, left over from a migration that never finished", uuid, other)
+            process.signal_pid(other, signal.SIGKILL)
+            process.wait_gone(other, self._stop_timeout)
+        run.migration_pid_file.unlink(missing_ok=True)
 
     def _required(self, uuid: str) -> Domain:
         domain = self._attached(uuid)
@@ -427,7 +436,7 @@ class QemuDriver(Driver):
             domain.run.clean()
         else:  # a migration's destination: the source's pid file and socket stay
             domain.run.qmp_socket_of(domain.slot).unlink(missing_ok=True)
-            domain.run.incoming_pid_file.unlink(missing_ok=True)
+            domain.run.migration_pid_file.unlink(missing_ok=True)
 
     async def _started(self, domain: Domain) -> None:
         """On the loop, so that it cannot interleave with ``_domain_gone``."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from farside.hypervisor.driver import DomainState
 from farside.hypervisor.errors import DomainError
@@ -30,8 +30,13 @@ INCOMING_FD = "farside-migrate-in"
 LOCAL_BANDWIDTH = 1 << 40
 
 
-async def migrate(source: Domain, target: Domain, send: int, receive: int, timeout: float) -> tuple[float, int]:
+async def migrate(
+    source: Domain, target: Domain, send: int, receive: int, timeout: float, switch: Callable[[bool], None]
+) -> tuple[float, int]:
     """Move the guest of ``source`` into ``target``, a just-spawned QEMU with ``-incoming defer``.
+
+    ``switch(True)`` is called once ``target`` holds the whole guest, before its vCPUs run: from
+    then on it is the VM's QEMU; ``switch(False)`` undoes that if the guest cannot run there.
 
     Returns:
         The downtime in seconds and the bytes sent.
@@ -51,8 +56,13 @@ async def migrate(source: Domain, target: Domain, send: int, receive: int, timeo
         info = await source.wait_migration("the live migration", timeout)
         sent = loop.time()
         await target.wait_incoming("receiving the live migration", timeout)
-        if was_running:
-            await target.execute("cont", timeout=timeout)
+        switch(True)
+        try:
+            if was_running:
+                await target.execute("cont", timeout=timeout)
+        except BaseException:
+            switch(False)
+            raise
         target.status = "running" if was_running else "paused"
         switched = loop.time()
     except BaseException:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from farside.hypervisor.driver import VMSpec
-from farside.hypervisor.qemu.argv import INCOMING_PID_FILE, MONITOR_ID, PID_FILE, QMP_SOCKET, QMP_SOCKETS, SERIAL_LOG
+from farside.hypervisor.qemu.argv import MIGRATION_PID_FILE, MONITOR_ID, PID_FILE, QMP_SOCKET, QMP_SOCKETS, SERIAL_LOG
 
 # Unix socket paths are limited to 108 bytes including the NUL (sun_path), for QEMU too.
 MAX_SOCKET_PATH = 107
@@ -91,10 +91,10 @@ class RunDir:
         return self.path / PID_FILE
 
     @property
-    def incoming_pid_file(self) -> Path:
-        """A migration's destination QEMU, recorded from its spawn until the switch, so that the
+    def migration_pid_file(self) -> Path:
+        """The VM's other QEMU while a live migration runs (argv.MIGRATION_PID_FILE), so that the
         fencing watchdog and a restarted driver know every QEMU that may hold the VM's disks."""
-        return self.path / INCOMING_PID_FILE
+        return self.path / MIGRATION_PID_FILE
 
     @property
     def qmp_socket(self) -> Path:
@@ -147,8 +147,8 @@ class RunDir:
         """The serial log, open for QEMU to append to (created for root only: QEMU gets the descriptor)."""
         return os.open(self.serial_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
-    def write_pid(self, pid: int, incoming: bool = False) -> None:
-        target = self.incoming_pid_file if incoming else self.pid_file
+    def write_pid(self, pid: int, migration: bool = False) -> None:
+        target = self.migration_pid_file if migration else self.pid_file
         tmp = target.with_suffix(".tmp")
         tmp.write_text(f"{pid}\n")
         tmp.replace(target)
@@ -156,6 +156,7 @@ class RunDir:
     def clean(self) -> None:
         """Remove what only a live domain needs (a stale pid file, the socket); keep the logs."""
         self.pid_file.unlink(missing_ok=True)
+        self.migration_pid_file.unlink(missing_ok=True)
         for name in QMP_SOCKETS:
             (self.path / name).unlink(missing_ok=True)
 
@@ -248,10 +249,10 @@ def is_our_qemu(pid: int, uuid: str, run_dir: Path) -> bool:
     return cwd == os.path.realpath(run_dir) and is_alive(pid)
 
 
-def find_qemu(run: RunDir, uuid: str, incoming: bool = False) -> int | None:
-    """The pid of the live QEMU of ``uuid`` in ``run`` (``incoming``: of a migration's destination
-    that has not taken over), if there is one."""
-    pid = read_pid(run.incoming_pid_file if incoming else run.pid_file)
+def find_qemu(run: RunDir, uuid: str, migration: bool = False) -> int | None:
+    """The pid of the live QEMU of ``uuid`` in ``run`` (``migration``: the VM's other QEMU while a
+    live migration runs), if there is one."""
+    pid = read_pid(run.migration_pid_file if migration else run.pid_file)
     return pid if pid is not None and is_our_qemu(pid, uuid, run.path) else None
 
 
