@@ -34,7 +34,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import farside.api.handlers  # noqa: F401 - registers every hand-written message
 from farside import __version__
-from farside.api import http, jsonrpc, xmlrpc
+from farside.api import http, jsonrpc, xmldbdump, xmlrpc
 from farside.api.context import Services
 from farside.api.dispatcher import Dispatcher, Outcome
 from farside.api.events import EventHub
@@ -149,6 +149,8 @@ def build_app(
         state["import_raw_vdi"] = http.import_raw_vdi(services)
         state["export_raw_vdi"] = http.export_raw_vdi(services)
         state["serial"] = http.serial_console(services)
+        state["get_xmldbdump"] = xmldbdump.get_dump(services)
+        state["put_xmldbdump"] = xmldbdump.put_dump(services)
         reaper = asyncio.create_task(_expire_sessions(services.sessions))
         keeper = asyncio.create_task(_keep_watchdog(config, services)) if config.watchdog else None
         await asyncio.to_thread(services.vms.reconcile)
@@ -218,11 +220,19 @@ def build_app(
     async def serial(request: Request) -> Response:
         return await state["serial"](request)  # type: ignore[no-any-return]
 
+    async def get_xmldbdump(request: Request) -> Response:
+        return await state["get_xmldbdump"](request)  # type: ignore[no-any-return]
+
+    async def put_xmldbdump(request: Request) -> Response:
+        return await state["put_xmldbdump"](request)  # type: ignore[no-any-return]
+
     routes: list[BaseRoute] = [
         Mount("/ui", app=console_app(console)),
         Route("/console/serial", serial, methods=["GET"]),
         Route("/import_raw_vdi", import_vdi, methods=["PUT"]),
         Route("/export_raw_vdi", export_vdi, methods=["GET"]),
+        Route("/pool/xmldbdump", get_xmldbdump, methods=["GET"]),
+        Route("/pool/xmldbdump", put_xmldbdump, methods=["PUT"]),
         Route("/", xml_endpoint, methods=["POST"]),
         Route("/RPC2", xml_endpoint, methods=["POST"]),
         Route("/jsonrpc", json_endpoint, methods=["POST"]),
