@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import XenAPI
 
+from e2e.test_xe import failed, ok
 from farside.model.roles import Role
 from farside.storage.bootable import read_counter
 
@@ -244,3 +245,17 @@ def test_destination_killed_leaves_the_vm_running(site: Site) -> None:
     assert vm["current_operations"] == {}
     site.ran_on(before)
     assert qemu_pids(site.server) == [pid]
+
+
+def test_xe_vm_migrate(site: Site) -> None:
+    """xe vm-migrate moves the guest (to the pool's one host unless host= names it); a host that is
+    not there is refused before anything moves."""
+    uuid = site.s.xenapi.VM.get_uuid(site.vm)
+    old = site.pid()
+    assert ok(site.server, "vm-migrate", f"vm={uuid}", "live=true") == ""
+    assert site.pid() != old
+    host = site.s.xenapi.host.get_uuid(site.host)
+    moved = site.pid()
+    assert ok(site.server, "vm-migrate", "vm=mover", f"host-uuid={host}") == ""
+    assert site.pid() != moved
+    assert failed(site.server, "vm-migrate", "vm=mover", "host=elsewhere") == ["Error: No matching host found"]
