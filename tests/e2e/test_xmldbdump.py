@@ -19,7 +19,7 @@ from e2e.test_xe import failed, ok
 from farside.model.roles import Role
 
 from pools import MINIMAL_VM, PoolServer, make_pool
-from vms import bootable_vm, make_sr, wait_state
+from vms import bootable_vm, make_sr, wait_state, wait_task
 
 pytestmark = pytest.mark.e2e
 
@@ -137,21 +137,39 @@ def test_only_pool_admin_dumps_or_restores(site: tuple[PoolServer, XenAPI.Sessio
     assert httpx.get(f"{server.url}/pool/xmldbdump", timeout=30).status_code == 401
 
 
-def test_a_running_vm_outside_the_dump_blocks_the_restore(site: tuple[PoolServer, XenAPI.Session, Path]) -> None:
-    """The running state wins: a VM that runs and is not in the dump is not silently stopped."""
+def test_running_state_wins_over_the_dump(site: tuple[PoolServer, XenAPI.Session, Path]) -> None:
+    """A VM in an operation blocks a restore; a running VM the dump has halted runs on (same domid);
+    a running VM the dump lacks blocks it instead of being stopped."""
     server, s, root = site
     sr = make_sr(s, root / "lun")
-    data = get(server, s)
+    without_vm = get(server, s)
     vm = bootable_vm(server, s, sr, "runner")
+    with_vm = get(server, s)
+    s.xenapi.VM.set_start_delay(vm, 30)
+    task = s.xenapi.Async.VM.start(vm, False, False)
+    wait_state(s, vm, "Running")  # and sleeping its start_delay, still claimed by the start
+    assert list(s.xenapi.VM.get_current_operations(vm).values()) == ["start"]
+    answer = put(server, s.handle, with_vm)
+    assert answer.status_code == 409 and answer.text == f"OTHER_OPERATION_IN_PROGRESS VM {vm}\n"
+    s.xenapi.VM.hard_shutdown(vm)  # ends the delay, then stops the VM
+    assert wait_task(s, task, 30)["status"] == "success"
+    wait_state(s, vm, "Halted")
+    s.xenapi.VM.set_start_delay(vm, 0)
     s.xenapi.VM.start(vm, False, False)
     try:
-        answer = put(server, s.handle, data)
+        domid = s.xenapi.VM.get_domid(vm)
+        s.xenapi.VM.set_name_label(vm, "renamed while running")
+        assert put(server, s.handle, with_vm).status_code == 200
+        record = s.xenapi.VM.get_record(vm)
+        assert record["power_state"] == "Running" and record["domid"] == domid
+        assert record["name_label"] == "runner"  # the dump's
+        assert "clean_shutdown" in record["allowed_operations"]
+        answer = put(server, s.handle, without_vm)
         assert answer.status_code == 409 and "is not halted and is not in the dump" in answer.text
         assert s.xenapi.VM.get_power_state(vm) == "Running"
     finally:
         s.xenapi.VM.hard_shutdown(vm)
-    wait_state(s, vm, "Halted")
-    assert put(server, s.handle, data).status_code == 200
+    assert put(server, s.handle, without_vm).status_code == 200
     assert vm not in s.xenapi.VM.get_all()
 
 

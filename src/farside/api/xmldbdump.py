@@ -17,7 +17,9 @@ them is refused rather than done half:
 - a VM that runs or is paused keeps its power state and domid; one the dump has running but no
   QEMU runs for now comes back Halted; a VM that runs now and is not in the dump is refused
   (shut it down first), as is a plugged PBD the dump lacks or has for another SR or device;
-- a PBD keeps its ``currently_attached``; one that only the dump has comes back unplugged.
+- a PBD keeps its ``currently_attached``; one that only the dump has comes back unplugged;
+- no VM may be in an operation (``OTHER_OPERATION_IN_PROGRESS``): the restore's checks and changes
+  are one transaction, so none can begin in between.
 
 Errors: ``RESTORE_INCOMPATIBLE_VERSION`` for a dump of another schema or product,
 ``OPERATION_NOT_ALLOWED`` for another pool's dump or one altered since it was written (or one
@@ -38,6 +40,7 @@ from starlette.responses import PlainTextResponse, Response
 from farside import __version__
 from farside.api.context import Services
 from farside.api.http import BadRequest, Endpoint, caller, guarded
+from farside.api.vms import ALLOWED
 from farside.backup import xmldb
 from farside.db import Transaction
 from farside.errors import OperationNotAllowed, XenAPIFailure
@@ -103,7 +106,6 @@ def restore(services: Services, data: bytes, dry_run: bool) -> Plan:
             _apply(tx, plan)
     if not dry_run:
         log.warning("pool database restored from a dump: %s", plan.summary())
-        services.vms.reconcile()  # allowed operations and power states, from the running QEMUs
     return plan
 
 
@@ -181,6 +183,11 @@ def _keep_runtime(cls: str, tx: Transaction, wanted: dict[str, dict[str, Any]], 
 
 def _check_running(services: Services, tx: Transaction, removed: dict[str, list[str]],
                    changed: dict[str, dict[str, dict[str, Any]]]) -> None:  # fmt: skip
+    # In the restore's own transaction: no operation can claim a VM between this check and the commit.
+    busy = tx.select("VM", ("current_operations",))
+    for vm, record in busy.items():
+        if record["current_operations"]:
+            raise XenAPIFailure("OTHER_OPERATION_IN_PROGRESS", "VM", vm)
     for vm in removed.get("VM", []):
         if tx.get_field("VM", vm, "power_state") != "Halted":
             name = tx.get_field("VM", vm, "name_label")
@@ -204,6 +211,8 @@ def _apply(tx: Transaction, plan: Plan) -> None:
     for cls, records in plan.added.items():
         for ref, record in records.items():
             tx.create(cls, record, ref=ref)
+            if cls == "VM":  # a runtime field, which the dump does not hold
+                tx.set_fields(cls, ref, {"allowed_operations": ALLOWED[tx.get_field(cls, ref, "power_state")]})
     for cls, records in plan.changed.items():
         for ref, values in records.items():
             tx.set_fields(cls, ref, values)

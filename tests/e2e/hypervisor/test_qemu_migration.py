@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +66,8 @@ def test_migration_moves_the_running_guest(lab: Lab, driver: QemuDriver) -> None
           f"{report.transferred_bytes} bytes")  # fmt: skip
     assert report.domid != old and is_alive(report.domid)
     assert not is_alive(old)
+    status = dict(line.split(":\t", 1) for line in Path(f"/proc/{report.domid}/status").read_text().splitlines())
+    assert status["Seccomp"].strip() == "2" and status["Uid"].split()[0] != "0"  # sandboxed as every QEMU
     assert driver.running() == {spec.uuid: report.domid}
     assert driver.state(spec.uuid) is DomainState.RUNNING
     last = lab.ticks(driver.read_serial(spec.uuid))[-1]
