@@ -71,6 +71,8 @@ def test_restore_undoes_the_changes_since_the_dump(site: tuple[PoolServer, XenAP
     assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>\n<database>\n<manifest>')
     assert f'<row ref="{kept}" ' in text and 'name_label="kept"' in text
     assert "argon2" not in text and '<table name="user">' not in text and '<table name="session">' not in text
+    unchanged = put(server, s.handle, data, dry_run=True)
+    assert unchanged.text == "dry run: would be 0 objects added, 0 changed, 0 removed\n"
 
     pool = s.xenapi.pool.get_all()[0]
     s.xenapi.pool.set_name_label(pool, "renamed")
