@@ -168,7 +168,7 @@ class QemuDriver(Driver):
                 # Ours are closed once QEMU holds its copies (or did not start: its taps go with them).
                 with contextlib.ExitStack() as opened:
                     argv, fds = open_command(
-                        spec, run, opened, qemu=self._qemu, kvm=self._kvm, incoming=restore_from is not None, slot=0
+                        spec, run, opened, qemu=self._qemu, kvm=self._kvm, incoming=restore_from is not None
                     )
                     try:
                         domain.spawn(argv, user, fds)
@@ -505,10 +505,12 @@ def _lock(path: Path) -> int:
 
 
 def open_command(
-    spec: VMSpec, run: RunDir, opened: contextlib.ExitStack, *, qemu: str, kvm: bool, incoming: bool, slot: int
+    spec: VMSpec, run: RunDir, opened: contextlib.ExitStack, *, qemu: str, kvm: bool, incoming: bool, slot: int = 0
 ) -> tuple[list[str], list[int]]:
     """Open what the QEMU of ``spec`` inherits (each closed by ``opened``: the serial log, the disks,
     the taps, made and put on their bridges here) and build its argv; returns it and the descriptors.
+    ``slot`` is the VM's process slot (argv.QMP_SOCKETS): 1 for a migration's destination beside a
+    source in 0, and the other way round.
 
     Raises:
         VdiMissing: a disk's image is not there.
