@@ -3,9 +3,9 @@
 ``VM.pool_migrate`` to this host, and ``VM.migrate_send`` with a ``dest`` from this host's
 ``host.migrate_receive``, move the running guest into a new QEMU process (``VMService.migrate``):
 the VM keeps its uuid, disks, serial output and state; only its domid changes. The checks run
-in xapi's order: the handles, then the options and maps, then the VM's own state (template,
-control domain, power state, another operation), then the destination's memory, which must hold
-a second copy of the VM while both processes run. ``assert_can_migrate`` runs every check
+in xapi's order: the handles, the options, the VM's own state (template, control domain, power
+state, another operation), the maps, then the destination's memory, which must hold a second
+copy of the VM while both processes run. ``assert_can_migrate`` runs every check
 without moving anything; ``assert_can_migrate_sender`` only those of the sending side.
 
 What a single host cannot do is refused with a reason rather than pretended: mapping a VDI to
@@ -37,7 +37,7 @@ def _check_options(options: dict[str, str]) -> None:
         raise OperationNotAllowed("copy=true would leave two VMs of one uuid on this host; use VM.copy of a halted VM.")
 
 
-def _check_vm(tx: Transaction, vm: str, sender_only: bool, ctx: Context) -> dict[str, Any]:
+def _check_vm(tx: Transaction, vm: str, ctx: Context) -> dict[str, Any]:
     record = tx.get_record("VM", tx.check("VM", vm))
     if record["is_a_template"]:
         raise XenAPIFailure("VM_IS_TEMPLATE", vm)
@@ -49,8 +49,6 @@ def _check_vm(tx: Transaction, vm: str, sender_only: bool, ctx: Context) -> dict
         raise XenAPIFailure("OTHER_OPERATION_IN_PROGRESS", "VM", vm)
     if not ctx.services.vms.driver.capabilities.get("live_migration", False):
         raise XenAPIFailure("VM_MIGRATE_FAILED", vm, ctx.services.host, ctx.services.host, "no live migration here")
-    if not sender_only:  # the destination's own check: room for a second copy while both run
-        ctx.services.vms.check_resources(tx, vm, record)
     return record
 
 
@@ -91,8 +89,10 @@ def _check(ctx: Context, vm: str, dest: dict[str, str], vdi_map: dict[str, str],
         tx.check("VM", vm)
         _check_dest(ctx, tx, dest)
         _check_options(options)
-        record = _check_vm(tx, vm, sender_only, ctx)
+        record = _check_vm(tx, vm, ctx)
         _check_maps(tx, vm, record, vdi_map, vif_map, vgpu_map)
+        if not sender_only:  # the destination's own check: room for a second copy while both run
+            ctx.services.vms.check_resources(tx, vm, record)
 
 
 @handles("VM.pool_migrate")
@@ -101,7 +101,7 @@ def pool_migrate(ctx: Context, vm: str, host: str, options: dict[str, str]) -> s
         tx.check("VM", vm)
         tx.check("host", host)
         _check_options(options)
-        _check_vm(tx, vm, sender_only=True, ctx=ctx)  # the memory is checked and booked in the claim
+        _check_vm(tx, vm, ctx)  # the memory is checked and booked in the claim
     ctx.services.vms.migrate(vm, "pool_migrate", ctx.task)
     return ""
 
