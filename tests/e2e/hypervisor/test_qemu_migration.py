@@ -147,6 +147,31 @@ def test_watchdog_sees_both_qemus_while_a_migration_runs(lab: Lab, driver: QemuD
     driver.hard_stop(spec.uuid)
 
 
+def test_serial_log_is_not_rotated_under_a_migration(lab: Lab) -> None:
+    """Both QEMUs append to the serial log while the guest moves: it is rotated only once the
+    migration is over, into the new QEMU's log, and no line is lost."""
+    driver = lab.driver(serial_log_limit=100, serial_check_interval=0.05)
+    spec = lab.spec("chatty")
+    driver.start(spec)
+    run = RunDir.of(lab.run_root, spec.uuid)
+    lab.wait_until(lambda: run.serial_log_old.exists(), 20, "a first rotation")
+    transport = HeldTransport()
+    thread = threading.Thread(target=lambda: driver.migrate(spec.uuid, transport), daemon=True)
+    thread.start()
+    lab.wait_until(lambda: len(lab.qemu_pids(str(lab.root))) == 2, 10, "the destination QEMU")
+    rotated = run.serial_log_old.stat().st_ino
+    time.sleep(3)  # the guest (about 80 B/s) prints past the limit meanwhile
+    assert run.serial_log_old.stat().st_ino == rotated
+    transport.go.set()
+    thread.join(30)
+    lab.wait_until(lambda: run.serial_log_old.stat().st_ino != rotated, 20, "a rotation after the migration")
+    last = lab.ticks(driver.read_serial(spec.uuid))[-1]
+    lab.wait_until(lambda: lab.ticks(driver.read_serial(spec.uuid))[-1] >= last + 3, 10, "ticks after it")
+    ticks = lab.ticks(driver.read_serial(spec.uuid, 1 << 20))
+    assert ticks == list(range(ticks[0], ticks[0] + len(ticks)))  # across both files, no gap
+    driver.hard_stop(spec.uuid)
+
+
 class KillingTransport(Transport):
     """Relays the stream, and SIGKILLs the destination QEMU after ``after`` bytes: a migration
     killed half-way."""

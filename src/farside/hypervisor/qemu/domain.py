@@ -72,6 +72,9 @@ class Domain:
         # Set before the driver itself ends the domain (hard_stop, suspend, a failed start), so that
         # its exit is not reported as the guest's doing.
         self.expected_exit = False
+        # Set while the domain is the source of a live migration: its destination opened the same
+        # serial log, so the log is not rotated under it.
+        self.migrating = False
         self.gone: asyncio.Future[str] | None = None
         self.monitor = Monitor(uuid, run.qmp_socket_of(slot), self.alive, self._on_event, self._on_connect)
         self._on_gone = on_gone

@@ -257,6 +257,7 @@ class QemuDriver(Driver):
             target = Domain(uuid, run, self._domain_gone, slot=1 - source.slot)
             target.expected_exit = True
             target.monitor.listen()
+            source.migrating = True
             try:
                 self._loop.run(target.watch())
                 with contextlib.ExitStack() as opened:
@@ -283,6 +284,8 @@ class QemuDriver(Driver):
             except BaseException:
                 self._abandon(target)
                 raise
+            finally:
+                source.migrating = False
             assert target.pid is not None
             # From here the VM is the new process, whatever happens to the old one.
             with self._lock:
@@ -473,6 +476,8 @@ class QemuDriver(Driver):
             with self._lock:
                 domains = list(self._domains.values())
             for domain in domains:
+                if domain.migrating:
+                    continue
                 try:
                     await domain.rotate_serial(self._serial_limit)
                 except (DomainError, OSError) as exc:
