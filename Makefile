@@ -61,6 +61,7 @@ bench: setup
 	$(PY) bench/api.py
 	$(PY) bench/events.py
 	$(PY) bench/vm_boot.py
+	$(PY) bench/migrate.py
 	$(PY) bench/metadata.py
 	$(PY) bench/failover.py
 	$(PY) bench/mirror.py

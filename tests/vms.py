@@ -102,7 +102,7 @@ def last_tick(output: bytes) -> int:
 def qemu_pids(server: PoolServer) -> list[int]:
     """Live QEMU processes started for this pool (pid files under its run directory)."""
     pids = []
-    for pidfile in (server.data_dir / "run").glob("*/qemu.pid"):
+    for pidfile in (server.data_dir / "run").glob("*/qemu*.pid"):  # a migration's destination too
         try:
             pid = int(pidfile.read_text().strip())
             if b"qemu" in Path(f"/proc/{pid}/cmdline").read_bytes():

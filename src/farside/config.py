@@ -56,8 +56,9 @@ DEFAULT_MESSAGE_LIMIT = 10_000
 DB_FILE = "pool.db"
 TLS_DIR = "tls"
 RUN_DIR = "run"
-# sun_path holds 107 characters; below the run directory come "/<vm uuid>/qmp.sock" (46).
-MAX_RUN_DIR_CHARS = 107 - 46
+# sun_path holds 107 characters; below the run directory come "/<vm uuid>/qmp.1.sock" (48, the
+# longer of a VM's two QMP sockets: a live migration's destination takes the second).
+MAX_RUN_DIR_CHARS = 107 - 48
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import farside.api.handlers  # noqa: F401 - registers every hand-written message
 from farside import __version__
-from farside.api import http, jsonrpc, prometheus, rrd_http, xmlrpc
+from farside.api import http, jsonrpc, prometheus, rrd_http, xmldbdump, xmlrpc
 from farside.api.context import Services
 from farside.api.dispatcher import Dispatcher, Outcome
 from farside.api.events import EventHub
@@ -154,6 +154,8 @@ def build_app(
         for name in ("rrd_updates", "vm_rrd", "host_rrd"):
             state[name] = getattr(rrd_http, name)(services)
         state["metrics"] = prometheus.metrics(services)
+        state["get_xmldbdump"] = xmldbdump.get_dump(services)
+        state["put_xmldbdump"] = xmldbdump.put_dump(services)
         reaper = asyncio.create_task(_expire_sessions(services.sessions))
         keeper = asyncio.create_task(_keep_watchdog(config, services)) if config.watchdog else None
         await asyncio.to_thread(services.vms.reconcile)
@@ -231,6 +233,12 @@ def build_app(
 
         return endpoint
 
+    async def get_xmldbdump(request: Request) -> Response:
+        return await state["get_xmldbdump"](request)  # type: ignore[no-any-return]
+
+    async def put_xmldbdump(request: Request) -> Response:
+        return await state["put_xmldbdump"](request)  # type: ignore[no-any-return]
+
     routes: list[BaseRoute] = [
         Mount("/ui", app=console_app(console)),
         *(
@@ -240,6 +248,8 @@ def build_app(
         Route("/console/serial", serial, methods=["GET"]),
         Route("/import_raw_vdi", import_vdi, methods=["PUT"]),
         Route("/export_raw_vdi", export_vdi, methods=["GET"]),
+        Route("/pool/xmldbdump", get_xmldbdump, methods=["GET"]),
+        Route("/pool/xmldbdump", put_xmldbdump, methods=["PUT"]),
         Route("/", xml_endpoint, methods=["POST"]),
         Route("/RPC2", xml_endpoint, methods=["POST"]),
         Route("/jsonrpc", json_endpoint, methods=["POST"]),

@@ -75,7 +75,7 @@ def guarded(fn: Endpoint) -> Endpoint:
     return endpoint
 
 
-def _caller(services: Services, request: Request, needed: Role, what: str) -> Caller:
+def caller(services: Services, request: Request, needed: Role, what: str) -> Caller:
     caller = services.sessions.validate(request.query_params.get("session_id", ""))
     if not caller.role.allows(needed):
         raise RbacPermissionDenied(what, f"{caller.user_name} is {caller.role.wire}; this needs {needed.wire}")
@@ -106,7 +106,7 @@ def _vdi_target(services: Services, request: Request) -> tuple[str, Lun, dict[st
 def import_raw_vdi(services: Services) -> Endpoint:
     @guarded
     async def endpoint(request: Request) -> Response:
-        _caller(services, request, Role.VM_ADMIN, "http/put_import_raw_vdi")
+        caller(services, request, Role.VM_ADMIN, "http/put_import_raw_vdi")
         upload_format = _format(request, UPLOAD_FORMATS)
         vdi, lun, record = _vdi_target(services, request)
         refuse_user_write(record["type"], "PUT /import_raw_vdi")
@@ -195,7 +195,7 @@ def _install(vdi: str, staging: Path, upload_format: str, target: Path, target_f
 def export_raw_vdi(services: Services) -> Endpoint:
     @guarded
     async def endpoint(request: Request) -> Response:
-        _caller(services, request, Role.VM_ADMIN, "http/get_export_raw_vdi")
+        caller(services, request, Role.VM_ADMIN, "http/get_export_raw_vdi")
         _format(request, ("raw",))
         _, lun, record = _vdi_target(services, request)
         source = lun.image_path(str(record["location"]))
@@ -241,7 +241,7 @@ def serial_console(services: Services) -> Endpoint:
 
     @guarded
     async def endpoint(request: Request) -> Response:
-        _caller(services, request, Role.VM_OPERATOR, "http/get_console")
+        caller(services, request, Role.VM_OPERATOR, "http/get_console")
         uuid = request.query_params.get("uuid", "")
         with services.db.read() as tx:
             tx.ref_of_uuid("VM", uuid)

@@ -24,6 +24,8 @@ from farside.api.tasks import TaskManager
 from farside.db import Database, Transaction
 from farside.errors import FarsideError, OperationNotAllowed, TaskCancelled, XenAPIFailure
 from farside.hypervisor.driver import DiskSpec, DomainState, Driver, NicSpec, VMSpec
+from farside.hypervisor.errors import DomainError
+from farside.hypervisor.migration import MigrationReport
 from farside.model.types import NULL_REF, now
 from farside.model.vm_rules import MAX_DELAY_S, power_state_error
 from farside.storage import image
@@ -45,8 +47,18 @@ RELEASE_WAIT_S = 30.0
 
 ALLOWED = {
     "Halted": ["start", "start_on", "destroy", "clone", "copy", "snapshot", "export"],
-    "Running": ["clean_shutdown", "hard_shutdown", "shutdown", "clean_reboot", "hard_reboot", "pause", "suspend"],
-    "Paused": ["unpause", "hard_shutdown", "shutdown", "hard_reboot", "suspend"],
+    "Running": [
+        "clean_shutdown",
+        "hard_shutdown",
+        "shutdown",
+        "clean_reboot",
+        "hard_reboot",
+        "pause",
+        "suspend",
+        "pool_migrate",
+        "migrate_send",
+    ],
+    "Paused": ["unpause", "hard_shutdown", "shutdown", "hard_reboot", "suspend", "pool_migrate", "migrate_send"],
     "Suspended": ["resume", "hard_shutdown", "shutdown", "destroy"],
 }
 
@@ -143,7 +155,7 @@ class VMService:
             if reserve:
                 if record["is_a_template"]:
                     raise XenAPIFailure("VM_IS_TEMPLATE", vm)
-                self._check_resources(tx, vm, record)
+                self.check_resources(tx, vm, record)
                 claim_fields["scheduled_to_be_resident_on"] = self._host
             tx.set_fields("VM", vm, claim_fields)
         claim = _Claim(record, task)
@@ -278,7 +290,7 @@ class VMService:
             nics=sorted(nics, key=lambda n: n.device),
         )
 
-    def _check_resources(self, tx: Transaction, vm: str, record: dict[str, Any]) -> None:
+    def check_resources(self, tx: Transaction, vm: str, record: dict[str, Any]) -> None:
         needed = record["memory_static_max"] + VM_OVERHEAD_BYTES
         free = self._free_memory(tx)
         if needed > free:
@@ -444,6 +456,20 @@ class VMService:
                 lun.remove_vdi(vdi_uuid)
                 raise
             self._record_state(vm, "Suspended")
+
+    def migrate(self, vm: str, op: str, task: str | None = None) -> MigrationReport:
+        """Live-migrate a running or paused VM into a new QEMU on this host (xapi's localhost
+        migration). Its memory is booked a second time while the claim lasts: both QEMUs run
+        until the guest has moved (HOST_NOT_ENOUGH_FREE_MEMORY otherwise). A failure at any step
+        leaves the guest running in its old process (VM_MIGRATE_FAILED)."""
+        with self._operation(vm, op, ("Running", "Paused"), reserve=True, task=task) as record:
+            try:
+                report = self.driver.migrate(record["uuid"])
+            except DomainError as exc:
+                raise XenAPIFailure("VM_MIGRATE_FAILED", vm, self._host, self._host, exc.message) from exc
+            with self._db.write() as tx:  # the same state in a new process: only the domid changes
+                tx.set_fields("VM", vm, {"domid": report.domid})
+            return report
 
     def _suspend_sr(self, tx: Transaction, record: dict[str, Any]) -> str:
         """Where a suspend image goes: the VM's suspend_SR, the pool's, or its first disk's SR."""

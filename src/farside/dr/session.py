@@ -148,6 +148,19 @@ class XmlRpcSession:
             data: bytes = r.read()
         return data
 
+    def transfer(self, method: str, path: str, body: bytes | None = None, **query: str) -> bytes:
+        """One of the pool's HTTP handlers (``GET /pool/xmldbdump``, ...) with this session; its
+        4xx answer (the XenAPI failure as text) raises XenAPIFailure."""
+        url = f"{self.url}{path}?{urllib.parse.urlencode({'session_id': self._handle, **query})}"
+        request = urllib.request.Request(url, data=body, method=method)
+        try:
+            with urllib.request.urlopen(request, context=self._context, timeout=self._timeout) as r:
+                data: bytes = r.read()
+        except urllib.error.HTTPError as exc:
+            code, _, detail = exc.read().decode(errors="replace").strip().partition(" ")
+            raise XenAPIFailure(code or "INTERNAL_ERROR", *([detail] if detail else [])) from None
+        return data
+
     def logout(self) -> None:
         self._proxy.session.logout(self._handle)
 

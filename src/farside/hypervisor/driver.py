@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from farside.hypervisor.errors import DomainError, DomainNotFound, VdiMissing
+from farside.hypervisor.migration import MigrationReport, Transport
 
 # How long a clean shutdown waits between presses of the power button: a press before the guest
 # has enabled its power button is dropped, not queued (FACTS.md), so a single press can be lost.
@@ -151,7 +152,8 @@ class Driver:
     Attributes:
         capabilities: what this driver can do. Keys every driver sets:
             ``kvm`` (hardware acceleration in use), ``suspend`` (``suspend`` and
-            ``start(restore_from=...)`` work), ``acpi_power_button`` (``press_power_button``
+            ``start(restore_from=...)`` work), ``live_migration`` (``migrate`` works),
+            ``acpi_power_button`` (``press_power_button``
             reaches the guest), ``reattach`` (domains survive the server and are found again).
         on_halted: called as ``on_halted(uuid, reason)`` when a domain stops by itself: the guest
             powered off (``"guest-shutdown"``), QEMU was signalled (``"host-signal"``, ``"killed"``)
@@ -160,7 +162,13 @@ class Driver:
             the driver.
     """
 
-    capabilities: Mapping[str, bool] = {"kvm": False, "suspend": False, "acpi_power_button": False, "reattach": False}
+    capabilities: Mapping[str, bool] = {
+        "kvm": False,
+        "suspend": False,
+        "live_migration": False,
+        "acpi_power_button": False,
+        "reattach": False,
+    }
 
     def __init__(self) -> None:
         self.on_halted: HaltedCallback | None = None
@@ -233,6 +241,24 @@ class Driver:
         Raises:
             DomainNotFound: no domain runs for ``uuid``.
             DomainError: saving failed; the domain is left as it was.
+        """
+        raise NotImplementedError
+
+    def migrate(self, uuid: str, transport: Transport | None = None) -> MigrationReport:
+        """Move the running (or paused) domain live into a new process, which takes the same disk
+        images, serial log and devices; the guest runs on, and the old process ends.
+
+        Args:
+            uuid: the VM.
+            transport: carries the migration stream; this host's ``LocalTransport`` by default.
+
+        Returns:
+            The new domid and what was measured.
+
+        Raises:
+            DomainNotFound: no domain runs for ``uuid``.
+            DomainError: the migration failed at some step; the domain runs on in its old process
+                as before, and no new process is left.
         """
         raise NotImplementedError
 

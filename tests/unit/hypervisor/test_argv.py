@@ -193,6 +193,16 @@ def test_tap_names_fit_linux() -> None:
         tap_name(UUID, 1000)
 
 
+def test_second_slot_has_its_own_socket_and_taps() -> None:
+    """A migration's destination (slot 1) runs beside its source: its QMP socket and taps differ,
+    everything else is the same command line."""
+    spec = replace(minimal_spec(), nics=[NicSpec("02:00:00:00:00:01", "xenbr0", 0)])
+    first, second = (build_argv(spec, fds=FDS, incoming=True, slot=slot) for slot in (0, 1))
+    assert _value(second, "-chardev", "socket") == "socket,id=mon,path=qmp.1.sock,reconnect=1"
+    assert [a for a in first if "qmp" not in a] == [a for a in second if "qmp" not in a]
+    assert bridged(spec, frozenset({"xenbr0"}), slot=1) == [(0, "tbp6f1c3c9e.0", "xenbr0")]
+
+
 def test_bootable_disk_boots_first() -> None:
     """The bootable disk gets boot index 0 whatever its userdevice."""
     disks = [DiskSpec("a", SR / "a", "raw", False, 0), DiskSpec("b", SR / "b", "raw", False, 1, bootable=True)]

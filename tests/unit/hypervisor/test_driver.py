@@ -98,6 +98,7 @@ REQUIRED = [
     ("hard_stop", (UUID,)),
     ("reset", (UUID,)),
     ("suspend", (UUID, Path("/tmp/x"))),
+    ("migrate", (UUID,)),
     ("running", ()),
     ("reattach", (UUID,)),
     ("serial_log", (UUID,)),
@@ -115,7 +116,7 @@ def test_required_methods_raise(method: str, args: tuple[object, ...]) -> None:
 
 def test_capabilities_keys() -> None:
     """The base class names every capability a driver must declare."""
-    assert set(Driver.capabilities) == {"kvm", "suspend", "acpi_power_button", "reattach"}
+    assert set(Driver.capabilities) == {"kvm", "suspend", "live_migration", "acpi_power_button", "reattach"}
 
 
 def test_spec_json_round_trip() -> None:

@@ -42,8 +42,29 @@ def xapi_class(datamodel: dict[str, dict[str, Any]], name: str) -> dict[str, Any
     return datamodel[name]
 
 
+# Messages xapi declares with ``hide_from_docs``, so the published datamodel lacks them; their
+# parameters as ocaml/idl/datamodel_vm.ml gives them.
+HIDDEN = {
+    "VM": [
+        {
+            "name": "assert_can_migrate_sender",
+            "params": [
+                {"name": "vm", "type": "VM ref"},
+                {"name": "dest", "type": "(string -> string) map"},
+                {"name": "live", "type": "bool"},
+                {"name": "vdi_map", "type": "(VDI ref -> SR ref) map"},
+                {"name": "vif_map", "type": "(VIF ref -> network ref) map"},
+                {"name": "vgpu_map", "type": "(VGPU ref -> GPU_group ref) map"},
+                {"name": "options", "type": "(string -> string) map"},
+            ],
+            "roles": ["pool-admin", "pool-operator", "vm-power-admin"],
+        }
+    ]
+}
+
+
 def xapi_messages(datamodel: dict[str, dict[str, Any]], name: str) -> dict[str, dict[str, Any]]:
-    return {m["name"]: m for m in xapi_class(datamodel, name)["messages"]}
+    return {m["name"]: m for m in [*xapi_class(datamodel, name)["messages"], *HIDDEN.get(name, [])]}
 
 
 def without_client_cert(roles: list[str]) -> list[str]:

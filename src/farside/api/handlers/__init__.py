@@ -21,6 +21,7 @@ from farside.api.handlers import (
     vif,
     vm,
     vm_appliance,
+    vm_migrate,
 )
 
 __all__ = [
@@ -41,4 +42,5 @@ __all__ = [
     "vif",
     "vm",
     "vm_appliance",
+    "vm_migrate",
 ]

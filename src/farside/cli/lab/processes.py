@@ -76,7 +76,7 @@ def _reap(pid: int) -> None:
 def kill_qemus(run_dir: Path) -> list[int]:
     """SIGKILL every QEMU whose pid file is under ``run_dir`` (a site's VMs, at a disaster)."""
     killed = []
-    for pid_file in run_dir.glob("*/qemu.pid"):
+    for pid_file in run_dir.glob("*/qemu*.pid"):  # with a live migration's destination
         pid = running(pid_file, "qemu")
         if pid is not None:
             os.kill(pid, signal.SIGKILL)

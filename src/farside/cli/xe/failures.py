@@ -205,6 +205,11 @@ ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
         "The VDI is too small. Please resize it to at least the minimum size.",
         ("vdi", "minimum size"),
     ),
+    "RESTORE_INCOMPATIBLE_VERSION": (
+        "The restore could not be performed because this backup has been created by a different "
+        "(incompatible) product version",
+        (),
+    ),
     "VM_BAD_POWER_STATE": (
         "You attempted an operation on a VM that was not in an appropriate power state at the time; for "
         "example, you attempted to start a VM that was already running. The parameters returned are the VM's "
@@ -227,6 +232,7 @@ ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
         "The operation attempted is not valid for a template VM",
         ("vm",),
     ),
+    "VM_MIGRATE_FAILED": ("An error occurred during the migration process.", ("vm", "source", "destination", "msg")),
     "VM_MISSING_PV_DRIVERS": (
         "You attempted an operation on a VM which requires PV drivers to be installed but the drivers were "
         "not detected.",

@@ -53,7 +53,14 @@ MIB = 1024 * 1024
 MACHINE = "pc"
 # The per-VM run directory (``<run_root>/<uuid>/``, QEMU's working directory) holds these files.
 PID_FILE = "qemu.pid"
+# During a live migration, the pid of the VM's other QEMU: the destination until the guest has
+# moved to it (PID_FILE names the source), the source from then until it has exited.
+MIGRATION_PID_FILE = "qemu.migration.pid"
 QMP_SOCKET = "qmp.sock"
+# A live migration runs a second QEMU of the VM beside the first, in the same run directory: each
+# process has a slot, which names its QMP socket and taps, and a migration moves to the other one.
+QMP_SOCKETS = (QMP_SOCKET, "qmp.1.sock")
+TAP_PREFIXES = ("tap", "tbp")
 SERIAL_LOG = "serial.log"
 SERIAL_ID = "ser0"
 MONITOR_ID = "mon"
@@ -122,6 +129,7 @@ def build_argv(
     qemu: str = "qemu-system-x86_64",
     kvm: bool = False,
     incoming: bool = False,
+    slot: int = 0,
 ) -> list[str]:
     """The full argv that starts ``spec`` in QEMU, run with the VM's run directory as its cwd.
 
@@ -131,6 +139,7 @@ def build_argv(
         qemu: the QEMU binary.
         kvm: use KVM instead of TCG (the caller checks that the host can).
         incoming: wait for a saved state (``-incoming defer``, then QMP ``migrate-incoming``).
+        slot: which of the VM's two process slots (``QMP_SOCKETS``) this QEMU takes.
 
     Raises:
         ValueError: the spec cannot be expressed safely (a bad uuid, MAC, format, device number,
@@ -154,7 +163,7 @@ def build_argv(
         "-display", "none",
         "-sandbox", SANDBOX,
         "-S",
-        "-chardev", f"socket,id={MONITOR_ID},path={QMP_SOCKET},reconnect={QMP_RECONNECT_S}",
+        "-chardev", f"socket,id={MONITOR_ID},path={QMP_SOCKETS[slot]},reconnect={QMP_RECONNECT_S}",
         "-mon", f"chardev={MONITOR_ID},mode=control",
         *_add_fd(fds.serial, "serial"),
         "-chardev", f"file,id={SERIAL_ID},path={fdset_path(fds.serial)},append=on",
@@ -167,26 +176,27 @@ def build_argv(
     return argv
 
 
-def tap_name(uuid: str, device: int) -> str:
-    """The host tap of a bridged NIC, like xapi's ``tap<domid>.<device>`` but known before start.
+def tap_name(uuid: str, device: int, slot: int = 0) -> str:
+    """The host tap of a bridged NIC, like xapi's ``tap<domid>.<device>`` but known before start
+    (``tbp...`` for slot 1: a migration's destination needs taps of its own while the source runs).
 
     Raises:
         ValueError: the name would be longer than Linux allows (device numbers above 999).
     """
-    name = f"tap{uuid[:8]}.{device}"
+    name = f"{TAP_PREFIXES[slot]}{uuid[:8]}.{device}"
     if len(name) > MAX_IFNAME or device < 0:
         raise ValueError(f"no tap name for NIC device {device}: at most {MAX_IFNAME} characters")
     return name
 
 
-def bridged(spec: VMSpec, bridges: frozenset[str]) -> list[tuple[int, str, str]]:
+def bridged(spec: VMSpec, bridges: frozenset[str], slot: int = 0) -> list[tuple[int, str, str]]:
     """``(device, tap, bridge)`` for each NIC of ``spec`` whose bridge is on the host.
 
     Raises:
         ValueError: a bridge name holds a control character (it goes to ip(8)).
     """
     return [
-        (n.device, tap_name(spec.uuid, n.device), verbatim(n.bridge, "the bridge name"))
+        (n.device, tap_name(spec.uuid, n.device, slot), verbatim(n.bridge, "the bridge name"))
         for n in sorted(spec.nics, key=lambda n: n.device)
         if n.bridge in bridges
     ]

@@ -49,12 +49,22 @@ class Domain:
         run: its run directory.
         on_gone: called on the loop as ``on_gone(domain, reason)`` once QEMU has exited.
         pid: the pid of a QEMU that runs already (reattaching); None for one about to be spawned.
+        slot: the process slot (``argv.QMP_SOCKETS``) of this QEMU: a migration's destination runs
+            in the other slot beside its source.
     """
 
-    def __init__(self, uuid: str, run: RunDir, on_gone: Callable[[Domain, str], None], pid: int | None = None) -> None:
+    def __init__(
+        self,
+        uuid: str,
+        run: RunDir,
+        on_gone: Callable[[Domain, str], None],
+        pid: int | None = None,
+        slot: int = 0,
+    ) -> None:
         self.uuid = uuid
         self.run = run
         self.pid = pid
+        self.slot = slot
         self.popen: subprocess.Popen[bytes] | None = None
         # The last run state QEMU reported (query-status, or STOP/RESUME events).
         self.status = "unknown"
@@ -62,8 +72,11 @@ class Domain:
         # Set before the driver itself ends the domain (hard_stop, suspend, a failed start), so that
         # its exit is not reported as the guest's doing.
         self.expected_exit = False
+        # Set while the domain is the source of a live migration: its destination opened the same
+        # serial log, so the log is not rotated under it.
+        self.migrating = False
         self.gone: asyncio.Future[str] | None = None
-        self.monitor = Monitor(uuid, run.qmp_socket, self.alive, self._on_event, self._on_connect)
+        self.monitor = Monitor(uuid, run.qmp_socket_of(slot), self.alive, self._on_event, self._on_connect)
         self._on_gone = on_gone
         self._log_offset = 0
         # True from spawn() until QEMU's first QMP connection: the state is known without asking.
@@ -71,14 +84,15 @@ class Domain:
 
     # -- process ---------------------------------------------------------------------------------
 
-    def spawn(self, argv: list[str], user: QemuUser, fds: Sequence[int]) -> None:
+    def spawn(self, argv: list[str], user: QemuUser, fds: Sequence[int], migration: bool = False) -> None:
         """Start QEMU as ``user`` with ``fds`` (the monitor must be listening already, so QEMU
-        connects at once), and record its pid."""
+        connects at once), and record its pid (a migration's destination as the VM's other QEMU,
+        ``migration``, until the VM has moved to it)."""
         self._log_offset = _size(self.run.qemu_log)
         self._fresh = True  # before QEMU runs, so that its first connection finds it set
         self.popen = process.spawn(argv, self.run, user, fds)
         self.pid = self.popen.pid
-        self.run.write_pid(self.pid)
+        self.run.write_pid(self.pid, migration)
 
     def alive(self) -> bool:
         if self.popen is not None:
@@ -197,14 +211,15 @@ class Domain:
         Raises:
             DomainError: QEMU exited or did not connect, or the restore failed.
         """
-        await self._connected_or_exited(timeout)
+        await self.connected_or_exited(timeout)
         if restore_from is not None:
             await self._restore(restore_from, timeout)
         if not paused:
             await self.execute("cont", timeout=timeout)
         self.status = "paused" if paused else "running"
 
-    async def _connected_or_exited(self, timeout: float) -> None:
+    async def connected_or_exited(self, timeout: float) -> None:
+        """Wait for a just-spawned QEMU's first QMP connection; DomainError if it exits first."""
         assert self.gone is not None
         connect = asyncio.ensure_future(self.monitor.client(timeout))
         waiting: set[asyncio.Future[Any]] = {connect, self.gone}
@@ -219,12 +234,25 @@ class Domain:
     async def _restore(self, path: Path, timeout: float) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            await self.monitor.send_fd(fd, RESTORE_FD, timeout)
+            await self.incoming(fd, RESTORE_FD, timeout)
         finally:
             os.close(fd)  # QEMU holds its own copy now
-        await self.execute("migrate-incoming", {"uri": f"fd:{RESTORE_FD}"}, timeout)
-        # The incoming side reports no completion event without capabilities; its run state
-        # leaves "inmigrate" when the state is loaded, and QEMU exits if loading fails.
+        await self.wait_incoming(f"restoring from {path}", timeout)
+
+    async def incoming(self, fd: int, name: str, timeout: float) -> None:
+        """Have a QEMU started with ``-incoming defer`` load its state from ``fd`` (passed as ``name``)."""
+        await self.monitor.send_fd(fd, name, timeout)
+        await self.execute("migrate-incoming", {"uri": f"fd:{name}"}, timeout)
+
+    async def wait_incoming(self, what: str, timeout: float) -> None:
+        """Wait until the incoming state is loaded.
+
+        The incoming side reports no completion event without capabilities; its run state leaves
+        "inmigrate" when the state is loaded, and QEMU exits if loading fails.
+
+        Raises:
+            DomainError: loading failed (QEMU exited) or took longer than ``timeout``; ``what`` names it.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -233,11 +261,11 @@ class Domain:
             except DomainError as exc:
                 if not await self.wait_gone(EXIT_GRACE_S):
                     raise
-                raise DomainError(self.uuid, f"restoring from {path} failed: {self.qemu_error()}") from exc
+                raise DomainError(self.uuid, f"{what} failed: {self.qemu_error()}") from exc
             if self.status != "inmigrate":
                 return
             if loop.time() > deadline:
-                raise DomainError(self.uuid, f"restoring from {path} took longer than {timeout:g} s")
+                raise DomainError(self.uuid, f"{what} took longer than {timeout:g} s")
             await asyncio.sleep(POLL_S)
 
     async def save(self, path: Path, timeout: float) -> None:
@@ -255,7 +283,7 @@ class Domain:
             await self.execute("migrate-set-parameters", {"max-bandwidth": SUSPEND_BANDWIDTH}, timeout)
             await self.monitor.send_fd(fd, SUSPEND_FD, timeout)
             await self.execute("migrate", {"uri": f"fd:{SUSPEND_FD}"}, timeout)
-            await self._wait_migration(path, timeout)
+            await self.wait_migration(f"saving to {path}", timeout)
             await asyncio.to_thread(os.fsync, fd)
         except DomainError:
             if was_running and self.alive():
@@ -265,21 +293,27 @@ class Domain:
         finally:
             os.close(fd)
 
-    async def _wait_migration(self, path: Path, timeout: float) -> None:
+    async def wait_migration(self, what: str, timeout: float) -> Mapping[str, Any]:
+        """Wait for the outgoing migration to complete; its last ``query-migrate`` answer.
+
+        Raises:
+            DomainError: it failed or was cancelled, or took longer than ``timeout`` (then it is
+                cancelled); ``what`` names it.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
             info = await self.execute("query-migrate", timeout=timeout)
             status = info.get("status") if isinstance(info, Mapping) else None
-            if status == "completed":
-                return
+            if status == "completed" and isinstance(info, Mapping):
+                return info
             if status in ("failed", "cancelled"):
                 detail = info.get("error-desc", status) if isinstance(info, Mapping) else status
-                raise DomainError(self.uuid, f"saving to {path} failed: {detail}")
+                raise DomainError(self.uuid, f"{what} failed: {detail}")
             if loop.time() > deadline:
                 with contextlib.suppress(DomainError):
                     await self.execute("migrate_cancel", timeout=timeout)
-                raise DomainError(self.uuid, f"saving to {path} took longer than {timeout:g} s")
+                raise DomainError(self.uuid, f"{what} took longer than {timeout:g} s")
             await asyncio.sleep(POLL_S)
 
     async def quit(self, timeout: float) -> bool:

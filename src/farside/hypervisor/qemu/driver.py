@@ -25,6 +25,7 @@ import os
 import re
 import signal
 import threading
+import time
 import uuid as uuidlib
 from collections.abc import Coroutine, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -43,8 +44,9 @@ from farside.hypervisor.driver import (
     VMSpec,
 )
 from farside.hypervisor.errors import DomainError, DomainNotFound, RunRootBusy, VdiMissing
-from farside.hypervisor.qemu import process, stats
-from farside.hypervisor.qemu.argv import QMP_SOCKET, Fds, bridged, build_argv
+from farside.hypervisor.migration import LocalTransport, MigrationReport, Transport
+from farside.hypervisor.qemu import migration, process, stats
+from farside.hypervisor.qemu.argv import QMP_SOCKETS, Fds, bridged, build_argv
 from farside.hypervisor.qemu.domain import Domain
 from farside.hypervisor.qemu.process import QemuUser, RunDir
 from farside.hypervisor.qemu.qmp import LoopThread
@@ -63,6 +65,7 @@ DEFAULT_START_TIMEOUT_S = 30.0
 DEFAULT_REATTACH_TIMEOUT_S = 5.0
 DEFAULT_STOP_TIMEOUT_S = 5.0
 DEFAULT_SUSPEND_TIMEOUT_S = 600.0
+DEFAULT_MIGRATE_TIMEOUT_S = 600.0
 LOCK_FILE = "driver.lock"
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -99,10 +102,11 @@ class QemuDriver(Driver):
         start_timeout: float = DEFAULT_START_TIMEOUT_S,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT_S,
         suspend_timeout: float = DEFAULT_SUSPEND_TIMEOUT_S,
+        migrate_timeout: float = DEFAULT_MIGRATE_TIMEOUT_S,
     ) -> None:
         super().__init__()
         self.run_root = Path(os.path.abspath(run_root))
-        longest = self.run_root / str(uuidlib.UUID(int=0)) / QMP_SOCKET
+        longest = self.run_root / str(uuidlib.UUID(int=0)) / max(QMP_SOCKETS, key=len)
         if len(os.fsencode(longest)) > process.MAX_SOCKET_PATH:
             raise ValueError(f"run directory {self.run_root} is too long for Unix socket paths below it")
         # Serial logs can hold what guests print (passwords, keys): for the server's user only.
@@ -114,6 +118,7 @@ class QemuDriver(Driver):
         self.capabilities: Mapping[str, bool] = {
             "kvm": self._kvm,
             "suspend": True,
+            "live_migration": True,
             "acpi_power_button": True,
             "reattach": True,
         }
@@ -125,6 +130,7 @@ class QemuDriver(Driver):
         self._start_timeout = start_timeout
         self._stop_timeout = stop_timeout
         self._suspend_timeout = suspend_timeout
+        self._migrate_timeout = migrate_timeout
         self._domains: dict[str, Domain] = {}
         self._lock = threading.Lock()
         self._uuid_locks: dict[str, threading.RLock] = {}
@@ -216,6 +222,7 @@ class QemuDriver(Driver):
                 self._end(domain)
                 return
             run = self._run(uuid)
+            self._end_migration(run, uuid)
             pid = process.find_qemu(run, uuid)
             if pid is not None:
                 # Not attached (not reattached since a restart): SIGTERM makes QEMU quit as `quit` does.
@@ -233,6 +240,70 @@ class QemuDriver(Driver):
             self._loop.run(domain.save(state_path, self._suspend_timeout))
             self._end(domain)
             log.info("domain %s suspended to %s", uuid, state_path)
+
+    def migrate(self, uuid: str, transport: Transport | None = None) -> MigrationReport:
+        uuid = _check_uuid(uuid)
+        transport = transport or LocalTransport()
+        with self._uuid_lock(uuid):
+            source = self._required(uuid)
+            run = self._run(uuid)
+            began = time.monotonic()
+            try:
+                spec = VMSpec.from_json(json.loads(run.spec_file.read_text()))
+                user = QemuUser.lookup(self._qemu_user)
+            except (OSError, ValueError, KeyError, TypeError, LookupError) as exc:
+                raise DomainError(uuid, f"cannot migrate: {exc}") from exc
+            # The destination is no domain of the VM's until the guest has moved: its exit (a
+            # failed migration) is reported by nothing but this method's error.
+            target = Domain(uuid, run, self._domain_gone, slot=1 - source.slot)
+            target.expected_exit = True
+            target.monitor.listen()
+            source.migrating = True
+            try:
+                self._loop.run(target.watch())
+                with contextlib.ExitStack() as opened:
+                    argv, fds = open_command(
+                        spec, run, opened, qemu=self._qemu, kvm=self._kvm, incoming=True, slot=target.slot
+                    )
+                    try:
+                        target.spawn(argv, user, fds, migration=True)
+                    except OSError as exc:
+                        raise DomainError(uuid, f"cannot run {self._qemu} as {user.name}: {exc}") from exc
+
+                def switch(moved: bool) -> None:
+                    # qemu.pid names the VM's QEMU, the migration's file the other one. The VM's
+                    # first: a restart between the two writes finds both naming it, and leaves it.
+                    new, old = (target, source) if moved else (source, target)
+                    assert new.pid is not None and old.pid is not None
+                    run.write_pid(new.pid)
+                    run.write_pid(old.pid, migration=True)
+
+                with transport.channel() as (send, receive):
+                    downtime, sent = self._loop.run(
+                        migration.migrate(source, target, send, receive, self._migrate_timeout, switch)
+                    )
+            except BaseException:
+                self._abandon(target)
+                raise
+            finally:
+                source.migrating = False
+            assert target.pid is not None
+            # From here the VM is the new process, whatever happens to the old one.
+            with self._lock:
+                self._domains[uuid] = target
+            target.expected_exit = False
+            self._loop.run(self._started(target))
+            try:
+                self._end(source)
+            except DomainError as exc:  # paused in postmigrate with its images handed over: harmless
+                log.error("domain %s: the migration's source (pid %s) did not exit: %s", uuid, source.pid, exc)
+            self._loop.run(source.detach())
+            run.qmp_socket_of(source.slot).unlink(missing_ok=True)
+            run.migration_pid_file.unlink(missing_ok=True)
+            total = time.monotonic() - began
+            log.info("domain %s migrated: pid %s -> %d in %.3f s, downtime %.3f s", uuid, source.pid,
+                     target.pid, total, downtime)  # fmt: skip
+            return MigrationReport(target.pid, total, downtime, sent)
 
     def running(self) -> dict[str, int]:
         found = {}
@@ -314,10 +385,11 @@ class QemuDriver(Driver):
             if domain is not None:
                 return domain
             run = self._run(uuid)
+            self._end_migration(run, uuid)
             pid = process.find_qemu(run, uuid)
             if pid is None:
                 return None
-            domain = Domain(uuid, run, self._domain_gone, pid=pid)
+            domain = Domain(uuid, run, self._domain_gone, pid=pid, slot=process.slot_of(pid))
             domain.monitor.listen()
             with self._lock:
                 self._domains[uuid] = domain
@@ -327,6 +399,17 @@ class QemuDriver(Driver):
             # does not have to. If it does not come, the monitor keeps listening.
             self._loop.run(domain.monitor.client(DEFAULT_REATTACH_TIMEOUT_S))
             return domain
+
+    def _end_migration(self, run: RunDir, uuid: str) -> None:
+        """Kill the other QEMU of a migration whose server stopped part-way: before the switch the
+        destination (which may hold the images the source needs back), after it the old source
+        (paused, its images handed over)."""
+        other = process.find_qemu(run, uuid, migration=True)
+        if other is not None and other != process.find_qemu(run, uuid):
+            log.warning("domain %s: killing pid %d, left over from a migration that never finished", uuid, other)
+            process.signal_pid(other, signal.SIGKILL)
+            process.wait_gone(other, self._stop_timeout)
+        run.migration_pid_file.unlink(missing_ok=True)
 
     def _required(self, uuid: str) -> Domain:
         domain = self._attached(uuid)
@@ -358,9 +441,14 @@ class QemuDriver(Driver):
             self._loop.run(domain.wait_gone(self._stop_timeout))
         self._loop.run(domain.detach())
         with self._lock:
-            if self._domains.get(domain.uuid) is domain:
+            current = self._domains.get(domain.uuid) is domain
+            if current:
                 del self._domains[domain.uuid]
-        domain.run.clean()
+        if current:
+            domain.run.clean()
+        else:  # a migration's destination: the source's pid file and socket stay
+            domain.run.qmp_socket_of(domain.slot).unlink(missing_ok=True)
+            domain.run.migration_pid_file.unlink(missing_ok=True)
 
     async def _started(self, domain: Domain) -> None:
         """On the loop, so that it cannot interleave with ``_domain_gone``."""
@@ -377,6 +465,12 @@ class QemuDriver(Driver):
 
     def _domain_gone(self, domain: Domain, reason: str) -> None:
         """On the loop, when a watched QEMU has exited."""
+        with self._lock:
+            if self._domains.get(domain.uuid) is not domain:
+                # One half of a migration (a failed destination, a replaced source): the VM's
+                # domain is the other one, whose pid file and socket must stay.
+                log.info("domain %s: QEMU %s exited (%s) beside the VM's current one", domain.uuid, domain.pid, reason)
+                return
         domain.run.clean()  # before a new start of the same VM can begin
         with self._lock:
             if self._domains.get(domain.uuid) is domain:
@@ -391,6 +485,8 @@ class QemuDriver(Driver):
             with self._lock:
                 domains = list(self._domains.values())
             for domain in domains:
+                if domain.migrating:
+                    continue
                 try:
                     await domain.rotate_serial(self._serial_limit)
                 except (DomainError, OSError) as exc:
@@ -423,10 +519,12 @@ def _lock(path: Path) -> int:
 
 
 def open_command(
-    spec: VMSpec, run: RunDir, opened: contextlib.ExitStack, *, qemu: str, kvm: bool, incoming: bool
+    spec: VMSpec, run: RunDir, opened: contextlib.ExitStack, *, qemu: str, kvm: bool, incoming: bool, slot: int = 0
 ) -> tuple[list[str], list[int]]:
     """Open what the QEMU of ``spec`` inherits (each closed by ``opened``: the serial log, the disks,
     the taps, made and put on their bridges here) and build its argv; returns it and the descriptors.
+    ``slot`` is the VM's process slot (argv.QMP_SOCKETS): 1 for a migration's destination beside a
+    source in 0, and the other way round.
 
     Raises:
         VdiMissing: a disk's image is not there.
@@ -436,7 +534,7 @@ def open_command(
     # The name is only a label in QEMU; one the option syntax cannot carry must not stop a VM.
     label = _CONTROL.sub("?", spec.name) or uuid
     try:
-        taps = bridged(spec, process.host_bridges())
+        taps = bridged(spec, process.host_bridges(), slot)
     except ValueError as exc:
         raise DomainError(uuid, f"cannot start: {exc}") from exc
     serial = opened.enter_context(_closing(run.open_serial()))
@@ -449,7 +547,7 @@ def open_command(
             raise DomainError(uuid, f"cannot put NIC {tap} on bridge {bridge}: {exc}") from exc
     fds = Fds(serial=serial, disks=disks, taps=tap_fds)
     try:
-        argv = build_argv(replace(spec, name=label), fds=fds, qemu=qemu, kvm=kvm, incoming=incoming)
+        argv = build_argv(replace(spec, name=label), fds=fds, qemu=qemu, kvm=kvm, incoming=incoming, slot=slot)
     except ValueError as exc:
         raise DomainError(uuid, f"cannot start: {exc}") from exc
     return argv, fds.all()

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from farside.hypervisor.driver import VMSpec
-from farside.hypervisor.qemu.argv import PID_FILE, QMP_SOCKET, SERIAL_LOG
+from farside.hypervisor.qemu.argv import MIGRATION_PID_FILE, MONITOR_ID, PID_FILE, QMP_SOCKET, QMP_SOCKETS, SERIAL_LOG
 
 # Unix socket paths are limited to 108 bytes including the NUL (sun_path), for QEMU too.
 MAX_SOCKET_PATH = 107
@@ -91,8 +91,18 @@ class RunDir:
         return self.path / PID_FILE
 
     @property
+    def migration_pid_file(self) -> Path:
+        """The VM's other QEMU while a live migration runs (argv.MIGRATION_PID_FILE), so that the
+        fencing watchdog and a restarted driver know every QEMU that may hold the VM's disks."""
+        return self.path / MIGRATION_PID_FILE
+
+    @property
     def qmp_socket(self) -> Path:
         return self.path / QMP_SOCKET
+
+    def qmp_socket_of(self, slot: int) -> Path:
+        """The QMP socket of the QEMU in ``slot`` (a migration's destination takes the other)."""
+        return self.path / QMP_SOCKETS[slot]
 
     @property
     def serial_log(self) -> Path:
@@ -137,15 +147,18 @@ class RunDir:
         """The serial log, open for QEMU to append to (created for root only: QEMU gets the descriptor)."""
         return os.open(self.serial_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
-    def write_pid(self, pid: int) -> None:
-        tmp = self.pid_file.with_suffix(".tmp")
+    def write_pid(self, pid: int, migration: bool = False) -> None:
+        target = self.migration_pid_file if migration else self.pid_file
+        tmp = target.with_suffix(".tmp")
         tmp.write_text(f"{pid}\n")
-        tmp.replace(self.pid_file)
+        tmp.replace(target)
 
     def clean(self) -> None:
         """Remove what only a live domain needs (a stale pid file, the socket); keep the logs."""
         self.pid_file.unlink(missing_ok=True)
-        self.qmp_socket.unlink(missing_ok=True)
+        self.migration_pid_file.unlink(missing_ok=True)
+        for name in QMP_SOCKETS:
+            (self.path / name).unlink(missing_ok=True)
 
     def remove(self) -> None:
         """Remove the directory with its logs (its VM is gone)."""
@@ -236,10 +249,24 @@ def is_our_qemu(pid: int, uuid: str, run_dir: Path) -> bool:
     return cwd == os.path.realpath(run_dir) and is_alive(pid)
 
 
-def find_qemu(run: RunDir, uuid: str) -> int | None:
-    """The pid of the live QEMU of ``uuid`` in ``run``, if there is one."""
-    pid = read_pid(run.pid_file)
+def find_qemu(run: RunDir, uuid: str, migration: bool = False) -> int | None:
+    """The pid of the live QEMU of ``uuid`` in ``run`` (``migration``: the VM's other QEMU while a
+    live migration runs), if there is one."""
+    pid = read_pid(run.migration_pid_file if migration else run.pid_file)
     return pid if pid is not None and is_our_qemu(pid, uuid, run.path) else None
+
+
+def slot_of(pid: int) -> int:
+    """The process slot (``argv.QMP_SOCKETS``) a live QEMU of ours was started in, from its command
+    line; 0 for anything else (a QEMU rewriting its own argv can only make itself unreachable)."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    for slot, name in enumerate(QMP_SOCKETS):
+        if f"socket,id={MONITOR_ID},path={name},".encode() in args:
+            return slot
+    return 0
 
 
 def signal_pid(pid: int, sig: signal.Signals) -> None:

@@ -27,6 +27,7 @@ class Writer:
     uuid: str
     pid: int
     run: RunDir
+    migration: bool = False  # the other QEMU of a live migration, which opened the same images
 
     def __str__(self) -> str:
         return f"the QEMU of VM {self.uuid} (pid {self.pid})"
@@ -41,21 +42,23 @@ def writers(run_root: Path) -> dict[Path, list[Writer]]:
         return found
     for entry in entries:
         run = RunDir(entry)
-        pid = process.find_qemu(run, entry.name) if entry.is_dir() else None
-        if pid is None:
+        # A live migration's other QEMU opened the same images: it is a writer too.
+        found_pids = [(process.find_qemu(run, entry.name, other), other) for other in (False, True)]
+        pids = [(pid, other) for pid, other in found_pids if pid is not None]
+        if not pids:
             continue
         try:
             spec = VMSpec.from_json(json.loads(run.spec_file.read_text()))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # a QEMU this host's servers did not start the usual way: not ours to judge
         for directory in {d.path.parent for d in spec.disks if not d.read_only and not d.cdrom}:
-            found.setdefault(directory, []).append(Writer(entry.name, pid, run))
+            found.setdefault(directory, []).extend(Writer(entry.name, pid, run, other) for pid, other in pids)
     return found
 
 
 def kill(writer: Writer, timeout: float) -> bool:
     """SIGKILL the QEMU (a fence: no flush, no further write); True once it is gone."""
-    if process.find_qemu(writer.run, writer.uuid) != writer.pid:
+    if process.find_qemu(writer.run, writer.uuid, writer.migration) != writer.pid:
         return True  # gone already, or its pid now belongs to another process
     process.signal_pid(writer.pid, signal.SIGKILL)
     return process.wait_gone(writer.pid, timeout)

@@ -2,7 +2,7 @@
 
 from farside.model.classes.data_source import data_source_messages
 from farside.model.roles import Role
-from farside.model.schema import RO, RT, RW, ClassDef, F
+from farside.model.schema import RO, RT, RW, ClassDef, F, M
 
 HOST = ClassDef(
     "host",
@@ -86,5 +86,14 @@ HOST = ClassDef(
         F("pending_guidances_full", "enum update_guidances set", RT),
         F("last_update_hash", "string", RT),
     ],
-    messages=data_source_messages("host", "host", Role.POOL_OPERATOR),
+    messages=[
+        *data_source_messages("host", "host", Role.POOL_OPERATOR),
+        # What VM.migrate_send and assert_can_migrate take as ``dest`` (handlers/vm_migrate.py).
+        M(
+            "migrate_receive",
+            Role.VM_POWER_ADMIN,
+            [("host", "host ref"), ("network", "network ref"), ("options", "(string -> string) map")],
+            "(string -> string) map",
+        ),
+    ],
 )

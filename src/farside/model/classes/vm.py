@@ -4,6 +4,16 @@ from farside.model.classes.data_source import data_source_messages
 from farside.model.roles import Role
 from farside.model.schema import RO, RT, RW, ClassDef, F, M
 
+_MIGRATE_PARAMS = [
+    ("vm", "VM ref"),
+    ("dest", "(string -> string) map"),
+    ("live", "bool"),
+    ("vdi_map", "(VDI ref -> SR ref) map"),
+    ("vif_map", "(VIF ref -> network ref) map"),
+    ("options", "(string -> string) map"),
+    ("vgpu_map", "(VGPU ref -> GPU_group ref) map"),
+]
+
 VM = ClassDef(
     "VM",
     "A virtual machine (or 'guest').",
@@ -146,5 +156,25 @@ VM = ClassDef(
         M("set_appliance", Role.POOL_OPERATOR, [("self", "VM ref"), ("value", "VM_appliance ref")], "void"),
         M("set_ha_restart_priority", Role.POOL_OPERATOR, [("self", "VM ref"), ("value", "string")], "void"),
         *data_source_messages("VM", "self", Role.VM_ADMIN),
+        # Live migration (handlers/vm_migrate.py): into a new QEMU process on this pool's one host.
+        M(
+            "pool_migrate",
+            Role.VM_POWER_ADMIN,
+            [("vm", "VM ref"), ("host", "host ref"), ("options", "(string -> string) map")],
+            "void",
+        ),
+        M("assert_can_migrate", Role.VM_POWER_ADMIN, _MIGRATE_PARAMS, "void"),
+        # Hidden from xapi's docs (so absent from the published datamodel), vgpu_map before options.
+        M(
+            "assert_can_migrate_sender",
+            Role.VM_POWER_ADMIN,
+            [
+                *_MIGRATE_PARAMS[:5],
+                ("vgpu_map", "(VGPU ref -> GPU_group ref) map"),
+                ("options", "(string -> string) map"),
+            ],
+            "void",
+        ),
+        M("migrate_send", Role.VM_POWER_ADMIN, _MIGRATE_PARAMS, "VM ref"),
     ],
 )

@@ -1,0 +1,1 @@
+"""Backup formats: the pool database's XML dump (``xmldb``)."""
