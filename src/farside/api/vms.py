@@ -292,6 +292,11 @@ class VMService:
                 if owner != vm and tx.exists("VM", owner) and _holds_disks(tx, owner):
                     raise XenAPIFailure("VDI_IN_USE", vdi, "start")
 
+    def free_memory(self) -> int:
+        """Bytes a VM may still claim on this host: what VM.start checks (host.compute_free_memory)."""
+        with self._db.read() as tx:
+            return self._free_memory(tx)
+
     def _free_memory(self, tx: Transaction) -> int:
         metrics = tx.get_field("host", self._host, "metrics")
         total = tx.get_field("host_metrics", metrics, "memory_total")

@@ -1,7 +1,7 @@
 """The host class: a physical host."""
 
 from farside.model.roles import Role
-from farside.model.schema import RO, RT, RW, ClassDef, F
+from farside.model.schema import RO, RT, RW, ClassDef, F, M
 
 HOST = ClassDef(
     "host",
@@ -84,5 +84,11 @@ HOST = ClassDef(
         F("pending_guidances_recommended", "enum update_guidances set", RT),
         F("pending_guidances_full", "enum update_guidances set", RT),
         F("last_update_hash", "string", RT),
+    ],
+    messages=[
+        M("list_methods", Role.READ_ONLY, [], "string set"),
+        M("compute_free_memory", Role.READ_ONLY, [("host", "host ref")], "int"),
+        M("compute_memory_overhead", Role.READ_ONLY, [("host", "host ref")], "int"),
+        M("has_extension", Role.POOL_ADMIN, [("host", "host ref"), ("name", "string")], "bool"),
     ],
 )
