@@ -13,7 +13,8 @@ import XenAPI
 
 from farside.model.roles import Role
 
-from pools import PoolServer
+from pools import MINIMAL_VM, PoolServer
+from vms import bootable_vm, make_sr, wait_serial
 
 pytestmark = pytest.mark.e2e
 
@@ -115,3 +116,111 @@ class TestHost:
         assert 0 <= free <= int(x.host_metrics.get_memory_total(x.host.get_metrics(host)))
         assert int(x.host.compute_memory_overhead(host)) >= 0
         assert failure(x.host.compute_free_memory, NOWHERE) == ["HANDLE_INVALID", "host", NOWHERE]
+
+
+@pytest.fixture(scope="module")
+def halted_vm(root: XenAPI.Session) -> Iterator[str]:
+    vm = root.xenapi.VM.create(dict(MINIMAL_VM, name_label="walk-settings"))
+    yield vm
+    root.xenapi.VM.destroy(vm)
+
+
+class TestVMBoot:
+    def test_boot_policy_and_domain_type_follow_each_other(self, root: XenAPI.Session, halted_vm: str) -> None:
+        """As xapi, each sets the other; the values that would make a PV guest are not supported."""
+        x = root.xenapi
+        x.VM.set_HVM_boot_policy(halted_vm, "BIOS order")
+        assert x.VM.get_domain_type(halted_vm) == "hvm"
+        assert failure(x.VM.set_HVM_boot_policy, halted_vm, "")[:3] == ["VALUE_NOT_SUPPORTED", "HVM_boot_policy", ""]
+        assert failure(x.VM.set_domain_type, halted_vm, "pv")[:3] == ["VALUE_NOT_SUPPORTED", "domain_type", "pv"]
+        assert failure(x.VM.set_domain_type, halted_vm, "unspecified")[:2] == ["INVALID_VALUE", "domain_type"]
+        x.VM.set_domain_type(halted_vm, "hvm")
+        assert x.VM.get_HVM_boot_policy(halted_vm) == "BIOS order"
+
+    def test_nvram_crash_action_shadow_and_vendor_device(self, root: XenAPI.Session, halted_vm: str) -> None:
+        """NVRAM keys as a map, the crash action kept, xapi's shadow bound, no vendor device."""
+        x = root.xenapi
+        x.VM.set_NVRAM(halted_vm, {"EFI-variables": "AAAA"})
+        x.VM.add_to_NVRAM(halted_vm, "other", "1")
+        assert failure(x.VM.add_to_NVRAM, halted_vm, "other", "2")[0] == "MAP_DUPLICATE_KEY"
+        x.VM.remove_from_NVRAM(halted_vm, "other")
+        assert x.VM.get_NVRAM(halted_vm) == {"EFI-variables": "AAAA"}
+        x.VM.set_actions_after_crash(halted_vm, "restart")
+        assert x.VM.get_actions_after_crash(halted_vm) == "restart"
+        assert failure(x.VM.set_actions_after_crash, halted_vm, "explode")[0] == "INVALID_VALUE"
+        x.VM.set_HVM_shadow_multiplier(halted_vm, 2.0)
+        assert float(x.VM.get_HVM_shadow_multiplier(halted_vm)) == 2.0
+        assert failure(x.VM.set_HVM_shadow_multiplier, halted_vm, 0.5) == ["INVALID_VALUE", "multiplier", "0.5"]
+        x.VM.set_has_vendor_device(halted_vm, False)
+        assert failure(x.VM.set_has_vendor_device, halted_vm, True)[0] == "VALUE_NOT_SUPPORTED"
+
+    def test_memory_ranges(self, root: XenAPI.Session, halted_vm: str) -> None:
+        """Static and dynamic ranges under xapi's memory rules."""
+        x = root.xenapi
+        mib = 1 << 20
+        x.VM.set_memory_static_range(halted_vm, str(16 * mib), str(32 * mib))
+        x.VM.set_memory_dynamic_range(halted_vm, str(16 * mib), str(32 * mib))
+        record = x.VM.get_record(halted_vm)
+        assert (record["memory_static_max"], record["memory_dynamic_max"]) == (str(32 * mib), str(32 * mib))
+        bad = failure(x.VM.set_memory_dynamic_range, halted_vm, str(32 * mib), str(16 * mib))
+        assert bad[0] == "MEMORY_CONSTRAINT_VIOLATION"
+
+    def test_read_only_cannot_change_boot_settings(self, shared_server: PoolServer, halted_vm: str) -> None:
+        """A read-only user reads boot settings but is refused changing them."""
+        shared_server.add_user("boot-reader", Role.READ_ONLY, "pw")
+        s = shared_server.session("boot-reader", "pw")
+        try:
+            assert s.xenapi.VM.get_cooperative(halted_vm) is True
+            assert failure(s.xenapi.VM.set_HVM_boot_policy, halted_vm, "BIOS order")[0] == "RBAC_PERMISSION_DENIED"
+            assert failure(s.xenapi.VM.start_on, halted_vm, NOWHERE, False, False)[0] == "RBAC_PERMISSION_DENIED"
+        finally:
+            s.xenapi.session.logout()
+
+
+class TestVMPlacement:
+    def test_boot_checks_and_possible_hosts(self, root: XenAPI.Session, halted_vm: str) -> None:
+        """A bootable VM can boot on the only host; a template cannot, and has no possible host."""
+        x = root.xenapi
+        host = x.pool.get_master(x.pool.get_all()[0])
+        x.VM.assert_can_boot_here(halted_vm, host)
+        assert x.VM.get_possible_hosts(halted_vm) == [host]
+        assert failure(x.VM.assert_can_boot_here, halted_vm, NOWHERE) == ["HANDLE_INVALID", "host", NOWHERE]
+        template = x.VM.create(dict(MINIMAL_VM, name_label="walk-template", is_a_template=True))
+        try:
+            assert failure(x.VM.assert_can_boot_here, template, host) == ["VM_IS_TEMPLATE", template]
+            assert x.VM.get_possible_hosts(template) == []
+        finally:
+            x.VM.destroy(template)
+
+    def test_operations(self, root: XenAPI.Session, halted_vm: str) -> None:
+        """A halted VM may start, not shut down; recomputing its operations gives the halted ones."""
+        x = root.xenapi
+        x.VM.assert_operation_valid(halted_vm, "start")
+        assert failure(x.VM.assert_operation_valid, halted_vm, "clean_shutdown")[0] == "OPERATION_NOT_ALLOWED"
+        x.VM.update_allowed_operations(halted_vm)
+        assert "start" in x.VM.get_allowed_operations(halted_vm)
+        assert x.VM.get_boot_record(halted_vm)["uuid"] == x.VM.get_uuid(halted_vm)
+
+    def test_memory_overhead(self, root: XenAPI.Session, halted_vm: str) -> None:
+        """The overhead is what the host books per VM; maximise_memory leaves exactly room for it."""
+        x = root.xenapi
+        overhead = int(x.VM.compute_memory_overhead(halted_vm))
+        assert overhead > 0
+        assert int(x.VM.maximise_memory(halted_vm, str(overhead + 4096), True)) == 4096
+
+
+def test_start_on_the_host_boots_the_vm(
+    shared_server: PoolServer, root: XenAPI.Session, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """VM.start_on this host boots the VM as VM.start does; another host ref is HANDLE_INVALID."""
+    x = root.xenapi
+    sr = make_sr(root, tmp_path_factory.mktemp("walk") / "lun")
+    vm = bootable_vm(shared_server, root, sr, "start-on")
+    host = x.pool.get_master(x.pool.get_all()[0])
+    assert failure(x.VM.start_on, vm, NOWHERE, False, False) == ["HANDLE_INVALID", "host", NOWHERE]
+    x.VM.start_on(vm, host, False, False)
+    try:
+        wait_serial(shared_server, root, vm, b"BOOT start-on")
+        assert x.VM.get_resident_on(vm) == host
+    finally:
+        x.VM.hard_shutdown(vm)

@@ -292,6 +292,16 @@ class VMService:
                 if owner != vm and tx.exists("VM", owner) and _holds_disks(tx, owner):
                     raise XenAPIFailure("VDI_IN_USE", vdi, "start")
 
+    def assert_can_boot(self, vm: str) -> None:
+        """What VM.start checks before it boots the VM (templates, memory, disks), claiming nothing."""
+        with self._db.read() as tx:
+            record = tx.get_record("VM", tx.check("VM", vm))
+            if record["is_a_template"]:
+                raise XenAPIFailure("VM_IS_TEMPLATE", vm)
+            self._check_resources(tx, vm, record)
+            spec = self.spec(tx, vm, record)
+        contained_disks(spec)
+
     def free_memory(self) -> int:
         """Bytes a VM may still claim on this host: what VM.start checks (host.compute_free_memory)."""
         with self._db.read() as tx:

@@ -24,6 +24,8 @@ from farside.api.handlers import (
     vif,
     vm,
     vm_appliance,
+    vm_boot,
+    vm_placement,
 )
 
 __all__ = [
@@ -47,4 +49,6 @@ __all__ = [
     "vif",
     "vm",
     "vm_appliance",
+    "vm_boot",
+    "vm_placement",
 ]

@@ -6,9 +6,10 @@ host names none) with no expiry, as xapi reports an unlicensed pool that never e
 
 from __future__ import annotations
 
+from farside.api import implicit
 from farside.api.context import Context
 from farside.api.registry import handles
-from farside.errors import InvalidValue, MapDuplicateKey
+from farside.errors import InvalidValue
 
 UNLICENSED_EDITION = "free"
 
@@ -16,19 +17,14 @@ UNLICENSED_EDITION = "free"
 @handles("pool.add_to_guest_agent_config")
 def add_to_guest_agent_config(ctx: Context, pool: str, key: str, value: str) -> str:
     with ctx.db.write() as tx:
-        config = tx.get_field("pool", tx.check("pool", pool), "guest_agent_config")
-        if key in config:
-            raise MapDuplicateKey("pool", "guest_agent_config", pool, key)
-        tx.set_fields("pool", pool, {"guest_agent_config": {**config, key: value}})
+        implicit.add_to_map(tx, "pool", tx.check("pool", pool), "guest_agent_config", key, value)
     return ""
 
 
 @handles("pool.remove_from_guest_agent_config")
 def remove_from_guest_agent_config(ctx: Context, pool: str, key: str) -> str:
     with ctx.db.write() as tx:
-        config = tx.get_field("pool", tx.check("pool", pool), "guest_agent_config")
-        config.pop(key, None)
-        tx.set_fields("pool", pool, {"guest_agent_config": config})
+        implicit.remove_from_map(tx, "pool", tx.check("pool", pool), "guest_agent_config", key)
     return ""
 
 
