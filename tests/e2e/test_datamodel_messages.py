@@ -224,3 +224,35 @@ def test_start_on_the_host_boots_the_vm(
         assert x.VM.get_resident_on(vm) == host
     finally:
         x.VM.hard_shutdown(vm)
+
+
+class TestDevices:
+    def test_disk_and_nic_settings_while_halted(
+        self, shared_server: PoolServer, root: XenAPI.Session, tmp_path_factory: pytest.TempPathFactory
+    ) -> None:
+        """VBD mode, VDI boot and caching flags, NIC network: set while halted, refused while running."""
+        x = root.xenapi
+        sr = make_sr(root, tmp_path_factory.mktemp("walk") / "lun")
+        vm = bootable_vm(shared_server, root, sr, "devices")
+        vbd = x.VM.get_VBDs(vm)[0]
+        vdi = x.VBD.get_VDI(vbd)
+        vif = x.VM.get_VIFs(vm)[0]
+        other = x.network.create({"name_label": "walk-net", "bridge": "", "MTU": "1500", "other_config": {}})
+        x.VBD.set_mode(vbd, "RO")
+        assert x.VBD.get_mode(vbd) == "RO"
+        x.VBD.set_mode(vbd, "RW")
+        x.VDI.set_on_boot(vdi, "persist")
+        assert failure(x.VDI.set_on_boot, vdi, "reset") == ["SR_OPERATION_NOT_SUPPORTED", sr]
+        x.VDI.set_allow_caching(vdi, True)
+        assert x.VDI.get_allow_caching(vdi) is True
+        assert x.VDI.get_nbd_info(vdi) == []
+        x.VIF.move(vif, other)
+        assert x.VIF.get_network(vif) == other
+        assert failure(x.VIF.move, vif, NOWHERE) == ["HANDLE_INVALID", "network", NOWHERE]
+        x.VM.start(vm, False, False)
+        try:
+            assert failure(x.VBD.set_mode, vbd, "RO")[0] == "VM_BAD_POWER_STATE"
+            assert failure(x.VDI.set_allow_caching, vdi, False)[0] == "VDI_IN_USE"
+            assert failure(x.VIF.move, vif, x.network.get_all()[0])[0] == "VM_BAD_POWER_STATE"
+        finally:
+            x.VM.hard_shutdown(vm)
