@@ -256,3 +256,19 @@ class TestDevices:
             assert failure(x.VIF.move, vif, x.network.get_all()[0])[0] == "VM_BAD_POWER_STATE"
         finally:
             x.VM.hard_shutdown(vm)
+
+
+def test_disabled_host_starts_no_vm(root: XenAPI.Session, halted_vm: str) -> None:
+    """host.disable: VM.start and the boot checks answer HOST_DISABLED until host.enable."""
+    x = root.xenapi
+    host = x.pool.get_master(x.pool.get_all()[0])
+    x.host.disable(host)
+    try:
+        assert x.host.get_enabled(host) is False
+        assert failure(x.VM.start, halted_vm, False, False) == ["HOST_DISABLED", host]
+        assert failure(x.VM.assert_can_boot_here, halted_vm, host) == ["HOST_DISABLED", host]
+        assert x.VM.get_possible_hosts(halted_vm) == []
+    finally:
+        x.host.enable(host)
+    assert x.host.get_enabled(host) is True
+    x.VM.assert_can_boot_here(halted_vm, host)

@@ -450,7 +450,7 @@ GROUPS: tuple[Group, ...] = (
         "Pool membership and coordinator changes",
         "NOT_IMPLEMENTED",
         ("{message}",),
-        "A Farside pool is one host; pools pair for DR (farside pool dr-key), never join.",
+        "A Farside pool is one host: no supporters, no emergency mode; pools pair for DR, never join.",
         {
             "pool.join": (PO, 3),
             "pool.join_force": (PO, 3),
@@ -460,9 +460,25 @@ GROUPS: tuple[Group, ...] = (
             "session.slave_local_login_with_password": (PA, 2),
             "session.local_logout": (PA, 0),
             "host.declare_dead": (PO, 1),
-            "session.create_from_db_file": (None, 1),
+        },
+    ),
+    Group(
+        "Redo log",
+        "NOT_IMPLEMENTED",
+        ("{message}",),
+        "Farside writes the pool's metadata to metadata VDIs (SR.enable_database_replication) instead.",
+        {
             "pool.enable_redo_log": (PO, 1),
             "pool.disable_redo_log": (PO, 0),
+        },
+    ),
+    Group(
+        "Sessions on a database file",
+        "NOT_IMPLEMENTED",
+        ("{message}",),
+        "A foreign pool's database opens from its metadata VDI, with VDI.open_database.",
+        {
+            "session.create_from_db_file": (None, 1),
         },
     ),
     Group(
@@ -510,8 +526,6 @@ GROUPS: tuple[Group, ...] = (
             "host.get_system_status_capabilities": (RO, 1),
             "host.call_extension": (PA, 2),
             "pool.test_archive_target": (PO, 2),
-            "host.enable": (PO, 1),
-            "host.disable": (PO, 1),
         },
     ),
     Group(
