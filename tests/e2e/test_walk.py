@@ -170,3 +170,16 @@ def rpc_list(client: httpx.Client, method: str, params: list[Any]) -> list[str]:
     answer = client.post("/jsonrpc", json={"method": method, "params": params, "id": 0}).json()
     assert answer["error"] is None, answer
     return [str(x) for x in answer["result"]]
+
+
+def test_refusal_comes_after_count_and_session_checks(client: httpx.Client) -> None:
+    """A refused message checks its parameter count and the session first, as any message."""
+    assert rpc(client, "pool.enable_ha", ["OpaqueRef:x"]) == [
+        "MESSAGE_PARAMETER_COUNT_MISMATCH",
+        "pool.enable_ha",
+        "3",
+        "1",
+    ]
+    assert rpc(client, "pool.enable_ha", ["OpaqueRef:no-session", [], {}])[0] == "SESSION_INVALID"
+    login = rpc(client, "session.slave_local_login_with_password", ["root", "x"])
+    assert login[:2] == ["NOT_IMPLEMENTED", "session.slave_local_login_with_password"]
