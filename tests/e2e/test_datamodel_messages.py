@@ -7,6 +7,7 @@ host reads; each with xapi's answer on a one-host pool and its checks on bad inp
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import XenAPI
@@ -272,3 +273,19 @@ def test_disabled_host_starts_no_vm(root: XenAPI.Session, halted_vm: str) -> Non
         x.host.enable(host)
     assert x.host.get_enabled(host) is True
     x.VM.assert_can_boot_here(halted_vm, host)
+
+
+def test_server_certificate(shared_server: PoolServer, root: XenAPI.Session, pool_dir: Path) -> None:
+    """host.get_server_certificate gives the PEM the server presents over HTTPS; none over plain HTTP."""
+    x = root.xenapi
+    host = x.pool.get_master(x.pool.get_all()[0])
+    assert failure(x.host.get_server_certificate, host)[0] == "OPERATION_NOT_ALLOWED"
+    srv = PoolServer(pool_dir, tls=True).start()
+    try:
+        s = srv.session()
+        pem = s.xenapi.host.get_server_certificate(s.xenapi.host.get_all()[0])
+        s.xenapi.session.logout()
+    finally:
+        srv.stop()
+    assert pem == (pool_dir / "tls" / "cert.pem").read_text()
+    assert "PRIVATE KEY" not in pem

@@ -421,7 +421,6 @@ GROUPS: tuple[Group, ...] = (
             "host.emergency_reset_server_certificate": (None, 0),
             "host.emergency_disable_tls_verification": (None, 0),
             "host.emergency_reenable_tls_verification": (None, 0),
-            "host.get_server_certificate": (RO, 1),
             "pool.rotate_secret": (PA, 0),
         },
     ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from farside.api.context import Context
 from farside.api.registry import handles
+from farside.errors import OperationNotAllowed
 from farside.model.messages import role_table
 
 
@@ -36,3 +37,13 @@ def has_extension(ctx: Context, host: str, name: str) -> bool:
     """No extension is installed on a Farside host (xapi's host extensions are dom0 scripts)."""
     _check(ctx, host)
     return False
+
+
+@handles("host.get_server_certificate")
+def get_server_certificate(ctx: Context, host: str) -> str:
+    """The certificate (PEM) the server presents over HTTPS; never its key."""
+    _check(ctx, host)
+    config = ctx.services.config
+    if not config.tls:
+        raise OperationNotAllowed("This server serves plain HTTP and presents no certificate (start it with --tls).")
+    return config.cert_path.read_text()

@@ -90,6 +90,7 @@ HOST = ClassDef(
         M("compute_free_memory", Role.READ_ONLY, [("host", "host ref")], "int"),
         M("compute_memory_overhead", Role.READ_ONLY, [("host", "host ref")], "int"),
         M("has_extension", Role.POOL_ADMIN, [("host", "host ref"), ("name", "string")], "bool"),
+        M("get_server_certificate", Role.READ_ONLY, [("host", "host ref")], "string"),
         M("disable", Role.POOL_OPERATOR, [("host", "host ref")], "void"),
         M("enable", Role.POOL_OPERATOR, [("host", "host ref")], "void"),
     ],
