@@ -247,6 +247,8 @@ class TestDevices:
         x.VDI.set_allow_caching(vdi, True)
         assert x.VDI.get_allow_caching(vdi) is True
         assert x.VDI.get_nbd_info(vdi) == []
+        x.VDI.update(vdi)
+        assert x.VDI.get_virtual_size(vdi) == str(1 << 20)
         x.VIF.move(vif, other)
         assert x.VIF.get_network(vif) == other
         assert failure(x.VIF.move, vif, NOWHERE) == ["HANDLE_INVALID", "network", NOWHERE]

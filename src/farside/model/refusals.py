@@ -567,14 +567,13 @@ GROUPS: tuple[Group, ...] = (
         "Disk features file SRs do not have",
         "SR_OPERATION_NOT_SUPPORTED",
         ("{0.SR}",),
-        "File SRs have no changed-block tracking, online resize or SM update (their capabilities list says so).",
+        "File SRs have no changed-block tracking or online resize (their capabilities list says so).",
         {
             "VDI.enable_cbt": (VA, 1),
             "VDI.disable_cbt": (VA, 1),
             "VDI.list_changed_blocks": (VO, 2),
             "VDI.data_destroy": (VA, 1),
             "VDI.resize_online": (VA, 2),
-            "VDI.update": (VA, 1),
         },
     ),
     Group(

@@ -155,6 +155,15 @@ def set_allow_caching(ctx: Context, vdi: str, value: bool) -> str:
     return _set_when_unused(ctx, vdi, "allow_caching", value)
 
 
+@handles("VDI.update")
+def update(ctx: Context, vdi: str) -> str:
+    """The VDI refreshed from its LUN, by a scan of its SR (which refreshes its other VDIs too)."""
+    with ctx.db.read() as tx:
+        sr = tx.get_field("VDI", tx.check("VDI", vdi), "SR")
+    ctx.services.storage.scan(sr)
+    return ""
+
+
 @handles("VDI.get_nbd_info")
 def get_nbd_info(ctx: Context, vdi: str) -> list[dict[str, Any]]:
     """No network of a Farside pool serves NBD, so there is no way in: xapi's empty answer."""
