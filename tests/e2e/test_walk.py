@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import XenAPI
 
 from farside.model.refusals import parameter, refusal
 from farside.model.roles import Role
@@ -183,3 +184,20 @@ def test_refusal_comes_after_count_and_session_checks(client: httpx.Client) -> N
     assert rpc(client, "pool.enable_ha", ["OpaqueRef:no-session", [], {}])[0] == "SESSION_INVALID"
     login = rpc(client, "session.slave_local_login_with_password", ["root", "x"])
     assert login[:2] == ["NOT_IMPLEMENTED", "session.slave_local_login_with_password"]
+
+
+def test_sdk_sees_a_refusal_as_xapis_failure(shared_server: PoolServer) -> None:
+    """Over XML-RPC the SDK raises the refusal as a XenAPI.Failure with the table's details."""
+    s = shared_server.session()
+    try:
+        pool = s.xenapi.pool.get_all()[0]
+        with pytest.raises(XenAPI.Failure) as info:
+            s.xenapi.pool.enable_ha([], {})
+        refused = refusal("pool.enable_ha")
+        assert refused is not None
+        assert info.value.details == [refused.group.code, *refused.group.params, refused.group.reason]
+        with pytest.raises(XenAPI.Failure) as info:
+            s.xenapi.pool.apply_edition(pool, "premium")
+        assert info.value.details[:2] == ["INVALID_EDITION", "premium"]
+    finally:
+        s.xenapi.session.logout()
