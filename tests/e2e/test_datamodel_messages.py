@@ -213,7 +213,7 @@ class TestVMPlacement:
 def test_start_on_the_host_boots_the_vm(
     shared_server: PoolServer, root: XenAPI.Session, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    """VM.start_on this host boots the VM as VM.start does; another host ref is HANDLE_INVALID."""
+    """VM.start_on boots the VM as VM.start does; power_state_reset refuses a live QEMU, halts a suspended VM."""
     x = root.xenapi
     sr = make_sr(root, tmp_path_factory.mktemp("walk") / "lun")
     vm = bootable_vm(shared_server, root, sr, "start-on")
@@ -223,8 +223,16 @@ def test_start_on_the_host_boots_the_vm(
     try:
         wait_serial(shared_server, root, vm, b"BOOT start-on")
         assert x.VM.get_resident_on(vm) == host
+        assert failure(x.VM.power_state_reset, vm) == ["DOMAIN_EXISTS", vm]
+        assert x.VM.get_power_state(vm) == "Running"
+        x.VM.suspend(vm)
     finally:
-        x.VM.hard_shutdown(vm)
+        if x.VM.get_power_state(vm) == "Running":
+            x.VM.hard_shutdown(vm)
+    image = x.VM.get_suspend_VDI(vm)
+    x.VM.power_state_reset(vm)  # a suspended VM's memory image goes with the reset
+    assert x.VM.get_power_state(vm) == "Halted"
+    assert x.VM.get_suspend_VDI(vm) == "OpaqueRef:NULL" and image not in x.VDI.get_all()
 
 
 class TestDevices:

@@ -462,6 +462,20 @@ class VMService:
                 raise
             self._record_state(vm, "Suspended")
 
+    def power_state_reset(self, vm: str) -> None:
+        """Halted in the database (xapi's recovery after a lost host), refused while its QEMU still runs.
+
+        A suspended VM's memory image goes with it, as hard_shutdown discards it.
+        """
+        with self._operation(vm, "power_state_reset", ("Halted", "Running", "Paused", "Suspended")) as record:
+            if record["is_control_domain"]:
+                raise XenAPIFailure("CANNOT_RESET_CONTROL_DOMAIN", vm)
+            if record["uuid"] in self.driver.running():
+                raise XenAPIFailure("DOMAIN_EXISTS", vm)
+            if record["suspend_VDI"] != NULL_REF:
+                self._drop_suspend_vdi(vm, record["suspend_VDI"])
+            record.settle("Halted")
+
     def _suspend_sr(self, tx: Transaction, record: dict[str, Any]) -> str:
         """Where a suspend image goes: the VM's suspend_SR, the pool's, or its first disk's SR."""
         candidates = [record["suspend_SR"], tx.get_field("pool", self._pool, "suspend_image_SR")]

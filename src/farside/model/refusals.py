@@ -669,12 +669,11 @@ GROUPS: tuple[Group, ...] = (
         },
     ),
     Group(
-        "Power state and suspend image bookkeeping",
+        "Suspend images",
         "NOT_IMPLEMENTED",
         ("{message}",),
-        "The server keeps power states and suspend images in step with QEMU itself (at start, on exit).",
+        "A VM's suspend image is the server's own: written by VM.suspend, dropped by resume or shutdown.",
         {
-            "VM.power_state_reset": (PO, 1),
             "VM.set_suspend_VDI": (PO, 2),
         },
     ),

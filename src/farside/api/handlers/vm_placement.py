@@ -54,6 +54,12 @@ def resume_on(ctx: Context, vm: str, host: str, start_paused: bool, force: bool)
     return ""
 
 
+@handles("VM.power_state_reset")
+def power_state_reset(ctx: Context, vm: str) -> str:
+    ctx.services.vms.power_state_reset(vm)
+    return ""
+
+
 @handles("VM.assert_operation_valid")
 def assert_operation_valid(ctx: Context, vm: str, op: str) -> str:
     with ctx.db.read() as tx:

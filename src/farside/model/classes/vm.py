@@ -175,6 +175,7 @@ VM = ClassDef(
             [("vm", "VM ref"), ("host", "host ref"), ("start_paused", "bool"), ("force", "bool")],
             "void",
         ),
+        M("power_state_reset", Role.POOL_OPERATOR, [("vm", "VM ref")], "void"),
         M("assert_operation_valid", Role.READ_ONLY, [("self", "VM ref"), ("op", "enum vm_operations")], "void"),
         M("update_allowed_operations", Role.POOL_ADMIN, [("self", "VM ref")], "void"),
         M("get_boot_record", Role.READ_ONLY, [("self", "VM ref")], "VM record"),
