@@ -9,7 +9,8 @@ with the error xapi gives in the same situation. A refusal still goes through xa
 
 Groups marked ``owned`` are built by another issue in progress: their entries go as their
 handlers land (tests/unit/model/test_refusals.py fails while a message is both declared and refused).
-docs/api.md's list of refused messages is generated from this table (``markdown``).
+docs/api.md's list of refused messages is generated from this table (``markdown``;
+``pytest tests/unit/model --regenerate-docs`` rewrites it).
 """
 
 from __future__ import annotations

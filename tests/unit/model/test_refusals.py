@@ -20,6 +20,7 @@ from farside.model.refusals import GROUPS, SESSIONLESS, markdown, parameter, ref
 DATAMODEL = Path(__file__).parents[4] / "shared" / "xenapi-datamodel.json"
 API_DOC = Path(__file__).parents[3] / "docs" / "api.md"
 CLIENT_CERT = "client-cert"
+BEGIN, END = "<!-- refusals:begin -->", "<!-- refusals:end -->"
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +78,12 @@ def test_group_is_well_formed(group: Any) -> None:
             assert short == [], f"{template} names an argument these lack: {short}"
 
 
-def test_api_doc_lists_the_table() -> None:
-    """docs/api.md carries the refusal list exactly as the table generates it."""
-    assert markdown() in API_DOC.read_text(), "regenerate the list in docs/api.md from refusals.markdown()"
+def test_api_doc_lists_the_table(regenerate_docs: bool) -> None:
+    """docs/api.md carries the refusal list exactly as the table generates it, between its markers."""
+    text = API_DOC.read_text()
+    listed = re.search(f"{BEGIN}\n(.*){END}", text, flags=re.S)
+    assert listed is not None, f"docs/api.md has lost its {BEGIN} and {END} markers"
+    if regenerate_docs:
+        API_DOC.write_text(text[: listed.start(1)] + markdown() + text[listed.end(1) :])
+        return
+    assert listed.group(1) == markdown(), "run: pytest tests/unit/model --regenerate-docs"
