@@ -193,6 +193,17 @@ class TestVMPlacement:
         finally:
             x.VM.destroy(template)
 
+    def test_too_little_memory_is_refused_before_qemu(self, root: XenAPI.Session) -> None:
+        """A VM of no memory (the memory rules allow it) answers VM_MEMORY_SIZE_TOO_LOW, as xapi's start."""
+        x = root.xenapi
+        host = x.pool.get_master(x.pool.get_all()[0])
+        empty = x.VM.create({"name_label": "walk-no-memory", "VCPUs_max": "1", "VCPUs_at_startup": "1"})
+        try:
+            assert failure(x.VM.assert_can_boot_here, empty, host) == ["VM_MEMORY_SIZE_TOO_LOW", empty]
+            assert failure(x.VM.start, empty, False, False) == ["VM_MEMORY_SIZE_TOO_LOW", empty]
+        finally:
+            x.VM.destroy(empty)
+
     def test_operations(self, root: XenAPI.Session, halted_vm: str) -> None:
         """A halted VM may start, not shut down; recomputing its operations gives the halted ones."""
         x = root.xenapi

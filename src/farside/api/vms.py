@@ -281,6 +281,8 @@ class VMService:
     def _check_resources(self, tx: Transaction, vm: str, record: dict[str, Any]) -> None:
         if not tx.get_field("host", self._host, "enabled"):  # host.disable: no new VMs here
             raise XenAPIFailure("HOST_DISABLED", self._host)
+        if record["memory_static_max"] < MIB:  # QEMU's least (the memory rules allow a VM of 0 bytes)
+            raise XenAPIFailure("VM_MEMORY_SIZE_TOO_LOW", vm)
         needed = record["memory_static_max"] + VM_OVERHEAD_BYTES
         free = self._free_memory(tx)
         if needed > free:
