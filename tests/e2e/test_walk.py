@@ -24,6 +24,7 @@ from farside.model.refusals import parameter, refusal
 from farside.model.roles import Role
 
 from pools import ADMIN_PASSWORD, PoolServer
+from vms import bootable_vm, make_sr
 
 pytestmark = pytest.mark.e2e
 
@@ -201,3 +202,40 @@ def test_sdk_sees_a_refusal_as_xapis_failure(shared_server: PoolServer) -> None:
         assert info.value.details[:2] == ["INVALID_EDITION", "premium"]
     finally:
         s.xenapi.session.logout()
+
+
+def test_read_only_walk_over_live_objects(
+    shared_server: PoolServer, client: httpx.Client, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With refs that name live objects (a VM with a disk and a NIC, its SR, the pool...), a read-only
+    caller still never gets MESSAGE_METHOD_UNKNOWN or INTERNAL_ERROR from any message."""
+    root = shared_server.session()
+    try:
+        x = root.xenapi
+        sr = make_sr(root, tmp_path_factory.mktemp("walk-live") / "lun")
+        vm = bootable_vm(shared_server, root, sr, "walk-live")
+        vbd, vif = x.VM.get_VBDs(vm)[0], x.VM.get_VIFs(vm)[0]
+        live = {
+            "VM": vm,
+            "SR": sr,
+            "VBD": vbd,
+            "VDI": x.VBD.get_VDI(vbd),
+            "VIF": vif,
+            "network": x.VIF.get_network(vif),
+        }
+        live |= {"VM_metrics": x.VM.get_metrics(vm), "pool": x.pool.get_all()[0], "host": x.host.get_all()[0]}
+        live |= {cls: getattr(x, cls).get_all()[0] for cls in ("PBD", "role", "SM", "host_metrics", "host_cpu")}
+    finally:
+        root.xenapi.session.logout()
+    session = rpc_ok(client, "session.login_with_password", [READER, "pw", "1.0", "walk-live"])
+    bad = []
+    for message in xapi_messages():
+        if message["wire"] in LAST:
+            continue
+        args = [live.get(p["type"].removesuffix(" ref"), dummy(p["type"])) for p in message["params"]]
+        if not sessionless(message):
+            args[0] = session
+        failure = rpc(client, message["wire"], args)
+        if failure[:1] in (["MESSAGE_METHOD_UNKNOWN"], ["INTERNAL_ERROR"]):
+            bad.append(f"{message['wire']}: {failure}")
+    assert bad == [], "\n".join(bad)
