@@ -5,7 +5,8 @@ finds it) and calls each of its messages over JSON-RPC on one real server, as a 
 as root (pool-admin), with arguments of the right types that name nothing (``OpaqueRef:walk``):
 no call may answer ``MESSAGE_METHOD_UNKNOWN`` or ``INTERNAL_ERROR``; the read-only caller of a
 message xapi keeps from read-only gets ``RBAC_PERMISSION_DENIED``; a refused message answers its
-table's error, its reason last.
+table's error, its reason last. Two more walks name live objects (a VM with a disk and a NIC, its
+SR, the pool, ...) wherever a parameter is a ref of their class, as read-only and as root.
 """
 
 from __future__ import annotations
