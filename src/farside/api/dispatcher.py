@@ -11,7 +11,7 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio.to_thread
 
@@ -66,7 +66,7 @@ class Dispatcher:
         name = method[len(ASYNC) :] if asynchronous else method
         sig = lookup(name)
         if sig is None and (refused := refusal_of(name)) is not None:
-            return self._refuse(method, refused, params)
+            self._refuse(method, refused, params)
         if sig is None or (asynchronous and not sig.asynchronous):
             raise MessageMethodUnknown(method)
         if name == LOGIN:
@@ -107,7 +107,7 @@ class Dispatcher:
             )
         return caller
 
-    def _refuse(self, method: str, refused: Refusal, params: list[Any]) -> Outcome:
+    def _refuse(self, method: str, refused: Refusal, params: list[Any]) -> NoReturn:
         """A refused message (sync or Async) answers its error after xapi's count, session and role checks."""
         expected = refused.arity + (0 if refused.sessionless else 1)
         if len(params) != expected:
