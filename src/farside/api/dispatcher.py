@@ -11,13 +11,14 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio.to_thread
 
-from farside.api import implicit
+from farside.api import implicit, refusal
 from farside.api.context import Context, Services
 from farside.api.registry import FOREIGN_DB_MESSAGES, HANDLERS
+from farside.api.sessions import Caller
 from farside.errors import (
     FarsideError,
     InternalError,
@@ -26,6 +27,9 @@ from farside.errors import (
     RbacPermissionDenied,
 )
 from farside.model.messages import Signature, lookup
+from farside.model.refusals import Refusal
+from farside.model.refusals import refusal as refusal_of
+from farside.model.roles import Role
 from farside.model.types import XType, parse
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,8 @@ class Dispatcher:
         asynchronous = method.startswith(ASYNC)
         name = method[len(ASYNC) :] if asynchronous else method
         sig = lookup(name)
+        if sig is None and (refused := refusal_of(name)) is not None:
+            self._refuse(method, refused, params)
         if sig is None or (asynchronous and not sig.asynchronous):
             raise MessageMethodUnknown(method)
         if name == LOGIN:
@@ -68,17 +74,7 @@ class Dispatcher:
         expected = len(sig.params) + 1
         if len(params) != expected:
             raise MessageParameterCountMismatch(method, expected, len(params))
-        caller = self.services.sessions.validate(params[0])
-        if caller.database is not None and not _reads_only(sig):
-            raise RbacPermissionDenied(
-                method, "This session reads a foreign pool's metadata; it cannot change anything."
-            )
-        if sig.role is not None and not caller.role.allows(sig.role):
-            raise RbacPermissionDenied(
-                method,
-                f"No permission in the user role: {caller.user_name} is {caller.role.wire}, "
-                f"and {method} needs {sig.role.wire} or a stronger role",
-            )
+        caller = self._authorise(method, params[0], sig.role, _reads_only(sig))
         args = [xtype.check(value, pname) for (pname, xtype), value in zip(sig.params, params[1:], strict=True)]
         run = _runner(sig)
         if asynchronous:
@@ -95,6 +91,31 @@ class Dispatcher:
         else:
             value = await anyio.to_thread.run_sync(_sync, run, ctx, args)
         return Outcome(value, sig.result)
+
+    def _authorise(self, method: str, session: Any, role: Role | None, reads_only: bool) -> Caller:
+        """The caller of ``session``, if it may call ``method`` (which needs ``role``)."""
+        caller = self.services.sessions.validate(session)
+        if caller.database is not None and not reads_only:
+            raise RbacPermissionDenied(
+                method, "This session reads a foreign pool's metadata; it cannot change anything."
+            )
+        if role is not None and not caller.role.allows(role):
+            raise RbacPermissionDenied(
+                method,
+                f"No permission in the user role: {caller.user_name} is {caller.role.wire}, "
+                f"and {method} needs {role.wire} or a stronger role",
+            )
+        return caller
+
+    def _refuse(self, method: str, refused: Refusal, params: list[Any]) -> NoReturn:
+        """A refused message (sync or Async) answers its error after xapi's count, session and role checks."""
+        expected = refused.arity + (0 if refused.sessionless else 1)
+        if len(params) != expected:
+            raise MessageParameterCountMismatch(method, expected, len(params))
+        if refused.sessionless:
+            raise refusal.failure(self.services.db, refused, params)
+        self._authorise(method, params[0], refused.role, False)
+        raise refusal.failure(self.services.db, refused, params[1:])
 
     async def _login(self, sig: Signature, params: list[Any]) -> Outcome:
         # xapi gives version and originator defaults, so old clients send two or three params.

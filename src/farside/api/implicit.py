@@ -54,20 +54,34 @@ def _modify(tx: Transaction, c: ClassDef, f: Field, kind: str, args: list[Any]) 
         check_refs(tx, f, args[1])
         tx.set_fields(c.name, ref, {f.name: args[1]})
         return
-    current = tx.get_field(c.name, ref, f.name)
     if kind == "add_to":
-        key, value = args[1], args[2]
-        if key in current:
-            raise MapDuplicateKey(c.name, f.name, ref, key)
-        current[key] = value
-    elif kind == "remove_from":
-        current.pop(args[1], None)
-    elif kind == "add":
+        add_to_map(tx, c.name, ref, f.name, args[1], args[2])
+        return
+    if kind == "remove_from":
+        remove_from_map(tx, c.name, ref, f.name, args[1])
+        return
+    current = tx.get_field(c.name, ref, f.name)
+    if kind == "add":
         if args[1] not in current:
             current.append(args[1])
     elif kind == "remove":
         current = [v for v in current if v != args[1]]
     tx.set_fields(c.name, ref, {f.name: current})
+
+
+def add_to_map(tx: Transaction, cls: str, ref: str, field: str, key: Any, value: Any) -> None:
+    """``key`` added to the map ``field`` of a live object; MAP_DUPLICATE_KEY when it is there."""
+    current = tx.get_field(cls, ref, field)
+    if key in current:
+        raise MapDuplicateKey(cls, field, ref, key)
+    tx.set_fields(cls, ref, {field: {**current, key: value}})
+
+
+def remove_from_map(tx: Transaction, cls: str, ref: str, field: str, key: Any) -> None:
+    """``key`` removed from the map ``field`` of a live object; nothing when it is not there (xapi)."""
+    current = tx.get_field(cls, ref, field)
+    current.pop(key, None)
+    tx.set_fields(cls, ref, {field: current})
 
 
 def create(tx: Transaction, c: ClassDef, record: dict[str, Any]) -> str:

@@ -291,6 +291,10 @@ class VMService:
         )
 
     def check_resources(self, tx: Transaction, vm: str, record: dict[str, Any]) -> None:
+        if not tx.get_field("host", self._host, "enabled"):  # host.disable: no new VMs here
+            raise XenAPIFailure("HOST_DISABLED", self._host)
+        if record["memory_static_max"] < MIB:  # QEMU's least (the memory rules allow a VM of 0 bytes)
+            raise XenAPIFailure("VM_MEMORY_SIZE_TOO_LOW", vm)
         needed = record["memory_static_max"] + VM_OVERHEAD_BYTES
         free = self._free_memory(tx)
         if needed > free:
@@ -303,6 +307,21 @@ class VMService:
                 owner = tx.get_field("VBD", other, "VM")
                 if owner != vm and tx.exists("VM", owner) and _holds_disks(tx, owner):
                     raise XenAPIFailure("VDI_IN_USE", vdi, "start")
+
+    def assert_can_boot(self, vm: str) -> None:
+        """What VM.start checks before it boots the VM (templates, memory, disks), claiming nothing."""
+        with self._db.read() as tx:
+            record = tx.get_record("VM", tx.check("VM", vm))
+            if record["is_a_template"]:
+                raise XenAPIFailure("VM_IS_TEMPLATE", vm)
+            self.check_resources(tx, vm, record)
+            spec = self.spec(tx, vm, record)
+        contained_disks(spec)
+
+    def free_memory(self) -> int:
+        """Bytes a VM may still claim on this host: what VM.start checks (host.compute_free_memory)."""
+        with self._db.read() as tx:
+            return self._free_memory(tx)
 
     def _free_memory(self, tx: Transaction) -> int:
         metrics = tx.get_field("host", self._host, "metrics")
@@ -470,6 +489,20 @@ class VMService:
             with self._db.write() as tx:  # the same state in a new process: only the domid changes
                 tx.set_fields("VM", vm, {"domid": report.domid})
             return report
+
+    def power_state_reset(self, vm: str) -> None:
+        """Halted in the database (xapi's recovery after a lost host), refused while its QEMU still runs.
+
+        A suspended VM's memory image goes with it, as hard_shutdown discards it.
+        """
+        with self._operation(vm, "power_state_reset", ("Halted", "Running", "Paused", "Suspended")) as record:
+            if record["is_control_domain"]:
+                raise XenAPIFailure("CANNOT_RESET_CONTROL_DOMAIN", vm)
+            if record["uuid"] in self.driver.running():
+                raise XenAPIFailure("DOMAIN_EXISTS", vm)
+            if record["suspend_VDI"] != NULL_REF:
+                self._drop_suspend_vdi(vm, record["suspend_VDI"])
+            record.settle("Halted")
 
     def _suspend_sr(self, tx: Transaction, record: dict[str, Any]) -> str:
         """Where a suspend image goes: the VM's suspend_SR, the pool's, or its first disk's SR."""

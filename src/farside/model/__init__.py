@@ -13,6 +13,7 @@ from farside.model.classes.blob import BLOB
 from farside.model.classes.dr_run import DR_RUN
 from farside.model.classes.dr_task import DR_TASK
 from farside.model.classes.event import EVENT
+from farside.model.classes.feature import FEATURE
 from farside.model.classes.host import HOST
 from farside.model.classes.host_cpu import HOST_CPU
 from farside.model.classes.host_metrics import HOST_METRICS
@@ -30,6 +31,7 @@ from farside.model.classes.vbd import VBD
 from farside.model.classes.vbd_metrics import VBD_METRICS
 from farside.model.classes.vdi import VDI
 from farside.model.classes.vif import VIF
+from farside.model.classes.vif_metrics import VIF_METRICS
 from farside.model.classes.vm import VM
 from farside.model.classes.vm_appliance import VM_APPLIANCE
 from farside.model.classes.vm_guest_metrics import VM_GUEST_METRICS
@@ -43,7 +45,7 @@ CLASSES: dict[str, ClassDef] = {
     for c in (
         SESSION, ROLE, TASK, EVENT, POOL, HOST, HOST_METRICS, HOST_CPU, SM, SR, PBD, VDI, VBD,
         VBD_METRICS, VM, VM_METRICS, VM_GUEST_METRICS, VIF, NETWORK, VM_APPLIANCE, DR_TASK,
-        MESSAGE, BLOB, USER, DR_RUN,
+        MESSAGE, BLOB, USER, DR_RUN, VIF_METRICS, FEATURE,
     )
 }  # fmt: skip
 

@@ -10,6 +10,7 @@ from farside.api.registry import handles
 from farside.errors import InvalidValue, OperationNotAllowed, XenAPIFailure
 from farside.model import CLASSES
 from farside.model.types import NULL_REF
+from farside.model.vm_rules import power_state_error
 
 AUTODETECT = "autodetect"
 # IDE on QEMU's pc machine: four devices (two buses, master and slave).
@@ -68,3 +69,18 @@ def destroy_device(ctx: Context, cls: str, ref: str) -> str:
 @handles("VBD.destroy")
 def destroy(ctx: Context, ref: str) -> str:
     return destroy_device(ctx, "VBD", ref)
+
+
+@handles("VBD.set_mode")
+def set_mode(ctx: Context, vbd: str, value: str) -> str:
+    """Only while the VM is halted (QEMU opens the disk read-only or not at start), never RW on a read-only VDI."""
+    with ctx.db.write() as tx:
+        record = tx.get_record("VBD", tx.check("VBD", vbd))
+        state = tx.get_field("VM", record["VM"], "power_state") if tx.exists("VM", record["VM"]) else "Halted"
+        if state != "Halted":
+            raise power_state_error(record["VM"], "Halted", state)
+        vdi = record["VDI"]
+        if value == "RW" and tx.exists("VDI", vdi) and tx.get_field("VDI", vdi, "read_only"):
+            raise XenAPIFailure("VDI_READONLY", vdi)
+        tx.set_fields("VBD", vbd, {"mode": value})
+    return ""

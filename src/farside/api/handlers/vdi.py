@@ -132,6 +132,46 @@ def set_sharable(ctx: Context, vdi: str, value: bool) -> str:
     return _set(ctx, vdi, "sharable", value)
 
 
+def _set_when_unused(ctx: Context, vdi: str, field: str, value: Any) -> str:
+    with ctx.db.read() as tx:
+        tx.check("VDI", vdi)
+        if vdi_busy(tx, vdi, ctx.services.metadata.replicator.active):
+            raise VdiInUse(vdi)
+    return _set(ctx, vdi, field, value)
+
+
+@handles("VDI.set_on_boot")
+def set_on_boot(ctx: Context, vdi: str, value: str) -> str:
+    """Only ``persist``: a file SR cannot reset a disk at boot (no VDI_RESET_ON_BOOT capability)."""
+    if value == "reset":
+        with ctx.db.read() as tx:
+            raise XenAPIFailure("SR_OPERATION_NOT_SUPPORTED", tx.get_field("VDI", tx.check("VDI", vdi), "SR"))
+    return _set_when_unused(ctx, vdi, "on_boot", value)
+
+
+@handles("VDI.set_allow_caching")
+def set_allow_caching(ctx: Context, vdi: str, value: bool) -> str:
+    """Kept as xapi keeps it; no host has a local cache SR, so nothing is ever cached."""
+    return _set_when_unused(ctx, vdi, "allow_caching", value)
+
+
+@handles("VDI.update")
+def update(ctx: Context, vdi: str) -> str:
+    """The VDI refreshed from its LUN, by a scan of its SR (which refreshes its other VDIs too)."""
+    with ctx.db.read() as tx:
+        sr = tx.get_field("VDI", tx.check("VDI", vdi), "SR")
+    ctx.services.storage.scan(sr)
+    return ""
+
+
+@handles("VDI.get_nbd_info")
+def get_nbd_info(ctx: Context, vdi: str) -> list[dict[str, Any]]:
+    """No network of a Farside pool serves NBD, so there is no way in: xapi's empty answer."""
+    with ctx.db.read() as tx:
+        tx.check("VDI", vdi)
+    return []
+
+
 @handles("VDI.open_database")
 def open_database(ctx: Context, vdi: str) -> str:
     return ctx.services.metadata.open_database(ctx.caller, vdi)

@@ -13,6 +13,7 @@ from farside.api.registry import handles
 from farside.errors import InvalidValue, XenAPIFailure
 from farside.model import CLASSES
 from farside.model.types import NULL_REF
+from farside.model.vm_rules import power_state_error
 
 _MAC = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
 # QEMU's pc machine takes a handful of NICs; seven is XenServer's classic per-VM limit.
@@ -52,3 +53,19 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
 @handles("VIF.destroy")
 def destroy(ctx: Context, ref: str) -> str:
     return destroy_device(ctx, "VIF", ref)
+
+
+@handles("VIF.move")
+def move(ctx: Context, vif: str, network: str) -> str:
+    """To another network while the VM is halted: a running QEMU keeps the bridge it started on."""
+    with ctx.db.write() as tx:
+        vm = tx.get_field("VIF", tx.check("VIF", vif), "VM")
+        tx.check("network", network)
+        if tx.exists("VM", vm):
+            if tx.get_field("VM", vm, "current_operations"):
+                raise XenAPIFailure("OTHER_OPERATION_IN_PROGRESS", "VM", vm)
+            state = tx.get_field("VM", vm, "power_state")
+            if state != "Halted":
+                raise power_state_error(vm, "Halted", state)
+        tx.set_fields("VIF", vif, {"network": network})
+    return ""

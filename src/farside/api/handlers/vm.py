@@ -114,6 +114,17 @@ def set_memory_limits(
                    dynamic_max=dynamic_max)  # fmt: skip
 
 
+@handles("VM.set_memory_static_range")
+def set_memory_static_range(ctx: Context, vm: str, low: int, high: int) -> str:
+    return _memory(ctx, vm, static_min=low, static_max=high)
+
+
+@handles("VM.set_memory_dynamic_range")
+def set_memory_dynamic_range(ctx: Context, vm: str, low: int, high: int) -> str:
+    """Halted only: QEMU has no balloon to move a running VM within the range (xapi's would)."""
+    return _memory(ctx, vm, dynamic_min=low, dynamic_max=high, target=low)
+
+
 @handles("VM.set_VCPUs_max")
 def set_vcpus_max(ctx: Context, vm: str, value: int) -> str:
     return _set_halted(ctx, vm, {"VCPUs_max": value}, check_vcpus)

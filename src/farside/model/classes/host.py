@@ -95,5 +95,12 @@ HOST = ClassDef(
             [("host", "host ref"), ("network", "network ref"), ("options", "(string -> string) map")],
             "(string -> string) map",
         ),
+        M("list_methods", Role.READ_ONLY, [], "string set"),
+        M("compute_free_memory", Role.READ_ONLY, [("host", "host ref")], "int"),
+        M("compute_memory_overhead", Role.READ_ONLY, [("host", "host ref")], "int"),
+        M("has_extension", Role.POOL_ADMIN, [("host", "host ref"), ("name", "string")], "bool"),
+        M("get_server_certificate", Role.READ_ONLY, [("host", "host ref")], "string"),
+        M("disable", Role.POOL_OPERATOR, [("host", "host ref")], "void"),
+        M("enable", Role.POOL_OPERATOR, [("host", "host ref")], "void"),
     ],
 )

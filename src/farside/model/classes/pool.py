@@ -1,7 +1,7 @@
 """The pool class: pool-wide information."""
 
 from farside.model.roles import Role
-from farside.model.schema import RO, RT, RW, ClassDef, F
+from farside.model.schema import RO, RT, RW, ClassDef, F, M
 
 POOL = ClassDef(
     "pool",
@@ -67,5 +67,22 @@ POOL = ClassDef(
         # Farside's own: where SRs may live and which pools a DR run may contact (docs/storage.md).
         F("allowed_source_hosts", "string set", RW, setter=Role.POOL_ADMIN, farside=True),
         F("lun_roots", "string set", RW, setter=Role.POOL_ADMIN, farside=True),
+    ],
+    messages=[
+        M(
+            "add_to_guest_agent_config",
+            Role.POOL_ADMIN,
+            [("self", "pool ref"), ("key", "string"), ("value", "string")],
+            "void",
+        ),
+        M("remove_from_guest_agent_config", Role.POOL_ADMIN, [("self", "pool ref"), ("key", "string")], "void"),
+        M("set_local_auth_max_threads", Role.POOL_OPERATOR, [("self", "pool ref"), ("value", "int")], "void"),
+        M("set_ext_auth_max_threads", Role.POOL_OPERATOR, [("self", "pool ref"), ("value", "int")], "void"),
+        M("get_license_state", Role.READ_ONLY, [("self", "pool ref")], "(string -> string) map"),
+        M("has_extension", Role.POOL_ADMIN, [("self", "pool ref"), ("name", "string")], "bool"),
+        M("designate_new_master", Role.POOL_OPERATOR, [("host", "host ref")], "void"),
+        M("recover_slaves", Role.POOL_OPERATOR, [], "host ref set"),
+        M("sync_database", Role.POOL_OPERATOR, [], "void"),
+        M("detect_nonhomogeneous_external_auth", Role.POOL_OPERATOR, [("pool", "pool ref")], "void"),
     ],
 )

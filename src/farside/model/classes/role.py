@@ -1,6 +1,7 @@
 """The role class: a set of permissions associated with a subject."""
 
-from farside.model.schema import RO, RT, ClassDef, F
+from farside.model.roles import Role
+from farside.model.schema import RO, RT, ClassDef, F, M
 
 ROLE = ClassDef(
     "role",
@@ -12,5 +13,11 @@ ROLE = ClassDef(
         F("name_description", "string", RO),
         F("subroles", "role ref set", RO),
         F("is_internal", "bool", RT),
+    ],
+    messages=[
+        M("get_permissions", Role.READ_ONLY, [("self", "role ref")], "role ref set"),
+        M("get_permissions_name_label", Role.READ_ONLY, [("self", "role ref")], "string set"),
+        M("get_by_permission", Role.READ_ONLY, [("permission", "role ref")], "role ref set"),
+        M("get_by_permission_name_label", Role.READ_ONLY, [("label", "string")], "role ref set"),
     ],
 )

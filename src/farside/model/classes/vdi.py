@@ -54,5 +54,9 @@ VDI = ClassDef(
         M("set_name_description", Role.VM_ADMIN, [("self", "VDI ref"), ("value", "string")], "void"),
         M("set_read_only", Role.VM_ADMIN, [("self", "VDI ref"), ("value", "bool")], "void"),
         M("set_sharable", Role.VM_ADMIN, [("self", "VDI ref"), ("value", "bool")], "void"),
+        M("set_on_boot", Role.VM_ADMIN, [("self", "VDI ref"), ("value", "enum on_boot")], "void"),
+        M("set_allow_caching", Role.VM_ADMIN, [("self", "VDI ref"), ("value", "bool")], "void"),
+        M("get_nbd_info", Role.VM_ADMIN, [("self", "VDI ref")], "vdi_nbd_server_info record set"),
+        M("update", Role.VM_ADMIN, [("vdi", "VDI ref")], "void"),
     ],
 )

@@ -1,7 +1,7 @@
 """The VIF class: a virtual network interface."""
 
 from farside.model.roles import Role
-from farside.model.schema import RO, RT, RW, ClassDef, F
+from farside.model.schema import RO, RT, RW, ClassDef, F, M
 
 VIF = ClassDef(
     "VIF",
@@ -36,5 +36,8 @@ VIF = ClassDef(
         F("ipv6_configuration_mode", "enum vif_ipv6_configuration_mode", RT),
         F("ipv6_addresses", "string set", RT),
         F("ipv6_gateway", "string", RT),
+    ],
+    messages=[
+        M("move", Role.VM_ADMIN, [("self", "VIF ref"), ("network", "network ref")], "void"),
     ],
 )
