@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -46,6 +46,8 @@ from farside.api.storage import StorageService
 from farside.api.tasks import TaskManager
 from farside.api.throttle import note_client
 from farside.api.vms import VMService
+from farside.api.xva import endpoints as xva_endpoints
+from farside.api.xva import importer as xva_importer
 from farside.config import REFUSAL_LOG_INTERVAL_S, HttpLimits, ServerConfig
 from farside.db import Database
 from farside.db.bootstrap import ensure_storage_managers
@@ -149,12 +151,17 @@ def build_app(
         state["import_raw_vdi"] = http.import_raw_vdi(services)
         state["export_raw_vdi"] = http.export_raw_vdi(services)
         state["serial"] = http.serial_console(services)
+        state["export"] = xva_endpoints.export(services)
+        state["export_metadata"] = xva_endpoints.export_metadata(services)
+        state["import"] = xva_endpoints.import_xva(services)
+        state["import_metadata"] = xva_endpoints.import_metadata(services)
         reaper = asyncio.create_task(_expire_sessions(services.sessions))
         keeper = asyncio.create_task(_keep_watchdog(config, services)) if config.watchdog else None
         await asyncio.to_thread(services.vms.reconcile)
         # Before anything writes to the SRs (the heartbeat, metadata replication): a LUN that
         # became a mirror target or another pool's while this server was down is let go.
         await asyncio.to_thread(services.storage.reattach)
+        await asyncio.to_thread(xva_importer.sweep, services)  # imports a kill cut short
         services.storage.start_heartbeat()
         await asyncio.to_thread(services.metadata.start)
         try:
@@ -218,11 +225,21 @@ def build_app(
     async def serial(request: Request) -> Response:
         return await state["serial"](request)  # type: ignore[no-any-return]
 
+    def late(name: str) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            return await state[name](request)  # type: ignore[no-any-return]
+
+        return endpoint
+
     routes: list[BaseRoute] = [
         Mount("/ui", app=console_app(console)),
         Route("/console/serial", serial, methods=["GET"]),
         Route("/import_raw_vdi", import_vdi, methods=["PUT"]),
         Route("/export_raw_vdi", export_vdi, methods=["GET"]),
+        Route("/export", late("export"), methods=["GET"]),
+        Route("/export_metadata", late("export_metadata"), methods=["GET"]),
+        Route("/import", late("import"), methods=["PUT"]),
+        Route("/import_metadata", late("import_metadata"), methods=["PUT"]),
         Route("/", xml_endpoint, methods=["POST"]),
         Route("/RPC2", xml_endpoint, methods=["POST"]),
         Route("/jsonrpc", json_endpoint, methods=["POST"]),

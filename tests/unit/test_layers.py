@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "farside"
-# errors, config → model → db, storage, hypervisor → replication, mirror → dr → api → web → server → cli
+# errors, config → model → db, storage, hypervisor → replication, mirror, backup → dr → api → web → server → cli
 RANK = {
     "__init__": 0,
     "errors": 0,
@@ -19,6 +19,7 @@ RANK = {
     "hypervisor": 2,
     "replication": 3,
     "mirror": 3,
+    "backup": 3,
     "dr": 4,
     "api": 5,
     "web": 6,
