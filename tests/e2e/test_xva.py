@@ -4,6 +4,8 @@ a reader of its own), compression, restore, boot, hostile streams, roles and tas
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ import XenAPI
 import xva_format as xf
 from farside.model.roles import Role
 
-from pools import PoolServer, make_pool
+from pools import ADMIN_PASSWORD, PoolServer, make_pool
 from vms import MIB, bootable_vm, make_sr, wait_serial, wait_state, wait_task
 
 
@@ -522,3 +524,54 @@ def test_kill_during_export_and_import_leaves_nothing(tmp_path: Path, monkeypatc
             assert not [p for p in os.listdir(lun) if p.startswith(".xva-import-")]
     finally:
         server.stop()
+
+
+def _xe(site: Site, *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FARSIDE_")}
+    clean["HOME"] = "/nonexistent-home"
+    argv = [sys.executable, "-m", "farside.cli.main", "xe", "-s", site.server.url, "-pw", ADMIN_PASSWORD, *args]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=clean)
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def test_xe_transfer_commands(sites: Sites, tmp_path: Path) -> None:
+    """vm-export (compressed, metadata), vm-import (preserve, into an SR), vdi-export and vdi-import
+    with xe's flags; a failed import prints the task's error and exits 1; a failed export leaves no file."""
+    a, b = sites.a, sites.b
+    uuid = a.s.xenapi.VM.get_uuid(sites.vm)
+    xva = tmp_path / "web.xva"
+    done = _xe(a, "vm-export", f"vm={uuid}", f"filename={xva}", "compress=zstd")
+    assert done.returncode == 0 and done.stdout == "Export succeeded\n", done.stderr
+    assert xva.read_bytes()[:4] == b"\x28\xb5\x2f\xfd"
+    sr_uuid = b.s.xenapi.SR.get_uuid(b.sr)
+    imported = _xe(b, "vm-import", f"filename={xva}", f"sr-uuid={sr_uuid}", "preserve=true")
+    assert imported.returncode == 0 and imported.stdout.strip() == uuid, imported.stderr
+    vm = b.s.xenapi.VM.get_by_uuid(uuid)
+    again = _xe(b, "vm-import", f"filename={xva}", f"sr-uuid={sr_uuid}", "preserve=true")
+    assert again.returncode == 1 and "cannot be imported unforced" in again.stderr
+    meta = tmp_path / "web.vmmeta"
+    assert _xe(a, "vm-export", "vm=XVATAG", f"filename={meta}", "metadata=true").returncode == 0
+    assert xf.parse(meta.read_bytes()).members == [("ova.xml", len(xf.parse(meta.read_bytes()).ova_raw))]
+    disk = tmp_path / "disk.raw"
+    data_uuid = a.s.xenapi.VDI.get_uuid(sites.data_vdi)
+    assert _xe(a, "vdi-export", f"uuid={data_uuid}", f"filename={disk}").returncode == 0
+    assert disk.read_bytes()[: len(sites.data)] == sites.data
+    x = b.s.xenapi
+    target = next(x.VBD.get_VDI(v) for v in x.VM.get_VBDs(vm) if x.VBD.get_userdevice(v) == "1")
+    (tmp_path / "z.raw").write_bytes(b"Q" * 4096)
+    put = _xe(b, "vdi-import", f"uuid={x.VDI.get_uuid(target)}", f"filename={tmp_path / 'z.raw'}")
+    assert put.returncode == 0, put.stderr
+    assert b.get("/export_raw_vdi", vdi=target).content[: len(sites.data)] == b"Q" * 4096 + sites.data[4096:]
+    bad = tmp_path / "bad.xva"
+    bad.write_bytes(_hostile()["corrupt"][0])
+    refused = _xe(b, "vm-import", f"filename={bad}", f"sr-uuid={sr_uuid}")
+    assert refused.returncode == 1 and "Block Ref:9/00000000 checksum failed" in refused.stderr, refused.stderr
+    a.s.xenapi.VM.start(sites.vm, True, False)
+    try:
+        lost = _xe(a, "vm-export", f"vm={uuid}", f"filename={tmp_path / 'running.xva'}")
+        assert lost.returncode == 1 and "power state" in lost.stderr, lost.stderr
+        assert sorted(p.name for p in tmp_path.iterdir() if "running" in p.name) == []
+    finally:
+        a.s.xenapi.VM.hard_shutdown(sites.vm)
+    _drop_vm(b, vm)
