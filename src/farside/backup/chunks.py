@@ -38,6 +38,14 @@ class Sink(Protocol):
     def write(self, offset: int, data: bytes) -> None: ...
 
 
+_ZERO = bytes(CHUNK)
+
+
+def is_zero(data: bytes) -> bool:
+    """Whether a chunk is all zeros (a memcmp, which stops at the first byte of a data chunk)."""
+    return data == (_ZERO if len(data) == CHUNK else bytes(len(data)))
+
+
 def checksum(data: bytes) -> str:
     return f"{xxhash.xxh64_intdigest(data):016X}"
 
@@ -71,7 +79,7 @@ def write_disk(
     done = 0
     for index, data in chunks:
         first_or_last = index in (0, last)
-        if first_or_last or data.count(0) != len(data):
+        if first_or_last or not is_zero(data):
             yield _members(f"{prefix}/{index + extra:08d}", data), index * CHUNK + len(data) - done
             done = index * CHUNK + len(data)
             sent_at = clock()
@@ -128,7 +136,7 @@ def read_disk(
             raise XvaInvalid(f"chunk {entry.name} reaches past the end of the {size}-byte disk")
         data = reader.data(entry)
         _verify(reader, entry.name, data, force)
-        if data.count(0) != len(data):
+        if not is_zero(data):
             sink.write(offset, data)
         offset += len(data)
         if progress is not None:

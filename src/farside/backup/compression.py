@@ -21,6 +21,7 @@ METHODS = {"": "", "false": "", "true": "gzip", "gzip": "gzip", "zstd": "zstd"}
 # Speed over ratio, as `zstd -1` and `gzip -1`: an export is bound by the disk, not the network.
 _ZSTD_LEVEL = 1
 _GZIP_LEVEL = 1
+_ZSTD_THREADS = 2
 
 
 class Source(Protocol):
@@ -50,7 +51,9 @@ def method(value: str) -> str:
 
 def compressor(name: str) -> Compressor:
     if name == "zstd":
-        return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compressobj()
+        # zstd's own worker threads compress while this one reads and hashes the next chunks, as
+        # `tar | zstd` runs in two processes.
+        return zstandard.ZstdCompressor(level=_ZSTD_LEVEL, threads=_ZSTD_THREADS).compressobj()
     if name == "gzip":
         return zlib.compressobj(_GZIP_LEVEL, zlib.DEFLATED, 31)
     return _Plain()
