@@ -148,10 +148,13 @@ def header(
     version: tuple[int, int] = (1, 9),
     physical: int = 0,
     name: str = "hand-made",
+    mac: str = "02:11:22:33:44:55",
+    userdevice: str = "0",
+    memory: int = 16 * MIB,
 ) -> bytes:
     """A minimal ova.xml as an old XenServer would write it: one VM, one disk, one VIF."""
     vm = {
-        "uuid": uuid, "name_label": name, "power_state": "Halted", "memory_static_max": 16 * MIB,
+        "uuid": uuid, "name_label": name, "power_state": "Halted", "memory_static_max": memory,
         "memory_dynamic_max": 16 * MIB, "memory_dynamic_min": 16 * MIB, "memory_static_min": 16 * MIB,
         "VCPUs_max": 1, "VCPUs_at_startup": 1, "VBDs": ["Ref:3"], "VIFs": ["Ref:1"], "is_a_template": False,
         "is_control_domain": False, "other_config": {"mac_seed": "x"}, "version": 5, "resident_on": "Ref:7",
@@ -159,11 +162,11 @@ def header(
     objects = [
         {"class": "VM", "id": "Ref:0", "snapshot": vm},
         {"class": "VIF", "id": "Ref:1", "snapshot": {"uuid": "9e1a2b3c-0000-4000-8000-000000000001", "device": "0",
-         "network": "Ref:2", "VM": "Ref:0", "MAC": "02:11:22:33:44:55", "MTU": 1500}},
+         "network": "Ref:2", "VM": "Ref:0", "MAC": mac, "MTU": 1500}},
         {"class": "network", "id": "Ref:2", "snapshot": {"uuid": "9e1a2b3c-0000-4000-8000-000000000002",
          "name_label": "Pool-wide network associated with eth0", "bridge": "xenbr0", "VIFs": ["Ref:1"], "MTU": 1500}},
         {"class": "VBD", "id": "Ref:3", "snapshot": {"uuid": "9e1a2b3c-0000-4000-8000-000000000003", "VM": "Ref:0",
-         "VDI": vdi_id, "userdevice": "0", "bootable": True, "mode": "RW", "type": "Disk"}},
+         "VDI": vdi_id, "userdevice": userdevice, "bootable": True, "mode": "RW", "type": "Disk"}},
         {"class": "VDI", "id": vdi_id, "snapshot": {"uuid": "9e1a2b3c-0000-4000-8000-000000000004", "name_label": "d",
          "SR": "Ref:5", "virtual_size": disk_size, "physical_utilisation": physical, "type": "user",
          "sm_config": {}, "VBDs": ["Ref:3"]}},
