@@ -26,6 +26,7 @@ from farside.dr.session import XmlRpcSession
 from farside.errors import XenAPIFailure
 
 BLOCK = 1 << 20
+_LOST = "CLIENT_ERROR the connection to the server was lost during the transfer"
 _COMPRESS = {"true": "gzip", "gzip": "gzip", "zstd": "zstd", "false": ""}
 
 
@@ -129,10 +130,15 @@ def _upload(ctx: Context, path: str, query: str, filename: str, task: str) -> st
     try:
         with bar, open(source, "rb") as fh:
             headers = {"Content-Length": str(size), "Content-Type": "application/octet-stream"}
-            connection.request("PUT", f"{path}?{query}", body=_Counting(fh, advance), headers=headers)
-            response = connection.getresponse()
-            text = response.read(64 << 10).decode("utf-8", "replace")
-        return _outcome(ctx, task, response.status, text)
+            try:
+                connection.request("PUT", f"{path}?{query}", body=_Counting(fh, advance), headers=headers)
+                response = connection.getresponse()
+                status, text = response.status, response.read(64 << 10).decode("utf-8", "replace")
+            except (OSError, http.client.HTTPException):
+                # The server may refuse a stream before it has all of it and close the connection:
+                # the task still says why.
+                status, text = 0, _LOST
+        return _outcome(ctx, task, status, text)
     finally:
         connection.close()
 
