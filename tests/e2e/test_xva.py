@@ -180,9 +180,14 @@ def test_import_restore_boots_on_the_other_pool(sites: Sites) -> None:
 
 
 def test_plain_import_gets_new_identity(sites: Sites) -> None:
-    """Without restore the VM gets a new uuid and its VIFs new MACs, in the same pool as its source."""
+    """Without restore the VM gets a new uuid and its VIFs new MACs, in the same pool as its source;
+    a dry run before makes nothing."""
     a = sites.a
-    response = a.import_xva(_export(a, sites.vm))
+    body = _export(a, sites.vm)
+    before = a.state()
+    dry = a.import_xva(body, dry_run="true")  # reads and checks the whole stream, makes nothing
+    assert dry.status_code == 200 and dry.text == "" and a.state() == before
+    response = a.import_xva(body)
     assert response.status_code == 200, response.text
     (vm,) = response.text.split()
     x = a.s.xenapi

@@ -24,7 +24,7 @@ from farside.api.storage import vdi_busy
 from farside.api.transfers import HEADER, Transfer
 from farside.api.xva import exporter, importer
 from farside.backup.compression import method
-from farside.errors import XenAPIFailure
+from farside.errors import FarsideError, XenAPIFailure
 from farside.model.roles import Role
 from farside.model.types import NULL_REF
 from farside.model.vm_rules import power_state_error
@@ -101,10 +101,13 @@ def export(services: Services) -> Endpoint:
         def close() -> None:
             chunks.close()
             hold.close()
+            error = state.get("error")
             if state.get("done"):
                 transfer.succeed()
-            else:
-                transfer.fail(state.get("error") or ClientGone("the client stopped reading the export"))
+            elif isinstance(error, FarsideError):
+                transfer.fail(error)
+            else:  # cancelled by a disconnect, or never started
+                transfer.fail(ClientGone("the client stopped reading the export"))
 
         headers = {"content-disposition": 'attachment; filename="export.xva"', HEADER: transfer.ref}
         return ClosingStream(_pull(chunks, state), close, headers)
