@@ -77,8 +77,8 @@ def export(services: Services) -> Endpoint:
                 raise power_state_error(vm, "Halted", record["power_state"])
             uuid = record["uuid"]
             hostname = tx.get_field("host", services.host, "hostname")
-            _, specs = exporter.collect(tx, vm, hostname, lun_of=services.storage.attached_lun)
-            busy = [s.vdi for s in specs if vdi_busy(tx, s.vdi, services.metadata.replicator.active)]
+            # Before the VM is held: vdi_busy counts a VM in an operation as using its disks.
+            busy = [v for v in exporter.disk_vdis(tx, vm) if vdi_busy(tx, v, services.metadata.replicator.active)]
         if busy:
             raise VdiInUse(*busy)
         transfer = Transfer.begin(services.db, services.tasks, caller, request.query_params.get("task_id", ""),

@@ -43,20 +43,16 @@ def collect(
     """ova.xml for ``vm``, and (when ``lun_of`` finds each disk's LUN) the disks to stream, in
     xapi's order: by prefix, lexicographically (``Ref:10`` before ``Ref:9``)."""
     order: list[tuple[str, str]] = [("VM", vm)]
-    vdis = []
     vm_record = tx.get_record("VM", vm)
     for vbd in vm_record["VBDs"]:
         order.append(("VBD", vbd))
-    for vbd in vm_record["VBDs"]:
-        record = tx.get_record("VBD", vbd)
-        if record["type"] != "CD" and tx.exists("VDI", record["VDI"]):
-            vdis.append(record["VDI"])
+    vdis = disk_vdis(tx, vm)
     for vif in vm_record["VIFs"]:
         order.append(("VIF", vif))
     networks = [tx.get_field("VIF", v, "network") for v in vm_record["VIFs"]]
     order += [("network", n) for n in dict.fromkeys(networks) if tx.exists("network", n)]
-    order += [("VDI", v) for v in dict.fromkeys(vdis)]
-    srs = [tx.get_field("VDI", v, "SR") for v in dict.fromkeys(vdis)]
+    order += [("VDI", v) for v in vdis]
+    srs = [tx.get_field("VDI", v, "SR") for v in vdis]
     order += [("SR", s) for s in dict.fromkeys(srs) if tx.exists("SR", s)]
     table = {ref: f"Ref:{n}" for n, (_, ref) in enumerate(order)}
     objects = []
@@ -70,13 +66,23 @@ def collect(
         objects.append(ova.Obj(cls, table[ref], snapshot))
     disks = []
     if lun_of is not None:
-        for vdi in dict.fromkeys(vdis):
+        for vdi in vdis:
             record = tx.get_record("VDI", vdi)
             lun = lun_of(tx, record["SR"])
             path = lun.image_path(record["location"])
             disks.append(DiskSpec(table[vdi], vdi, path, recorded_format(record["location"]), record["virtual_size"]))
     disks.sort(key=lambda d: d.prefix)
     return ova.encode(ova.version(hostname), objects), disks
+
+
+def disk_vdis(tx: Transaction, vm: str) -> list[str]:
+    """The VDIs an export streams: those of the VM's disk VBDs (not CDs), each once."""
+    found = []
+    for vbd in tx.get_field("VM", vm, "VBDs"):
+        record = tx.get_record("VBD", vbd)
+        if record["type"] != "CD" and tx.exists("VDI", record["VDI"]):
+            found.append(record["VDI"])
+    return list(dict.fromkeys(found))
 
 
 def metadata(tx: Transaction, vm: str, hostname: str) -> bytes:
