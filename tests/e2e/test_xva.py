@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -585,3 +586,37 @@ def test_xe_transfer_commands(sites: Sites, tmp_path: Path) -> None:
     finally:
         a.s.xenapi.VM.hard_shutdown(sites.vm)
     _drop_vm(b, vm)
+
+
+def test_cancelled_import_leaves_nothing(sites: Sites) -> None:
+    """task.cancel while an import streams stops it: the task ends cancelled, nothing is left."""
+    import threading
+
+    b = sites.b
+    before = b.state()
+    task = b.s.xenapi.task.create("import", "")
+    cancelled = threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield xf.member("ova.xml", xf.header(disk_size=4 * MIB)) + xf.chunk("Ref:9/00000000", GOOD[:MIB])
+        cancelled.wait(30)
+        for n in range(1, 4):
+            yield xf.chunk(f"Ref:9/{n:08d}", GOOD[:MIB])
+        yield xf.END
+
+    answer: list[httpx.Response] = []
+    params = {"session_id": b.s.handle, "sr_id": b.sr, "task_id": task}
+    sender = threading.Thread(
+        target=lambda: answer.append(httpx.put(f"{b.server.url}/import", params=params, content=body(), timeout=60))
+    )
+    sender.start()
+    deadline = time.monotonic() + 30
+    while float(b.s.xenapi.task.get_progress(task)) == 0.0 and not list(b.lun.glob(".xva-import-*.raw")):
+        assert time.monotonic() < deadline, "the import never started"
+        time.sleep(0.05)
+    b.s.xenapi.task.cancel(task)
+    cancelled.set()
+    sender.join(60)
+    assert answer[0].status_code == 409 and answer[0].text.startswith("TASK_CANCELLED"), answer[0].text
+    assert wait_task(b.s, task)["status"] == "cancelled"
+    assert b.state() == before
