@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -47,6 +47,8 @@ from farside.api.storage import StorageService
 from farside.api.tasks import TaskManager
 from farside.api.throttle import note_client
 from farside.api.vms import VMService
+from farside.api.xva import endpoints as xva_endpoints
+from farside.api.xva import importer as xva_importer
 from farside.config import REFUSAL_LOG_INTERVAL_S, HttpLimits, ServerConfig
 from farside.db import Database
 from farside.db.bootstrap import ensure_storage_managers
@@ -156,12 +158,17 @@ def build_app(
         state["metrics"] = prometheus.metrics(services)
         state["get_xmldbdump"] = xmldbdump.get_dump(services)
         state["put_xmldbdump"] = xmldbdump.put_dump(services)
+        state["export"] = xva_endpoints.export(services)
+        state["export_metadata"] = xva_endpoints.export_metadata(services)
+        state["import"] = xva_endpoints.import_xva(services)
+        state["import_metadata"] = xva_endpoints.import_metadata(services)
         reaper = asyncio.create_task(_expire_sessions(services.sessions))
         keeper = asyncio.create_task(_keep_watchdog(config, services)) if config.watchdog else None
         await asyncio.to_thread(services.vms.reconcile)
         # Before anything writes to the SRs (the heartbeat, metadata replication): a LUN that
         # became a mirror target or another pool's while this server was down is let go.
         await asyncio.to_thread(services.storage.reattach)
+        await asyncio.to_thread(xva_importer.sweep, services)  # imports a kill cut short
         services.storage.start_heartbeat()
         await asyncio.to_thread(services.metadata.start)
         services.monitor.start()
@@ -227,7 +234,7 @@ def build_app(
     async def serial(request: Request) -> Response:
         return await state["serial"](request)  # type: ignore[no-any-return]
 
-    def handler(name: str) -> Any:
+    def late(name: str) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             return await state[name](request)  # type: ignore[no-any-return]
 
@@ -241,15 +248,16 @@ def build_app(
 
     routes: list[BaseRoute] = [
         Mount("/ui", app=console_app(console)),
-        *(
-            Route(f"/{name}", handler(name), methods=["GET"])
-            for name in ("rrd_updates", "vm_rrd", "host_rrd", "metrics")
-        ),
+        *(Route(f"/{name}", late(name), methods=["GET"]) for name in ("rrd_updates", "vm_rrd", "host_rrd", "metrics")),
         Route("/console/serial", serial, methods=["GET"]),
         Route("/import_raw_vdi", import_vdi, methods=["PUT"]),
         Route("/export_raw_vdi", export_vdi, methods=["GET"]),
         Route("/pool/xmldbdump", get_xmldbdump, methods=["GET"]),
         Route("/pool/xmldbdump", put_xmldbdump, methods=["PUT"]),
+        Route("/export", late("export"), methods=["GET"]),
+        Route("/export_metadata", late("export_metadata"), methods=["GET"]),
+        Route("/import", late("import"), methods=["PUT"]),
+        Route("/import_metadata", late("import_metadata"), methods=["PUT"]),
         Route("/", xml_endpoint, methods=["POST"]),
         Route("/RPC2", xml_endpoint, methods=["POST"]),
         Route("/jsonrpc", json_endpoint, methods=["POST"]),

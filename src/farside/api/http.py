@@ -19,11 +19,14 @@ from pathlib import Path
 import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from farside.api.context import Services
 from farside.api.metadata import refuse_user_write
 from farside.api.sessions import Caller
 from farside.api.storage import vdi_busy
+from farside.api.transfers import HEADER, Transfer
+from farside.backup.disk import Disk
 from farside.errors import (
     AuthError,
     ClientError,
@@ -45,10 +48,17 @@ CHUNK = 1 << 20
 UPLOAD_FORMATS = ("raw", "qcow2")
 _ZERO = bytes(CHUNK)
 Endpoint = Callable[[Request], Awaitable[Response]]
+Progress = Callable[[int], None]
 
 
 class BadRequest(ClientError):
     code = "BAD_REQUEST"
+
+
+class ClientGone(FarsideError):
+    """The client stopped reading before a download was complete (xapi's failed write)."""
+
+    code = "CLIENT_ERROR"
 
 
 def _status(exc: FarsideError) -> int:
@@ -75,7 +85,22 @@ def guarded(fn: Endpoint) -> Endpoint:
     return endpoint
 
 
-def caller(services: Services, request: Request, needed: Role, what: str) -> Caller:
+class ClosingStream(StreamingResponse):
+    """A streaming response that runs ``on_close`` (on a worker thread) once it has ended, sent in
+    full or cut short: the place to end a transfer's task and let go of what it held."""
+
+    def __init__(self, body: AsyncIterator[bytes], on_close: Callable[[], None], headers: dict[str, str]) -> None:
+        super().__init__(body, headers=headers, media_type="application/octet-stream")
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await anyio.to_thread.run_sync(self._on_close)
+
+
+def caller_with(services: Services, request: Request, needed: Role, what: str) -> Caller:
     caller = services.sessions.validate(request.query_params.get("session_id", ""))
     if not caller.role.allows(needed):
         raise RbacPermissionDenied(what, f"{caller.user_name} is {caller.role.wire}; this needs {needed.wire}")
@@ -106,7 +131,7 @@ def _vdi_target(services: Services, request: Request) -> tuple[str, Lun, dict[st
 def import_raw_vdi(services: Services) -> Endpoint:
     @guarded
     async def endpoint(request: Request) -> Response:
-        caller(services, request, Role.VM_ADMIN, "http/put_import_raw_vdi")
+        caller = caller_with(services, request, Role.VM_ADMIN, "http/put_import_raw_vdi")
         upload_format = _format(request, UPLOAD_FORMATS)
         vdi, lun, record = _vdi_target(services, request)
         refuse_user_write(record["type"], "PUT /import_raw_vdi")
@@ -115,27 +140,67 @@ def import_raw_vdi(services: Services) -> Endpoint:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise BadRequest(f"the upload ({declared} bytes) is larger than the VDI ({size} bytes)")
-        target = lun.image_path(str(record["location"]))
-        target_format = recorded_format(str(record["location"]))
-        fd, name = tempfile.mkstemp(prefix=f".{record['uuid']}.import-", suffix=f".{upload_format}", dir=lun.path)
-        staging = Path(name)
+        label = f"Import of VDI {record['uuid']}"
+        transfer = Transfer.begin(services.db, services.tasks, caller, request.query_params.get("task_id", ""), label)
+        transfer.total = int(declared) if declared is not None and declared.isdigit() else size
         try:
-            received = await _receive(request.stream(), fd, limit)
-            with services.db.read() as tx:  # a VM may have started during a long upload
-                if vdi_busy(tx, vdi, services.metadata.replicator.active):
-                    raise VdiInUse(vdi)
-            await anyio.to_thread.run_sync(_install, vdi, staging, upload_format, target, target_format, size)
-        finally:
-            os.close(fd)
-            staging.unlink(missing_ok=True)
-        with services.db.write() as tx:
-            tx.set_fields("VDI", vdi, {"physical_utilisation": target.stat().st_blocks * 512})
-        return PlainTextResponse(f"imported {received} bytes into VDI {record['uuid']}\n")
+            received = await _upload(services, request, vdi, lun, record, upload_format, limit, transfer.add)
+        except BaseException as exc:
+            transfer.fail(exc)
+            raise
+        transfer.succeed()
+        return PlainTextResponse(
+            f"imported {received} bytes into VDI {record['uuid']}\n", headers={HEADER: transfer.ref}
+        )
 
     return endpoint
 
 
-async def _receive(stream: AsyncIterator[bytes], fd: int, limit: int) -> int:
+async def _upload(
+    services: Services, request: Request, vdi: str, lun: Lun, record: dict[str, object], upload_format: str,
+    limit: int, progress: Progress,
+) -> int:  # fmt: skip
+    """Receive the body into a fresh file, then make it the VDI's image.
+
+    To the client this is xapi's write in place: the bytes sent replace the disk's first bytes, the
+    rest of the disk stays as it was (a raw upload shorter than the disk), and an empty body changes
+    nothing. A qcow2 upload is a whole image."""
+    size = int(str(record["virtual_size"]))
+    target = lun.image_path(str(record["location"]))
+    target_format = recorded_format(str(record["location"]))
+    fd, name = tempfile.mkstemp(prefix=f".{record['uuid']}.import-", suffix=f".{upload_format}", dir=lun.path)
+    staging = Path(name)
+    try:
+        received = await _receive(request.stream(), fd, limit, progress)
+        if received == 0:
+            return 0
+        with services.db.read() as tx:  # a VM may have started during a long upload
+            if vdi_busy(tx, vdi, services.metadata.replicator.active):
+                raise VdiInUse(vdi)
+        if upload_format == "raw" and received < size:
+            await anyio.to_thread.run_sync(_keep_rest, fd, target, target_format, size, received)
+        await anyio.to_thread.run_sync(_install, vdi, staging, upload_format, target, target_format, size)
+    finally:
+        os.close(fd)
+        staging.unlink(missing_ok=True)
+    with services.db.write() as tx:
+        tx.set_fields("VDI", vdi, {"physical_utilisation": target.stat().st_blocks * 512})
+    return received
+
+
+def _keep_rest(fd: int, target: Path, fmt: str, size: int, start: int) -> None:
+    """Copy the disk's current bytes from ``start`` on into the staged upload (its data only)."""
+    with Disk(target, fmt, size) as disk:
+        for index, data in disk.chunks():
+            begin = index * CHUNK
+            if begin + len(data) <= start:
+                continue
+            piece = data[max(start - begin, 0) :]
+            if piece.count(0) != len(piece):
+                os.pwrite(fd, piece, max(begin, start))
+
+
+async def _receive(stream: AsyncIterator[bytes], fd: int, limit: int, progress: Progress) -> int:
     """Write the body into ``fd``, leaving holes for zero chunks so images stay sparse."""
     total = 0
     pending = bytearray()
@@ -147,8 +212,10 @@ async def _receive(stream: AsyncIterator[bytes], fd: int, limit: int) -> int:
         while len(pending) >= CHUNK:
             block, pending = bytes(pending[:CHUNK]), pending[CHUNK:]
             await anyio.to_thread.run_sync(_write_block, fd, block)
+            progress(len(block))
     if pending:
         await anyio.to_thread.run_sync(_write_block, fd, bytes(pending))
+        progress(len(pending))
     os.ftruncate(fd, total)  # a hole at the end (zeros skipped) still counts
     return total
 
@@ -195,25 +262,31 @@ def _install(vdi: str, staging: Path, upload_format: str, target: Path, target_f
 def export_raw_vdi(services: Services) -> Endpoint:
     @guarded
     async def endpoint(request: Request) -> Response:
-        caller(services, request, Role.VM_ADMIN, "http/get_export_raw_vdi")
+        caller = caller_with(services, request, Role.VM_ADMIN, "http/get_export_raw_vdi")
         _format(request, ("raw",))
         _, lun, record = _vdi_target(services, request)
         source = lun.image_path(str(record["location"]))
         size = int(str(record["virtual_size"]))
         fmt = recorded_format(str(record["location"]))
+        label = f"Export of VDI {record['uuid']}"
+        transfer = Transfer.begin(services.db, services.tasks, caller, request.query_params.get("task_id", ""), label)
+        transfer.total = size
         temporary: Path | None = None
-        if fmt == "raw":
-            await anyio.to_thread.run_sync(image.contained, source, fmt)
-        else:
-            fd, name = tempfile.mkstemp(prefix=f".{record['uuid']}.export-", suffix=".raw", dir=lun.path)
-            os.close(fd)
-            temporary = Path(name)
-            try:
+        try:
+            if fmt == "raw":
+                await anyio.to_thread.run_sync(image.contained, source, fmt)
+            else:
+                fd, name = tempfile.mkstemp(prefix=f".{record['uuid']}.export-", suffix=".raw", dir=lun.path)
+                os.close(fd)
+                temporary = Path(name)
                 await anyio.to_thread.run_sync(image.convert, source, fmt, temporary, "raw")
-            except BaseException:
+        except BaseException as exc:
+            if temporary is not None:
                 temporary.unlink(missing_ok=True)
-                raise
+            transfer.fail(exc)
+            raise
         path = temporary or source
+        state: dict[str, BaseException | bool] = {}
 
         async def body() -> AsyncIterator[bytes]:
             try:
@@ -225,13 +298,24 @@ def export_raw_vdi(services: Services) -> Endpoint:
                         if not block:
                             block = bytes(min(CHUNK, left))  # past the end of a short raw file: zeros
                         left -= len(block)
+                        transfer.add(len(block))
                         yield block
-            finally:
-                if temporary is not None:
-                    temporary.unlink(missing_ok=True)
+            except BaseException as exc:
+                state["error"] = exc
+                raise
+            state["done"] = True
 
-        headers = {"content-length": str(size), "content-type": "application/octet-stream"}
-        return StreamingResponse(body(), headers=headers)
+        def close() -> None:
+            if temporary is not None:
+                temporary.unlink(missing_ok=True)
+            error = state.get("error")
+            if state.get("done"):
+                transfer.succeed()
+            else:
+                transfer.fail(error if isinstance(error, FarsideError) else ClientGone("the client stopped reading"))
+
+        headers = {"content-length": str(size), HEADER: transfer.ref}
+        return ClosingStream(body(), close, headers)
 
     return endpoint
 
@@ -241,7 +325,7 @@ def serial_console(services: Services) -> Endpoint:
 
     @guarded
     async def endpoint(request: Request) -> Response:
-        caller(services, request, Role.VM_OPERATOR, "http/get_console")
+        caller_with(services, request, Role.VM_OPERATOR, "http/get_console")
         uuid = request.query_params.get("uuid", "")
         with services.db.read() as tx:
             tx.ref_of_uuid("VM", uuid)

@@ -98,6 +98,17 @@ class TaskManager:
                 values["error_info"] = error
             tx.set_fields("task", ref, values)
 
+    def succeed(self, ref: str, result: str = "") -> None:
+        """End a task run outside ``submit`` (an HTTP transfer) as a success with ``result``, the
+        XML-RPC encoding of its value."""
+        self._finish(ref, "success", result=result)
+
+    def fail(self, ref: str, exc: FarsideError) -> None:
+        """End a task run outside ``submit`` with the failure of ``exc`` (``cancelled`` for
+        TASK_CANCELLED)."""
+        status = "cancelled" if isinstance(exc, TaskCancelled) else "failure"
+        self._finish(ref, status, error=exc.failure)
+
     def private_result(self, ref: str) -> str | None:
         """The result kept out of the task's record because it carries a session ref, if any."""
         with self._lock:

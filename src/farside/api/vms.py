@@ -185,6 +185,11 @@ class VMService:
                         del self._claims[vm]
                 claim.released.set()
 
+    def claim(self, vm: str, op: str, task: str | None = None) -> contextlib.AbstractContextManager[_Claim]:
+        """Hold a halted VM for ``op`` (an export) while it runs: any other operation on it is
+        refused with OTHER_OPERATION_IN_PROGRESS, as it would be during a start."""
+        return self._operation(vm, op, ("Halted",), task=task)
+
     # -- delays -----------------------------------------------------------------------------
 
     def _delay(self, claim: _Claim, field: str) -> None:

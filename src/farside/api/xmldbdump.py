@@ -39,7 +39,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from farside import __version__
 from farside.api.context import Services
-from farside.api.http import BadRequest, Endpoint, caller, guarded
+from farside.api.http import BadRequest, Endpoint, caller_with, guarded
 from farside.api.vms import ALLOWED
 from farside.backup import xmldb
 from farside.db import Transaction
@@ -224,7 +224,7 @@ def _apply(tx: Transaction, plan: Plan) -> None:
 def get_dump(services: Services) -> Endpoint:
     @guarded
     async def endpoint(request: Request) -> Response:
-        caller(services, request, Role.POOL_ADMIN, "http/get_pool_xmldbdump")
+        caller_with(services, request, Role.POOL_ADMIN, "http/get_pool_xmldbdump")
         data = await anyio.to_thread.run_sync(dump, services)
         return Response(data, media_type="text/xml")
 
@@ -234,7 +234,7 @@ def get_dump(services: Services) -> Endpoint:
 def put_dump(services: Services) -> Endpoint:
     @guarded
     async def endpoint(request: Request) -> Response:
-        caller(services, request, Role.POOL_ADMIN, "http/put_pool_xmldbdump")
+        caller_with(services, request, Role.POOL_ADMIN, "http/put_pool_xmldbdump")
         declared = request.headers.get("content-length", "")
         if not declared.isdigit():
             raise BadRequest("a database restore needs a Content-Length")

@@ -57,6 +57,26 @@ def parse_request(body: bytes) -> tuple[str, list[Any]]:
     return method, [_plain(p) for p in params]
 
 
+def parse_value(document: bytes, max_nesting: int) -> Any:
+    """One bare ``<value>`` document (an XVA's ova.xml), decoded like a call's parameters.
+
+    Raises:
+        MalformedRequest: not well-formed, a DTD, not one value, or nested deeper than ``max_nesting``.
+    """
+    _refuse_dtd(document)
+    body = document.strip()
+    if body.startswith(b"<?xml"):
+        body = body[body.index(b"?>") + 2 :]
+    wrapped = b"<methodResponse><params><param>" + body + b"</param></params></methodResponse>"
+    try:
+        (value,), _ = xmlrpc.client.loads(wrapped, use_builtin_types=False)
+    except Exception as exc:  # expat and the unmarshaller raise many types for bad input
+        raise MalformedRequest(f"not one XML-RPC value: {exc}") from None
+    if nesting(value) > max_nesting:
+        raise MalformedRequest(f"values nest deeper than {max_nesting} levels")
+    return _plain(value)
+
+
 # XenAPI's deepest values (a map of sets) nest three levels; anything far deeper is an attack.
 MAX_NESTING = 64
 

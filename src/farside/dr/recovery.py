@@ -106,12 +106,12 @@ def recover(foreign: Database, target: Database, vms: list[str], force: bool, ap
     with target.write() as ttx:
         for vm, source in sources.items():
             existing = ttx.find("VM", "uuid", source["vm"]["uuid"])
-            if existing and not _may_replace(ttx, existing[0], source["vm"], force):
+            if existing and not may_replace(ttx, existing[0], source["vm"], force):
                 skipped.append(vm)
                 continue
             if existing:
-                _destroy_vm(ttx, existing[0])
-            ref, used = _import(ttx, source, force)
+                destroy_vm(ttx, existing[0])
+            ref, used = import_vm(ttx, source, force)
             recovered.append(ref)
             srs += used
         for sr in dict.fromkeys(srs):
@@ -122,7 +122,7 @@ def recover(foreign: Database, target: Database, vms: list[str], force: bool, ap
     return Outcome(recovered, skipped, list(dict.fromkeys(srs)))
 
 
-def _may_replace(ttx: Transaction, existing: str, incoming: dict[str, Any], force: bool) -> bool:
+def may_replace(ttx: Transaction, existing: str, incoming: dict[str, Any], force: bool) -> bool:
     """xapi's version rule: False means skip (force and running), raising where it must refuse."""
     record = ttx.get_record("VM", existing)
     if record["power_state"] != "Halted":
@@ -173,13 +173,18 @@ def _columns(cls: str, record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k in names}
 
 
-def _import(ttx: Transaction, source: dict[str, Any], force: bool) -> tuple[str, list[str]]:
+def import_vm(
+    ttx: Transaction, source: dict[str, Any], force: bool, import_task: str = "VM.recover"
+) -> tuple[str, list[str]]:
+    """Create the VM of ``source`` (``_gather``'s shape: disks by SR uuid and location, networks
+    by record) with its uuid, VBDs, VIFs and MACs, its version raised by one; ``import_task``
+    goes into its other_config. Returns the new VM and the SRs its disks are on."""
     vm_record = source["vm"]
     srs: list[str] = []
     values = {**_columns("VM", vm_record), **_RUNTIME_VM_FIELDS}
     values["version"] = vm_record["version"] + 1
     values["generation_id"] = f"{uuidlib.uuid4().int % 2**63}:0"
-    values["other_config"] = {**vm_record["other_config"], "import_task": "VM.recover"}
+    values["other_config"] = {**vm_record["other_config"], "import_task": import_task}
     if source["suspend"] is not None:
         suspend = _vdi_at(ttx, *source["suspend"])
         if suspend is None and not force:
@@ -234,7 +239,7 @@ def _network(ttx: Transaction, network: dict[str, Any] | None) -> str:
     return ttx.create("network", fields)
 
 
-def _destroy_vm(ttx: Transaction, vm: str) -> None:
+def destroy_vm(ttx: Transaction, vm: str) -> None:
     """Remove a VM with its VBDs, VIFs and metrics; its disks stay."""
     record = ttx.get_record("VM", vm)
     for vbd in record["VBDs"]:

@@ -126,6 +126,11 @@ class XmlRpcSession:
     def handle(self) -> str:
         return self._handle
 
+    @property
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context of this session's calls, for HTTP transfers beside them (None: defaults)."""
+        return self._context
+
     def call(self, method: str, *args: Any) -> Any:
         return self.call_as(self._handle, method, *args)
 
