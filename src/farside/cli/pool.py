@@ -17,6 +17,7 @@ from farside.config import (
     http_limits_from_env,
     kvm_from_env,
     login_limits_from_env,
+    schedules_from_env,
     session_timeout_from_env,
     watchdog_from_env,
 )
@@ -182,6 +183,7 @@ def server(args: argparse.Namespace) -> int:
         watchdog=watchdog_from_env(),
         http=http_limits_from_env(),
         login_limits=login_limits_from_env(),
+        vmss=schedules_from_env(),
     )
     serve(config)
     return 0

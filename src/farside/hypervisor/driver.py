@@ -125,7 +125,13 @@ class Driver:
             the driver.
     """
 
-    capabilities: Mapping[str, bool] = {"kvm": False, "suspend": False, "acpi_power_button": False, "reattach": False}
+    capabilities: Mapping[str, bool] = {
+        "kvm": False,
+        "suspend": False,
+        "acpi_power_button": False,
+        "reattach": False,
+        "live_snapshot": False,
+    }
 
     def __init__(self) -> None:
         self.on_halted: HaltedCallback | None = None
@@ -198,6 +204,20 @@ class Driver:
         Raises:
             DomainNotFound: no domain runs for ``uuid``.
             DomainError: saving failed; the domain is left as it was.
+        """
+        raise NotImplementedError
+
+    def backup_disks(self, uuid: str, targets: Mapping[int, tuple[Path, str]]) -> float:
+        """Copy the running domain's disks, by userdevice, into ``targets`` (a new, empty image of
+        the same virtual size, and its format, for each), all as they were at one instant, while
+        the guest runs on; returns once every copy is complete.
+
+        The disks are read through the hypervisor's block layer, never as files under a writing
+        guest. Returns the seconds the guest's disk I/O was held to fix that instant.
+
+        Raises:
+            DomainNotFound: no domain runs for ``uuid``.
+            DomainError: a copy failed; the domain runs on, untouched.
         """
         raise NotImplementedError
 

@@ -20,6 +20,8 @@ from farside.api.handlers import (
     vif,
     vm,
     vm_appliance,
+    vm_snapshot,
+    vmss,
 )
 
 __all__ = [
@@ -39,4 +41,6 @@ __all__ = [
     "vif",
     "vm",
     "vm_appliance",
+    "vm_snapshot",
+    "vmss",
 ]
