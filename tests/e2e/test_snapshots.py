@@ -141,7 +141,8 @@ def test_roles(site: tuple[PoolServer, XenAPI.Session, str, Path]) -> None:
     count = len(s.xenapi.VM.get_all())
     for user in ("viewer", "admin"):
         other = server.session(user, "pw")
-        for call in (lambda: other.xenapi.VM.snapshot(vm, "x", []), lambda: other.xenapi.VM.checkpoint(vm, "x")):
+        calls = (lambda o=other: o.xenapi.VM.snapshot(vm, "x", []), lambda o=other: o.xenapi.VM.checkpoint(vm, "x"))
+        for call in calls:
             with pytest.raises(XenAPI.Failure) as exc:
                 call()
             assert exc.value.details[0] == "RBAC_PERMISSION_DENIED"
