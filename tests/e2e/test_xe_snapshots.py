@@ -49,7 +49,10 @@ def test_snapshot_commands(server: PoolServer, tmp_path: Path) -> None:
     listed = ok(server, "snapshot-list", "params=uuid,name-label,is-a-snapshot,snapshot-of,power-state")
     assert named(listed) == (GOLDEN / "xe-snapshot-list.txt").read_text()
     result = xe(server, "snapshot-revert", f"snapshot-uuid={snap}", f"uuid={other}")
-    assert result.returncode == 1 and named(result.stderr) == "Error: The snapshot <snapshot> is not a snapshot of VM <other>.\n"
+    assert (
+        result.returncode == 1
+        and named(result.stderr) == "Error: The snapshot <snapshot> is not a snapshot of VM <other>.\n"
+    )
     ok(server, "snapshot-revert", f"snapshot-uuid={snap}", f"uuid={web_uuid}")
     assert s.xenapi.VM.get_parent(web) == s.xenapi.VM.get_by_uuid(snap)
 

@@ -31,6 +31,9 @@ from farside.storage.lun import Lun, new_location, recorded_format
 
 log = logging.getLogger(__name__)
 
+# snapshot_info's key for the milliseconds a live snapshot held the guest's disk I/O (Farside's).
+HOLD_KEY = "farside-disk-io-held-ms"
+
 # Fields a snapshot does not take from its VM (xapi's do_not_copy, for the fields Farside has):
 # identity, runtime state and the relations the snapshot gets of its own.
 _NOT_COPIED = frozenset(
@@ -80,8 +83,6 @@ class SnapshotService:
         self._db = db
         self._vms = vms
         self._storage = storage
-        # Seconds the last live copy held its guest's disk I/O (the bench and the log read it).
-        self.last_hold_s = 0.0
 
     # -- snapshot and checkpoint ----------------------------------------------------------
 
@@ -91,11 +92,13 @@ class SnapshotService:
         with self._vms.claim(vm, "snapshot", ("Halted", "Running", "Paused"), task) as record:
             self._refuse_template(vm, record, "snapshot")
             disks = self._disks(record, ignore_vdis)
+            info = {"power-state-at-snapshot": record["power_state"], "disk-snapshot-type": "crash_consistent"}
             if record["power_state"] == "Halted":
                 self._copy_files(disks)
             else:
-                self._copy_live(record, disks)
-            return self._record(vm, record, name, disks, record["power_state"], vmss=vmss)
+                # A Farside key: how long the guest's disk I/O waited for the copy's instant.
+                info[HOLD_KEY] = f"{self._copy_live(record, disks) * 1000:.3f}"
+            return self._record(vm, record, name, disks, info, vmss=vmss)
 
     def checkpoint(self, vm: str, name: str, task: str | None = None, *, vmss: str = NULL_REF) -> str:
         """A snapshot with the guest's memory; the VM runs on (or stays paused) afterwards."""
@@ -106,7 +109,8 @@ class SnapshotService:
             self._vms.record_state(vm, "Suspended")
             try:
                 self._copy_files(disks)
-                snap = self._record(vm, record, name, disks, record["power_state"], memory=memory, vmss=vmss)
+                info = {"power-state-at-snapshot": record["power_state"], "disk-snapshot-type": "crash_consistent"}
+                snap = self._record(vm, record, name, disks, info, memory=memory, vmss=vmss)
             except BaseException:
                 self._resume(vm, record, memory, drop=True)
                 raise
@@ -162,8 +166,9 @@ class SnapshotService:
             _remove_made(made)
             raise
 
-    def _copy_live(self, record: dict[str, Any], disks: list[_Disk]) -> None:
-        """Copy a running VM's disks through its hypervisor, all at one instant."""
+    def _copy_live(self, record: dict[str, Any], disks: list[_Disk]) -> float:
+        """Copy a running VM's disks through its hypervisor, all at one instant; the seconds the
+        guest's disk I/O was held."""
         copied = [d for d in disks if d.lun is not None]
         try:
             targets = {}
@@ -171,15 +176,15 @@ class SnapshotService:
                 assert disk.vdi is not None
                 image.create(disk.path, disk.format, image.contained(disk.source_path, disk.format).virtual_size)
                 targets[int(disk.vbd["userdevice"])] = (disk.path, disk.format)
-            if targets:
-                self.last_hold_s = self._vms.driver.backup_disks(record["uuid"], targets)
+            held = self._vms.driver.backup_disks(record["uuid"], targets) if targets else 0.0
             for disk in copied:
                 image.contained(disk.path, disk.format)
+            return held
         except BaseException:
             _remove_made(copied)
             raise
 
-    def _record(self, vm: str, record: dict[str, Any], name: str, disks: list[_Disk], state: str,
+    def _record(self, vm: str, record: dict[str, Any], name: str, disks: list[_Disk], info: dict[str, str],
                 *, memory: str = NULL_REF, vmss: str = NULL_REF) -> str:  # fmt: skip
         """The snapshot's records (VM, VDIs, VBDs, VIFs), in one transaction."""
         try:
@@ -194,10 +199,7 @@ class SnapshotService:
                         "snapshot_of": vm,
                         "snapshot_time": now(),
                         "transportable_snapshot_id": str(uuidlib.uuid4()),
-                        "snapshot_info": {
-                            "power-state-at-snapshot": state,
-                            "disk-snapshot-type": "crash_consistent",
-                        },
+                        "snapshot_info": info,
                         "snapshot_metadata": json.dumps(_metadata(tx, vm)),
                         "parent": tx.get_field("VM", vm, "parent"),
                         "is_vmss_snapshot": vmss != NULL_REF,
