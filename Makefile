@@ -64,6 +64,7 @@ bench: setup
 	$(PY) bench/metadata.py
 	$(PY) bench/failover.py
 	$(PY) bench/mirror.py
+	$(PY) bench/snapshot.py
 
 demo: setup
 	$(PY) demo/two_sites.py
