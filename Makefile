@@ -9,8 +9,8 @@ STAMP := $(VENV)/.installed
 # qemu-io for disk images and image locks; chromium for the console's browser tests (Playwright
 # drives it; it never downloads a browser of its own).
 DEB_PACKAGES := python3-venv qemu-system-x86 qemu-utils chromium
-# Only the benchmarks need these: rsync is bench/mirror.py's baseline.
-BENCH_DEB_PACKAGES := rsync
+# Only the benchmarks need these: rsync is bench/mirror.py's baseline; xfsprogs makes bench/snapshot.py's reflink LUN.
+BENCH_DEB_PACKAGES := rsync xfsprogs
 # Every QEMU runs as this unprivileged system user (farside.config.DEFAULT_QEMU_USER): no home,
 # no shell, no files of its own; the server hands it its disks as open descriptors.
 QEMU_USER := farside-qemu

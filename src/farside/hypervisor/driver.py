@@ -117,7 +117,8 @@ class Driver:
         capabilities: what this driver can do. Keys every driver sets:
             ``kvm`` (hardware acceleration in use), ``suspend`` (``suspend`` and
             ``start(restore_from=...)`` work), ``acpi_power_button`` (``press_power_button``
-            reaches the guest), ``reattach`` (domains survive the server and are found again).
+            reaches the guest), ``reattach`` (domains survive the server and are found again),
+            ``live_snapshot`` (``backup_disks`` copies a running domain's disks).
         on_halted: called as ``on_halted(uuid, reason)`` when a domain stops by itself: the guest
             powered off (``"guest-shutdown"``), QEMU was signalled (``"host-signal"``, ``"killed"``)
             or died (``"crashed"``). Not called for ``hard_stop`` and ``suspend``, whose callers

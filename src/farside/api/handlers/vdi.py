@@ -51,7 +51,12 @@ def _copy(ctx: Context, vdi: str, snapshot: bool) -> str:
         source["SR"],
         lun,
         fields,
-        lambda path, fmt: image.convert(src_path, src_format, path, fmt),
+        # One copy path for every VDI copy: a reflink where the LUN has them, else sparse.
+        lambda path, fmt: (
+            image.copy(src_path, src_format, path)
+            if fmt == src_format
+            else image.convert(src_path, src_format, path, fmt)
+        ),
     )
 
 
