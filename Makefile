@@ -7,10 +7,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the project needs at run time and in tests: QEMU for VMs, qemu-img and
 # qemu-io for disk images and image locks; chromium for the console's browser tests (Playwright
-# drives it; it never downloads a browser of its own).
-DEB_PACKAGES := python3-venv qemu-system-x86 qemu-utils chromium
-# Only the benchmarks need these: rsync is bench/mirror.py's baseline; xfsprogs makes bench/snapshot.py's reflink LUN.
-BENCH_DEB_PACKAGES := rsync xfsprogs
+# drives it; it never downloads a browser of its own); xfsprogs for the lab's and the benchmark's
+# reflink LUN (XFS in a loop file).
+DEB_PACKAGES := python3-venv qemu-system-x86 qemu-utils chromium xfsprogs
+# Only the benchmarks need these: rsync is bench/mirror.py's baseline.
+BENCH_DEB_PACKAGES := rsync
 # Every QEMU runs as this unprivileged system user (farside.config.DEFAULT_QEMU_USER): no home,
 # no shell, no files of its own; the server hands it its disks as open descriptors.
 QEMU_USER := farside-qemu
