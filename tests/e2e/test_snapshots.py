@@ -69,6 +69,13 @@ def test_snapshot_of_running_vm_and_revert(site: tuple[PoolServer, XenAPI.Sessio
     snap_vdi = s.xenapi.VBD.get_VDI(s.xenapi.VM.get_VBDs(snap)[0])
     assert s.xenapi.VDI.get_is_a_snapshot(snap_vdi)
     wait_counter(image(s, lun, vm), taken + 3)  # the guest ran on
+    # VDI.snapshot of the running disk goes through QEMU too.
+    low = read_counter(image(s, lun, vm)) or 0
+    disk_snap = s.xenapi.VDI.snapshot(s.xenapi.VBD.get_VDI(s.xenapi.VM.get_VBDs(vm)[0]), {})
+    high = read_counter(image(s, lun, vm)) or 0
+    assert s.xenapi.VDI.get_is_a_snapshot(disk_snap)
+    assert low <= (read_counter(lun / s.xenapi.VDI.get_location(disk_snap)) or -1) <= high + 1
+    s.xenapi.VDI.destroy(disk_snap)
     old_vdi = s.xenapi.VBD.get_VDI(s.xenapi.VM.get_VBDs(vm)[0])
     s.xenapi.VM.revert(snap)
     assert s.xenapi.VM.get_power_state(vm) == "Halted" and s.xenapi.VM.get_uuid(vm) == uuid

@@ -236,6 +236,18 @@ class SnapshotService:
                 disk.lun.write_vdi(lun_record(tx, target))
             tx.create("VBD", {**{k: disk.vbd[k] for k in _VBD_COPIED}, "VM": owner, "VDI": target})
 
+    def copy_running_disk(self, vm: str, userdevice: int, target: Path, fmt: str, size: int) -> None:
+        """``VDI.snapshot``/``clone`` of a disk a running VM writes: a new image at ``target``
+        copied through the VM's hypervisor, as VM.snapshot copies it (never the file under the
+        guest). The VM is held for it (OTHER_OPERATION_IN_PROGRESS to others meanwhile)."""
+        with self._vms.claim(vm, "snapshot", ("Running", "Paused")) as record:
+            try:
+                image.create(target, fmt, size)
+                self._vms.driver.backup_disks(record["uuid"], {userdevice: (target, fmt)})
+            except BaseException:
+                target.unlink(missing_ok=True)
+                raise
+
     # -- destroy ----------------------------------------------------------------------------
 
     def uninstall(self, snapshot: str, disks: bool = True) -> None:
