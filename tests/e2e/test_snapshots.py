@@ -107,6 +107,7 @@ def test_checkpoint_and_revert_resume_the_guest(site: tuple[PoolServer, XenAPI.S
     assert s.xenapi.VM.get_power_state(vm) == "Running"
     assert s.xenapi.VM.get_power_state(snap) == "Suspended"
     assert s.xenapi.VM.get_suspend_VDI(snap) != "OpaqueRef:NULL"
+    assert s.xenapi.VM.get_suspend_VDI(vm) == "OpaqueRef:NULL"  # the image passed to the checkpoint
     wait_serial(server, s, vm, f"TICK {at_checkpoint + 15}".encode(), timeout=30)  # it runs on
     s.xenapi.VM.revert(snap)
     assert s.xenapi.VM.get_power_state(vm) == "Suspended"

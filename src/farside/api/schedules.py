@@ -92,9 +92,9 @@ class Scheduler:
                 name = f"{v['name_label']}-{format_datetime(now)}"
                 try:
                     if record["type"] == "checkpoint" and v["power_state"] in ("Running", "Paused"):
-                        snap = self._snapshots.checkpoint(vm, name, vmss=vmss)
+                        snap = self._snapshots.checkpoint(vm, name, vmss=vmss, taken_at=format_datetime(now))
                     else:
-                        snap = self._snapshots.snapshot(vm, name, [], vmss=vmss)
+                        snap = self._snapshots.snapshot(vm, name, [], vmss=vmss, taken_at=format_datetime(now))
                     with self._db.read() as tx:
                         taken.append(tx.get_field("VM", snap, "uuid"))
                     self._prune(vm, record["retained_snapshots"])
@@ -113,7 +113,8 @@ class Scheduler:
             return taken
 
     def _prune(self, vm: str, keep: int) -> None:
-        """Delete the VM's oldest schedule snapshots beyond ``keep``, with their disks."""
+        """Delete the VM's oldest schedule snapshots beyond ``keep``, with their disks (by the
+        time the scheduler stamped them; its clock is the one that decides what is due)."""
         with self._db.read() as tx:
             ours = [
                 (tx.get_field("VM", s, "snapshot_time"), s)

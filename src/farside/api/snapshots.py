@@ -87,8 +87,9 @@ class SnapshotService:
     # -- snapshot and checkpoint ----------------------------------------------------------
 
     def snapshot(self, vm: str, name: str, ignore_vdis: list[str], task: str | None = None,
-                 *, vmss: str = NULL_REF) -> str:  # fmt: skip
-        """A crash-consistent snapshot of the VM (halted, running or paused); its ref."""
+                 *, vmss: str = NULL_REF, taken_at: str | None = None) -> str:  # fmt: skip
+        """A crash-consistent snapshot of the VM (halted, running or paused); its ref.
+        ``vmss``, ``taken_at``: a schedule's run, stamped by the scheduler's clock."""
         with self._vms.claim(vm, "snapshot", ("Halted", "Running", "Paused"), task) as record:
             self._refuse_template(vm, record, "snapshot")
             disks = self._disks(record, ignore_vdis)
@@ -98,28 +99,38 @@ class SnapshotService:
             else:
                 # A Farside key: how long the guest's disk I/O waited for the copy's instant.
                 info[HOLD_KEY] = f"{self._copy_live(record, disks) * 1000:.3f}"
-            return self._record(vm, record, name, disks, info, vmss=vmss)
+            return self._record(vm, record, name, disks, info, vmss=vmss, taken_at=taken_at)
 
-    def checkpoint(self, vm: str, name: str, task: str | None = None, *, vmss: str = NULL_REF) -> str:
-        """A snapshot with the guest's memory; the VM runs on (or stays paused) afterwards."""
+    def checkpoint(self, vm: str, name: str, task: str | None = None, *, vmss: str = NULL_REF,
+                   taken_at: str | None = None) -> str:  # fmt: skip
+        """A snapshot with the guest's memory; the VM runs on (or stays paused) afterwards.
+
+        Until the checkpoint's records are written the VM is an ordinary suspended VM (its memory
+        image its own suspend VDI), so a server that dies meanwhile leaves it resumable; the same
+        transaction that makes the checkpoint hands the image over to it."""
         with self._vms.claim(vm, "checkpoint", ("Running", "Paused"), task) as record:
             self._refuse_template(vm, record, "checkpoint")
             disks = self._disks(record, [])
-            memory = self._vms.save_memory(vm, record, owner=None)
+            memory = self._vms.save_memory(vm, record, owner=vm)
             self._vms.record_state(vm, "Suspended")
             try:
                 self._copy_files(disks)
                 info = {"power-state-at-snapshot": record["power_state"], "disk-snapshot-type": "crash_consistent"}
-                snap = self._record(vm, record, name, disks, info, memory=memory, vmss=vmss)
+                snap = self._record(vm, record, name, disks, info, memory=memory, vmss=vmss, taken_at=taken_at)
             except BaseException:
                 self._resume(vm, record, memory, drop=True)
                 raise
-            self._resume(vm, record, memory, drop=False)
+            try:
+                self._resume(vm, record, memory, drop=False)
+            except BaseException:
+                # The memory is the checkpoint's now: the VM is left Halted (a revert brings it back).
+                self._vms.record_state(vm, "Halted")
+                raise
             return snap
 
     def _resume(self, vm: str, record: dict[str, Any], memory: str, drop: bool) -> None:
         """Start the VM again from the memory image ``memory``; ``drop``: the image was not taken
-        by a checkpoint, so it goes once the guest runs."""
+        by a checkpoint (it is still the VM's suspend VDI), so it goes once the guest runs."""
         with self._db.read() as tx:
             vdi = tx.get_record("VDI", memory)
             lun = self._storage.attached_lun(tx, vdi["SR"])
@@ -127,6 +138,7 @@ class SnapshotService:
         if drop:
             _remove_images(lun, [(vdi["uuid"], vdi["location"])])
             with self._db.write() as tx:
+                tx.set_fields("VM", vm, {"suspend_VDI": NULL_REF})
                 tx.destroy("VDI", memory)
 
     def _refuse_template(self, vm: str, record: dict[str, Any], op: str) -> None:
@@ -185,8 +197,9 @@ class SnapshotService:
             raise
 
     def _record(self, vm: str, record: dict[str, Any], name: str, disks: list[_Disk], info: dict[str, str],
-                *, memory: str = NULL_REF, vmss: str = NULL_REF) -> str:  # fmt: skip
-        """The snapshot's records (VM, VDIs, VBDs, VIFs), in one transaction."""
+                *, memory: str = NULL_REF, vmss: str = NULL_REF, taken_at: str | None = None) -> str:  # fmt: skip
+        """The snapshot's records (VM, VDIs, VBDs, VIFs), in one transaction; a checkpoint's
+        ``memory`` passes from the VM to it."""
         try:
             with self._db.write() as tx:
                 fields = {k: v for k, v in tx.get_record("VM", vm).items() if k not in _NOT_COPIED}
@@ -197,7 +210,7 @@ class SnapshotService:
                         "name_label": name,
                         "is_a_snapshot": True,
                         "snapshot_of": vm,
-                        "snapshot_time": now(),
+                        "snapshot_time": taken_at or now(),
                         "transportable_snapshot_id": str(uuidlib.uuid4()),
                         "snapshot_info": info,
                         "snapshot_metadata": json.dumps(_metadata(tx, vm)),
@@ -212,7 +225,7 @@ class SnapshotService:
                 for vif in record["VIFs"]:
                     v = tx.get_record("VIF", vif)
                     tx.create("VIF", {**{k: v[k] for k in _VIF_COPIED}, "VM": snap})
-                tx.set_fields("VM", vm, {"parent": snap})
+                tx.set_fields("VM", vm, {"parent": snap, **({"suspend_VDI": NULL_REF} if memory != NULL_REF else {})})
                 tx.set_fields("VM", snap, {"allowed_operations": allowed_operations(tx.get_record("VM", snap))})
                 return snap
         except BaseException:

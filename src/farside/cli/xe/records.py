@@ -206,7 +206,7 @@ VM = View(
         refs("vtpms", "VTPMs", "VTPM"),
     ],
     list_params=("name-label", "uuid", "power-state"),
-    filters=(("is-a-template", "false"),),
+    filters=(("is-a-template", "false"), ("is-a-snapshot", "false")),
 )
 
 
