@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -238,10 +239,7 @@ class QemuDriver(Driver):
         uuid = _check_uuid(uuid)
         domain = self._required(uuid)
         with contextlib.ExitStack() as opened:
-            fds = {
-                device: (opened.enter_context(_closing(os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC))), fmt)
-                for device, (path, fmt) in targets.items()
-            }
+            fds = {device: (*_open_target(opened, path), fmt) for device, (path, fmt) in targets.items()}
             held = self._loop.run(backup(domain, fds, self._command_timeout, self._suspend_timeout))
         log.info("domain %s: %d disk(s) copied live; I/O held %.1f ms", uuid, len(targets), held * 1000)
         return held
@@ -457,6 +455,20 @@ def open_command(
     except ValueError as exc:
         raise DomainError(uuid, f"cannot start: {exc}") from exc
     return argv, fds.all()
+
+
+def _open_target(opened: contextlib.ExitStack, path: Path) -> tuple[int, bool]:
+    """A live copy's target, and whether it is opened with O_DIRECT: the copy then bypasses the
+    page cache, whose writeback throttling would otherwise hold up the guest's own writes for
+    hundreds of milliseconds (measured with a 2 GiB disk: bench/snapshot.py). Filesystems without
+    O_DIRECT (tmpfs) get a cached copy."""
+    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return opened.enter_context(_closing(os.open(path, flags | os.O_DIRECT))), True
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+    return opened.enter_context(_closing(os.open(path, flags))), False
 
 
 def _open_image(uuid: str, disk: DiskSpec) -> int:
