@@ -183,8 +183,10 @@ def running(size: int, reps: int) -> list[tuple[float, float, float]]:
             during = ticks.worst_gap_ms(began - 0.2, time.perf_counter())
             before = ticks.worst_gap_ms(began - 0.2 - (time.perf_counter() - began), began - 0.2)
             holds.append((float(s.xenapi.VM.get_snapshot_info(snap)["farside-disk-io-held-ms"]), during, before))
-            print(f"    live snapshot: QMP transaction {holds[-1][0]:.1f} ms, call {(ended - began) * 1000:.0f} ms, "
-                  f"longest tick gap {during:.0f} ms (before: {before:.0f} ms)")
+            print(
+                f"    live snapshot: QMP transaction {holds[-1][0]:.1f} ms, call {(ended - began) * 1000:.0f} ms, "
+                f"longest tick gap {during:.0f} ms (before: {before:.0f} ms)"
+            )
             disks = [s.xenapi.VBD.get_VDI(v) for v in s.xenapi.VM.get_VBDs(snap)]
             s.xenapi.VM.destroy(snap)
             for vdi in disks:
