@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import XenAPI
 
+from farside.model.roles import Role
+
 from pools import PoolServer, make_pool
 from vms import bootable_vm, make_sr
 
@@ -36,7 +38,9 @@ def test_schedule_runs_prunes_and_catches_up(tmp_path: Path) -> None:
     at(clock, "2026-01-01 10:05:00")
     make_pool(tmp_path / "pool")
     env = {"FARSIDE_VMSS_CLOCK": str(clock), "FARSIDE_VMSS_INTERVAL": "0.2"}
-    server = PoolServer(tmp_path / "pool", env=env).start()
+    server = PoolServer(tmp_path / "pool", env=env)
+    server.add_user("power", Role.VM_POWER_ADMIN)
+    server.start()
     try:
         s = server.session()
         sr = make_sr(s, tmp_path / "lun")
@@ -45,6 +49,16 @@ def test_schedule_runs_prunes_and_catches_up(tmp_path: Path) -> None:
             {"name_label": "hourly", "type": "snapshot", "frequency": "hourly", "schedule": {"min": "0"},
              "retained_snapshots": "2", "enabled": True}
         )  # fmt: skip
+        # Schedules are pool-operator business (xapi's roles): a vm-power-admin is refused.
+        power = server.session("power", "pw")
+        for call in (lambda: power.xenapi.VM.set_snapshot_schedule(vm, vmss),
+                     lambda: power.xenapi.VMSS.snapshot_now(vmss),
+                     lambda: power.xenapi.VMSS.create({"name_label": "x", "type": "snapshot", "frequency": "hourly",
+                                                       "schedule": {"min": "0"}})):  # fmt: skip
+            with pytest.raises(XenAPI.Failure) as exc:
+                call()
+            assert exc.value.details[0] == "RBAC_PERMISSION_DENIED"
+        assert s.xenapi.VM.get_snapshots(vm) == [] and len(s.xenapi.VMSS.get_all()) == 1
         s.xenapi.VM.set_snapshot_schedule(vm, vmss)
         assert s.xenapi.VMSS.get_VMs(vmss) == [vm]
         time.sleep(1)
