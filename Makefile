@@ -7,8 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the project needs at run time and in tests: QEMU for VMs, qemu-img and
 # qemu-io for disk images and image locks; chromium for the console's browser tests (Playwright
-# drives it; it never downloads a browser of its own).
-DEB_PACKAGES := python3-venv qemu-system-x86 qemu-utils chromium
+# drives it; it never downloads a browser of its own); xfsprogs for the lab's and the benchmark's
+# reflink LUN (XFS in a loop file).
+DEB_PACKAGES := python3-venv qemu-system-x86 qemu-utils chromium xfsprogs
 # Only the benchmarks need these: rsync is bench/mirror.py's baseline, zstd bench/xva.py's.
 BENCH_DEB_PACKAGES := rsync zstd
 # Every QEMU runs as this unprivileged system user (farside.config.DEFAULT_QEMU_USER): no home,
@@ -67,6 +68,7 @@ bench: setup
 	$(PY) bench/mirror.py
 	$(PY) bench/metrics.py
 	$(PY) bench/xva.py
+	$(PY) bench/snapshot.py
 
 demo: setup
 	$(PY) demo/two_sites.py

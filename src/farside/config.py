@@ -6,6 +6,8 @@ import hashlib
 import os
 import signal
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +181,31 @@ class LoginLimits:
 
 # Where ``farside mirror`` keeps its mirrors' state when neither --state-dir nor FARSIDE_MIRROR_DIR says.
 DEFAULT_MIRROR_DIR = Path("/var/lib/farside/mirror")
+DEFAULT_VMSS_INTERVAL_S = 30.0
+
+
+@dataclass(frozen=True)
+class Schedules:
+    """The snapshot scheduler: how often it looks for due schedules, and its clock.
+
+    ``clock_file`` (``FARSIDE_VMSS_CLOCK``) is for tests: a file holding the epoch seconds the
+    scheduler takes as now, so a test can move a real server's schedule clock without waiting.
+    """
+
+    interval_s: float = DEFAULT_VMSS_INTERVAL_S
+    clock_file: Path | None = None
+
+    def clock(self) -> Callable[[], float]:
+        path = self.clock_file
+        if path is None:
+            return time.time
+        return lambda: float(path.read_text().strip())
+
+
+def schedules_from_env() -> Schedules:
+    """``FARSIDE_VMSS_INTERVAL`` (seconds) and ``FARSIDE_VMSS_CLOCK`` (a file) where set."""
+    clock = os.environ.get("FARSIDE_VMSS_CLOCK")
+    return Schedules(_positive("FARSIDE_VMSS_INTERVAL", DEFAULT_VMSS_INTERVAL_S), Path(clock) if clock else None)
 
 
 @dataclass(frozen=True)
@@ -218,6 +245,7 @@ class ServerConfig:
     http: HttpLimits = HttpLimits()
     login_limits: LoginLimits = LoginLimits()
     mirror_dir: Path = DEFAULT_MIRROR_DIR
+    vmss: Schedules = Schedules()
 
     @property
     def db_path(self) -> Path:

@@ -42,7 +42,9 @@ from farside.api.messages import MessageService
 from farside.api.metadata import MetadataService
 from farside.api.monitor import MonitorService
 from farside.api.records import AllRecords, Encoded, RecordCache
+from farside.api.schedules import Scheduler
 from farside.api.sessions import SessionStore
+from farside.api.snapshots import SnapshotService
 from farside.api.storage import StorageService
 from farside.api.tasks import TaskManager
 from farside.api.throttle import note_client
@@ -109,6 +111,8 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
     storage = StorageService(db, pool, host, config.fencing, messages)
     sessions = SessionStore(db, host, config.session_timeout_s, config.login_limits)
     tasks = TaskManager(db, host)
+    vms = VMService(db, driver, storage, tasks, pool, host)
+    snapshots = SnapshotService(db, vms, storage)
     return Services(
         config=config,
         db=db,
@@ -117,12 +121,14 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
         tasks=tasks,
         records=RecordCache(db),
         storage=storage,
-        vms=VMService(db, driver, storage, tasks, pool, host),
+        vms=vms,
         metadata=MetadataService(db, storage, sessions, pool, config.metadata_half_size, keys),
         messages=messages,
         monitor=MonitorService(db, driver, host),
         pool=pool,
         host=host,
+        snapshots=snapshots,
+        schedules=Scheduler(db, snapshots, messages, config.vmss.clock(), config.vmss.interval_s),
     )
 
 
@@ -172,6 +178,7 @@ def build_app(
         services.storage.start_heartbeat()
         await asyncio.to_thread(services.metadata.start)
         services.monitor.start()
+        services.schedules.start()
         try:
             yield
         finally:
@@ -179,6 +186,7 @@ def build_app(
             reaper.cancel()
             if keeper is not None:
                 keeper.cancel()  # the watchdog itself runs on: it fences the VMs the server leaves running
+            services.schedules.stop()
             services.storage.stop_heartbeat()
             services.monitor.stop()  # before the driver and the database it reads close
             services.metadata.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -10,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import XenAPI
 
 
 def farside(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -102,3 +105,31 @@ def test_bad_input_gets_one_line_and_an_exit_code(lab: Path, tmp_path: Path) -> 
     (tmp_path / "full" / "x").write_text("x")
     done = farside("lab", "up", str(tmp_path / "full"), check=False)
     assert done.returncode == 2 and "is not empty" in done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("mkfs.xfs") is None, reason="needs root and xfsprogs")
+def test_reflink_lun(lab: Path) -> None:
+    """``up --reflink`` adds an XFS LUN in a loop file at site A, where a VDI snapshot shares its
+    source's blocks; ``down`` unmounts it and detaches the loop device."""
+    out = farside("lab", "up", str(lab), "--vms", "1", "--vapps", "0", "--luns", "1", "--reflink").stdout
+    assert "Reflink LUN" in out
+    ports = json.loads((lab / "lab.json").read_text())["ports"]
+    s = XenAPI.Session(f"http://127.0.0.1:{ports['a']}")
+    s.xenapi.login_with_password("root", (lab / "password").read_text().strip(), "1.0", "tests")
+    [sr] = s.xenapi.SR.get_by_name_label("Reflink LUN")
+    vdi = s.xenapi.VDI.create(
+        {"SR": sr, "virtual_size": str(64 << 20), "type": "user", "name_label": "data", "sharable": False,
+         "read_only": False, "other_config": {}, "sm_config": {"type": "raw"}}
+    )  # fmt: skip
+    mount = lab / "luns-a" / "reflink"
+    with open(mount / s.xenapi.VDI.get_location(vdi), "r+b") as f:
+        f.write(os.urandom(8 << 20))
+    snap = s.xenapi.VDI.snapshot(vdi, {})
+    extents = subprocess.run(["filefrag", "-v", str(mount / s.xenapi.VDI.get_location(snap))],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "shared" in extents  # the copy is a reflink, not a second set of blocks
+    s.xenapi.session.logout()
+    out = farside("lab", "down", str(lab)).stdout
+    assert "reflink LUN" in out
+    assert str(mount) not in Path("/proc/self/mounts").read_text()
+    assert subprocess.run(["losetup", "-j", str(lab / "reflink.img")], capture_output=True, text=True).stdout == ""

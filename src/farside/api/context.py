@@ -12,7 +12,9 @@ from farside.api.messages import MessageService
 from farside.api.metadata import MetadataService
 from farside.api.monitor import MonitorService
 from farside.api.records import RecordCache
+from farside.api.schedules import Scheduler
 from farside.api.sessions import Caller, SessionStore
+from farside.api.snapshots import SnapshotService
 from farside.api.storage import StorageService
 from farside.api.tasks import TaskManager
 from farside.api.vms import VMService
@@ -37,6 +39,8 @@ class Services:
     monitor: MonitorService
     pool: str
     host: str
+    snapshots: SnapshotService
+    schedules: Scheduler
     # Set once the server's loop runs: how code on worker threads makes XenAPI calls in-process.
     loop: asyncio.AbstractEventLoop | None = None
     dispatch: Callable[[str, list[Any]], Coroutine[Any, Any, Any]] | None = None

@@ -14,7 +14,7 @@ from farside.model.types import XML_UNSAFE, now
 log = logging.getLogger(__name__)
 
 # The class named by a message's ``cls``, for the classes Farside serves (the others cannot exist).
-CLASS_OF = {"VM": "VM", "Host": "host", "SR": "SR", "Pool": "pool", "VDI": "VDI"}
+CLASS_OF = {"VM": "VM", "Host": "host", "SR": "SR", "Pool": "pool", "VDI": "VDI", "VMSS": "VMSS"}
 
 # Priorities as XenCenter shows them (xapi: 1 is the most urgent, 5 informational).
 PRIORITY_CRITICAL = 1

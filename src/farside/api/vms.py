@@ -46,7 +46,7 @@ DEFAULT_CLEAN_SHUTDOWN_S = 60.0
 RELEASE_WAIT_S = 30.0
 
 ALLOWED = {
-    "Halted": ["start", "start_on", "destroy", "clone", "copy", "snapshot", "export"],
+    "Halted": ["start", "start_on", "destroy", "clone", "copy", "snapshot", "export", "revert"],
     "Running": [
         "clean_shutdown",
         "hard_shutdown",
@@ -57,10 +57,35 @@ ALLOWED = {
         "suspend",
         "pool_migrate",
         "migrate_send",
+        "snapshot",
+        "checkpoint",
+        "revert",
     ],
-    "Paused": ["unpause", "hard_shutdown", "shutdown", "hard_reboot", "suspend", "pool_migrate", "migrate_send"],
-    "Suspended": ["resume", "hard_shutdown", "shutdown", "destroy"],
+    "Paused": [
+        "unpause",
+        "hard_shutdown",
+        "shutdown",
+        "hard_reboot",
+        "suspend",
+        "pool_migrate",
+        "migrate_send",
+        "snapshot",
+        "checkpoint",
+        "revert",
+    ],
+    "Suspended": ["resume", "hard_shutdown", "shutdown", "destroy", "revert"],
 }
+# What a snapshot allows, whatever its power state (xapi_vm_lifecycle.ml, check_snapshot); a
+# checkpoint (Suspended) also hard_shutdown, which drops its memory image.
+SNAPSHOT_ALLOWED = ("revert", "clone", "copy", "export", "destroy", "hard_shutdown", "metadata_export")
+
+
+def allowed_operations(record: dict[str, Any], state: str | None = None) -> list[str]:
+    """The VM's ``allowed_operations`` in ``state`` (its recorded one by default)."""
+    state = state or record["power_state"]
+    if record["is_a_snapshot"]:
+        return [op for op in SNAPSHOT_ALLOWED[:-1] if op != "hard_shutdown" or state == "Suspended"]
+    return ALLOWED[state]
 
 
 class _Wake(enum.Enum):
@@ -149,6 +174,8 @@ class VMService:
             record = tx.get_record("VM", tx.check("VM", vm))
             if record["current_operations"]:
                 raise XenAPIFailure("OTHER_OPERATION_IN_PROGRESS", "VM", vm)
+            if record["is_a_snapshot"] and op not in SNAPSHOT_ALLOWED:
+                raise XenAPIFailure("VM_IS_SNAPSHOT", vm, op)
             if record["power_state"] not in allowed_states:
                 raise power_state_error(vm, allowed_states[0], record["power_state"])
             claim_fields: dict[str, Any] = {"current_operations": {token: op}, "allowed_operations": []}
@@ -169,13 +196,12 @@ class VMService:
                     if tx.exists("VM", vm):
                         if claim.outcome is not None:
                             self._apply_state(tx, vm, *claim.outcome)
-                        state = tx.get_field("VM", vm, "power_state")
                         tx.set_fields(
                             "VM",
                             vm,
                             {
                                 "current_operations": {},
-                                "allowed_operations": ALLOWED[state],
+                                "allowed_operations": allowed_operations(tx.get_record("VM", vm)),
                                 "scheduled_to_be_resident_on": NULL_REF,
                             },
                         )
@@ -185,10 +211,15 @@ class VMService:
                         del self._claims[vm]
                 claim.released.set()
 
-    def claim(self, vm: str, op: str, task: str | None = None) -> contextlib.AbstractContextManager[_Claim]:
-        """Hold a halted VM for ``op`` (an export) while it runs: any other operation on it is
-        refused with OTHER_OPERATION_IN_PROGRESS, as it would be during a start."""
-        return self._operation(vm, op, ("Halted",), task=task)
+    def claim(self, vm: str, op: str, allowed_states: tuple[str, ...], task: str | None = None
+              ) -> contextlib.AbstractContextManager[_Claim]:  # fmt: skip
+        """Hold the VM for ``op`` (snapshot, checkpoint, revert: api/snapshots.py; an export while
+        it streams) as every power operation holds it: any other operation on it meanwhile gets
+        OTHER_OPERATION_IN_PROGRESS; VM_IS_SNAPSHOT, VM_BAD_POWER_STATE."""
+        return self._operation(vm, op, allowed_states, task=task)
+
+    def record_state(self, vm: str, state: str, domid: int = -1) -> None:
+        self._record_state(vm, state, domid)
 
     # -- delays -----------------------------------------------------------------------------
 
@@ -448,37 +479,7 @@ class VMService:
     def suspend(self, vm: str) -> None:
         """Save the guest's memory to a new suspend VDI; no QEMU is left running."""
         with self._operation(vm, "suspend", ("Running", "Paused")) as record:
-            with self._db.read() as tx:
-                sr = self._suspend_sr(tx, record)
-                lun = self._storage.attached_lun(tx, sr)
-            vdi_uuid = str(uuidlib.uuid4())
-            location = new_location(vdi_uuid, image_format({"type": "raw"}))
-            path = lun.image_path(location)
-            try:
-                self.driver.suspend(record["uuid"], path)
-                size = path.stat().st_size
-                with self._db.write() as tx:
-                    vdi = tx.create(
-                        "VDI",
-                        {
-                            "uuid": vdi_uuid,
-                            "name_label": f"Suspend image of {record['name_label']}",
-                            "name_description": "Memory of a suspended VM",
-                            "SR": sr,
-                            "type": "suspend",
-                            "virtual_size": size,
-                            "physical_utilisation": path.stat().st_blocks * 512,
-                            "location": location,
-                            "managed": True,
-                            "sm_config": {"type": "raw"},
-                        },
-                    )
-                    lun.write_vdi(lun_record(tx, vdi))
-                    tx.set_fields("VM", vm, {"suspend_VDI": vdi})
-            except BaseException:
-                path.unlink(missing_ok=True)
-                lun.remove_vdi(vdi_uuid)
-                raise
+            self.save_memory(vm, record, owner=vm)
             self._record_state(vm, "Suspended")
 
     def migrate(self, vm: str, op: str, task: str | None = None) -> MigrationReport:
@@ -508,6 +509,53 @@ class VMService:
             if record["suspend_VDI"] != NULL_REF:
                 self._drop_suspend_vdi(vm, record["suspend_VDI"])
             record.settle("Halted")
+
+    def save_memory(self, vm: str, record: dict[str, Any], owner: str | None) -> str:
+        """End the claimed, running VM's domain, its memory saved to a new suspend VDI, made the
+        ``suspend_VDI`` of ``owner`` in the same write (None: the caller's next write gives it to
+        a VM it makes, a checkpoint); the VDI."""
+        with self._db.read() as tx:
+            sr = self._suspend_sr(tx, record)
+            lun = self._storage.attached_lun(tx, sr)
+        vdi_uuid = str(uuidlib.uuid4())
+        location = new_location(vdi_uuid, image_format({"type": "raw"}))
+        path = lun.image_path(location)
+        try:
+            self.driver.suspend(record["uuid"], path)
+            size = path.stat().st_size
+            with self._db.write() as tx:
+                vdi = tx.create(
+                    "VDI",
+                    {
+                        "uuid": vdi_uuid,
+                        "name_label": f"Suspend image of {record['name_label']}",
+                        "name_description": "Memory of a suspended VM",
+                        "SR": sr,
+                        "type": "suspend",
+                        "virtual_size": size,
+                        "physical_utilisation": path.stat().st_blocks * 512,
+                        "location": location,
+                        "managed": True,
+                        "sm_config": {"type": "raw"},
+                    },
+                )
+                lun.write_vdi(lun_record(tx, vdi))
+                if owner is not None:
+                    tx.set_fields("VM", owner, {"suspend_VDI": vdi})
+        except BaseException:
+            path.unlink(missing_ok=True)
+            lun.remove_vdi(vdi_uuid)
+            raise
+        return str(vdi)
+
+    def restore(self, vm: str, record: dict[str, Any], state_file: Path, paused: bool) -> None:
+        """Start the claimed VM's domain again from the memory image ``state_file``."""
+        with self._db.read() as tx:
+            spec = self.spec(tx, vm, record)
+        contained_disks(spec)
+        self._record_state(
+            vm, "Paused" if paused else "Running", self.driver.start(spec, paused, restore_from=state_file)
+        )
 
     def _suspend_sr(self, tx: Transaction, record: dict[str, Any]) -> str:
         """Where a suspend image goes: the VM's suspend_SR, the pool's, or its first disk's SR."""
@@ -625,6 +673,8 @@ class VMService:
                 tx.set_fields("VM", vm, {"power_state": state, "resident_on": resident, "domid": domid})
             for state, allowed in ALLOWED.items():
                 tx.reset_fields("VM", {"allowed_operations": allowed}, where=("power_state", state))
+            for snap in tx.find("VM", "is_a_snapshot", True):
+                tx.set_fields("VM", snap, {"allowed_operations": allowed_operations(tx.get_record("VM", snap))})
             # No operation outlives its server: a start it was in (say, killed in its start_delay)
             # no longer books this host's memory or the VM's disks.
             for vm in tx.find("VM", "scheduled_to_be_resident_on", self._host):

@@ -18,6 +18,7 @@ from farside.config import (
     kvm_from_env,
     login_limits_from_env,
     mirror_dir_from_env,
+    schedules_from_env,
     session_timeout_from_env,
     watchdog_from_env,
 )
@@ -184,6 +185,7 @@ def server(args: argparse.Namespace) -> int:
         http=http_limits_from_env(),
         login_limits=login_limits_from_env(),
         mirror_dir=mirror_dir_from_env(),
+        vmss=schedules_from_env(),
     )
     serve(config)
     return 0

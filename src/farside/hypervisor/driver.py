@@ -154,7 +154,8 @@ class Driver:
             ``kvm`` (hardware acceleration in use), ``suspend`` (``suspend`` and
             ``start(restore_from=...)`` work), ``live_migration`` (``migrate`` works),
             ``acpi_power_button`` (``press_power_button``
-            reaches the guest), ``reattach`` (domains survive the server and are found again).
+            reaches the guest), ``reattach`` (domains survive the server and are found again),
+            ``live_snapshot`` (``backup_disks`` copies a running domain's disks).
         on_halted: called as ``on_halted(uuid, reason)`` when a domain stops by itself: the guest
             powered off (``"guest-shutdown"``), QEMU was signalled (``"host-signal"``, ``"killed"``)
             or died (``"crashed"``). Not called for ``hard_stop`` and ``suspend``, whose callers
@@ -168,6 +169,7 @@ class Driver:
         "live_migration": False,
         "acpi_power_button": False,
         "reattach": False,
+        "live_snapshot": False,
     }
 
     def __init__(self) -> None:
@@ -259,6 +261,20 @@ class Driver:
             DomainNotFound: no domain runs for ``uuid``.
             DomainError: the migration failed at some step; the domain runs on in its old process
                 as before, and no new process is left.
+        """
+        raise NotImplementedError
+
+    def backup_disks(self, uuid: str, targets: Mapping[int, tuple[Path, str]]) -> float:
+        """Copy the running domain's disks, by userdevice, into ``targets`` (a new, empty image of
+        the same virtual size, and its format, for each), all as they were at one instant, while
+        the guest runs on; returns once every copy is complete.
+
+        The disks are read through the hypervisor's block layer, never as files under a writing
+        guest. Returns the seconds the guest's disk I/O was held to fix that instant.
+
+        Raises:
+            DomainNotFound: no domain runs for ``uuid``.
+            DomainError: a copy failed; the domain runs on, untouched.
         """
         raise NotImplementedError
 

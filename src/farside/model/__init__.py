@@ -36,6 +36,7 @@ from farside.model.classes.vm import VM
 from farside.model.classes.vm_appliance import VM_APPLIANCE
 from farside.model.classes.vm_guest_metrics import VM_GUEST_METRICS
 from farside.model.classes.vm_metrics import VM_METRICS
+from farside.model.classes.vmss import VMSS
 from farside.model.schema import ClassDef, Field
 
 __all__ = ["CLASSES", "NETWORK", "RELATIONS", "STORED", "VM", "Relation", "class_named"]
@@ -45,7 +46,7 @@ CLASSES: dict[str, ClassDef] = {
     for c in (
         SESSION, ROLE, TASK, EVENT, POOL, HOST, HOST_METRICS, HOST_CPU, SM, SR, PBD, VDI, VBD,
         VBD_METRICS, VM, VM_METRICS, VM_GUEST_METRICS, VIF, NETWORK, VM_APPLIANCE, DR_TASK,
-        MESSAGE, BLOB, USER, DR_RUN, VIF_METRICS, FEATURE,
+        MESSAGE, BLOB, USER, DR_RUN, VIF_METRICS, FEATURE, VMSS,
     )
 }  # fmt: skip
 
@@ -88,6 +89,7 @@ RELATIONS: tuple[Relation, ...] = (
     Relation("VM", "snapshots", "VM", "snapshot_of"),
     Relation("VM", "children", "VM", "parent"),
     Relation("VM_appliance", "VMs", "VM", "appliance"),
+    Relation("VMSS", "VMs", "VM", "snapshot_schedule"),
     Relation("network", "VIFs", "VIF", "network"),
 )
 

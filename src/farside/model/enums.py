@@ -2,6 +2,8 @@
 
 ENUMS: dict[str, tuple[str, ...]] = {
     "cls": ("VM", "Host", "SR", "Pool", "VMPP", "VMSS", "PVS_proxy", "VDI", "Certificate"),
+    "vmss_frequency": ("hourly", "daily", "weekly"),
+    "vmss_type": ("snapshot", "checkpoint", "snapshot_with_quiesce"),
     "domain_type": ("hvm", "pv", "pv_in_pvh", "pvh", "unspecified"),
     "event_operation": ("add", "del", "mod"),
     "host_allowed_operations": (

@@ -116,7 +116,14 @@ def test_required_methods_raise(method: str, args: tuple[object, ...]) -> None:
 
 def test_capabilities_keys() -> None:
     """The base class names every capability a driver must declare."""
-    assert set(Driver.capabilities) == {"kvm", "suspend", "live_migration", "acpi_power_button", "reattach"}
+    assert set(Driver.capabilities) == {
+        "kvm",
+        "suspend",
+        "live_migration",
+        "acpi_power_button",
+        "reattach",
+        "live_snapshot",
+    }
 
 
 def test_spec_json_round_trip() -> None:

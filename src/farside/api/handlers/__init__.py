@@ -29,6 +29,8 @@ from farside.api.handlers import (
     vm_boot,
     vm_migrate,
     vm_placement,
+    vm_snapshot,
+    vmss,
 )
 
 __all__ = [
@@ -57,4 +59,6 @@ __all__ = [
     "vm_boot",
     "vm_migrate",
     "vm_placement",
+    "vm_snapshot",
+    "vmss",
 ]

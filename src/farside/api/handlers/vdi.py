@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from farside.api import implicit
@@ -9,6 +10,7 @@ from farside.api.context import Context
 from farside.api.metadata import refuse_user_write
 from farside.api.registry import handles
 from farside.api.storage import lun_record, new_vdi, vdi_busy
+from farside.db import Transaction
 from farside.errors import InvalidValue, XenAPIFailure
 from farside.model import CLASSES
 from farside.model.types import NULL_REF, now
@@ -37,6 +39,7 @@ def _copy(ctx: Context, vdi: str, snapshot: bool) -> str:
         source = tx.get_record("VDI", tx.check("VDI", vdi))
         refuse_user_write(source["type"], "VDI.snapshot" if snapshot else "VDI.clone")
         lun = ctx.services.storage.attached_lun(tx, source["SR"])
+        writer = _running_writer(tx, vdi)
     fields: dict[str, Any] = {
         k: source[k]
         for k in ("name_label", "name_description", "type", "sharable", "read_only", "sm_config", "other_config")
@@ -45,14 +48,31 @@ def _copy(ctx: Context, vdi: str, snapshot: bool) -> str:
         fields.update(is_a_snapshot=True, snapshot_of=vdi, snapshot_time=now())
     src_path = lun.image_path(source["location"])
     src_format = recorded_format(source["location"])
-    return new_vdi(
-        ctx.db,
-        ctx.services.pool,
-        source["SR"],
-        lun,
-        fields,
-        lambda path, fmt: image.convert(src_path, src_format, path, fmt),
-    )
+
+    def make(path: Path, fmt: str) -> object:
+        if writer is not None:  # a running guest writes it: copied through its hypervisor
+            ctx.services.snapshots.copy_running_disk(*writer, path, fmt, source["virtual_size"])
+            return None
+        # One copy path for every VDI copy: a reflink where the LUN has them, else sparse.
+        if fmt == src_format:
+            return image.copy(src_path, fmt, path)
+        return image.convert(src_path, src_format, path, fmt)
+
+    return new_vdi(ctx.db, ctx.services.pool, source["SR"], lun, fields, make)
+
+
+def _running_writer(tx: Transaction, vdi: str) -> tuple[str, int] | None:
+    """The running or paused VM that has ``vdi`` attached read-write, and its userdevice."""
+    for vbd in tx.get_field("VDI", vdi, "VBDs"):
+        record = tx.get_record("VBD", vbd)
+        vm = record["VM"]
+        if (
+            record["mode"] == "RW"
+            and tx.exists("VM", vm)
+            and tx.get_field("VM", vm, "power_state") in ("Running", "Paused")
+        ):
+            return vm, int(record["userdevice"])
+    return None
 
 
 @handles("VDI.clone")

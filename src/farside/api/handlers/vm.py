@@ -32,7 +32,12 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
 
 @handles("VM.destroy")
 def destroy(ctx: Context, vm: str) -> str:
-    """Remove the VM with its VBDs, VIFs and metrics; its disks (VDIs) are kept, as in xapi."""
+    """Remove the VM with its VBDs, VIFs and metrics; its disks (VDIs) are kept, as in xapi.
+    A checkpoint's memory image goes with it."""
+    with ctx.db.read() as tx:
+        if tx.get_field("VM", tx.check("VM", vm), "is_a_snapshot"):
+            ctx.services.snapshots.uninstall(vm, disks=False)
+            return ""
     with ctx.db.write() as tx:
         record = tx.get_record("VM", tx.check("VM", vm))
         if record["current_operations"]:

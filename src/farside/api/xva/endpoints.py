@@ -85,7 +85,7 @@ def export(services: Services) -> Endpoint:
                                   f"Export of VM {uuid}")  # fmt: skip
         hold = contextlib.ExitStack()
         try:
-            hold.enter_context(services.vms.claim(vm, "export", transfer.ref))
+            hold.enter_context(services.vms.claim(vm, "export", ("Halted",), transfer.ref))
             with services.db.read() as tx:
                 document, disks = exporter.collect(tx, vm, hostname, preserve, services.storage.attached_lun)
             for spec in disks:

@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from farside.cli.lab import processes
+from farside.cli.lab import processes, reflink
 from farside.cli.lab.layout import MIRROR_MARKER, SITE_NAMES, SITES, Lab, LabError
 from farside.cli.lab.sample import Plan, populate
 from farside.dr.session import XmlRpcSession
@@ -43,6 +43,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     c.add_argument("--vms", type=int, default=6, help="VMs at site A (default 6)")
     c.add_argument("--vapps", type=int, default=2, help="vApps of two VMs each among them (default 2)")
     c.add_argument("--luns", type=int, default=2, help="LUNs at site A, each mirrored to site B (default 2)")
+    reflink_help = "also an XFS LUN in a loop file at site A, where disk copies are reflinks (needs root)"
+    c.add_argument("--reflink", action="store_true", help=reflink_help)
     c.set_defaults(run=up)
     c = sub.add_parser("status", help="both pools, their VMs, and each mirror's state and RPO")
     c.add_argument("dir", type=Path, metavar="DIR")
@@ -115,7 +117,7 @@ def up(args: argparse.Namespace) -> int:
         root.mkdir(parents=True, exist_ok=True)
     except (NotADirectoryError, FileExistsError):
         raise ValueError(f"cannot make {root}: a file is in its path; give a new directory for the lab") from None
-    lab = Lab(root, {site: _free_port() for site in SITES}, [f"lun{i + 1}" for i in range(args.luns)])
+    lab = Lab(root, {site: _free_port() for site in SITES}, [f"lun{i + 1}" for i in range(args.luns)], args.reflink)
     lab.save()
     (root / "snapshots").mkdir()  # where 'farside mirror snapshot' copies go for test failovers (docs/lab.md)
     fd = os.open(lab.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -146,6 +148,12 @@ def up(args: argparse.Namespace) -> int:
         processes.start(processes.farside_argv("mirror", "run", "--state-dir", state), lab.mirror_pid_file,
                         lab.mirror_dir / "mirror.log")  # fmt: skip
         print(f"mirrors {', '.join(lab.luns)}: site A → site B, replicating every {MIRROR_INTERVAL_S:g} s")
+        if lab.reflink:
+            mount = reflink.make(lab)
+            host = session(lab, "a").call("host.get_all")[0]
+            session(lab, "a").call("SR.create", host, {"path": str(mount)}, "0", reflink.SR_NAME,
+                                   "XFS in a loop file: copies are reflinks", "file", "user", True, {})  # fmt: skip
+            print(f"Site A: SR {reflink.SR_NAME!r} on XFS in {reflink.image_path(lab)}, mounted on {mount}")
     except BaseException:
         _stop_all(lab)
         raise
@@ -267,6 +275,9 @@ def _stop_all(lab: Lab) -> list[str]:
         if run.is_symlink():  # the short run directory a long data path needs lives in /tmp
             shutil.rmtree(run.resolve(), ignore_errors=True)
             run.unlink()
+    # Last: nothing has its files open any more, and a purge must not delete into a mount.
+    if reflink.remove(lab):
+        stopped.append("reflink LUN (unmounted, loop device detached)")
     return stopped
 
 

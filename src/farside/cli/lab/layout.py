@@ -7,6 +7,7 @@ DIR/luns-a/LUN         site A's LUN directories, the mirrors' sources
 DIR/luns-b/LUN         their copies at site B, the mirrors' targets
 DIR/mirror             the mirrors' state directory (mirror.pid, mirror.log)
 DIR/snapshots/LUN      mirror snapshots taken for test failovers
+DIR/reflink.img        with --reflink: the XFS loop file, mounted on DIR/luns-a/reflink
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Lab:
     root: Path
     ports: dict[str, int] = field(default_factory=dict)
     luns: list[str] = field(default_factory=list)
+    reflink: bool = False  # an XFS LUN in a loop file at site A (cli/lab/reflink.py)
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -82,7 +84,7 @@ class Lab:
     # -- the record ----------------------------------------------------------------------------
 
     def save(self) -> None:
-        data = {"ports": self.ports, "luns": self.luns}
+        data = {"ports": self.ports, "luns": self.luns, "reflink": self.reflink}
         tmp = self.record.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, self.record)
@@ -99,6 +101,7 @@ class Lab:
         try:
             lab.ports = {k: int(v) for k, v in data["ports"].items()}
             lab.luns = list(data["luns"])
+            lab.reflink = bool(data.get("reflink", False))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(
                 f"{lab.record} is damaged (bad or missing {exc}); 'farside lab down {root}' and up again"

@@ -16,7 +16,7 @@ import xmlrpc.client
 from collections.abc import Sequence
 from typing import TextIO
 
-from farside.cli.xe import appliance, datasource, drtask, migrate, pool, sr, transfer, vdi, vm
+from farside.cli.xe import appliance, datasource, drtask, migrate, pool, snapshot, sr, transfer, vdi, vm
 from farside.cli.xe.argv import Invocation, UsageError, parse
 from farside.cli.xe.command import Command, Context, Params
 from farside.cli.xe.connection import connect, resolve
@@ -28,7 +28,9 @@ from farside.dr.session import XmlRpcSession
 from farside.errors import XenAPIFailure
 
 COMMANDS: dict[str, Command] = {
-    c.name: c for m in (vm, migrate, sr, vdi, appliance, drtask, pool, datasource, transfer) for c in m.COMMANDS
+    c.name: c
+    for m in (vm, migrate, sr, vdi, appliance, drtask, pool, datasource, transfer, snapshot)
+    for c in m.COMMANDS
 }
 
 USAGE = """Usage:

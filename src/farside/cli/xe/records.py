@@ -190,7 +190,7 @@ VM = View(
         related("guest-metrics-last-updated", _guest("last_updated")),
         strings("tags", "tags", sep=", ", add=True),
         ref("appliance", "appliance", "VM_appliance", setter="set_appliance"),
-        ref("snapshot-schedule", "snapshot_schedule", "VMSS"),
+        ref("snapshot-schedule", "snapshot_schedule", "VMSS", setter="set_snapshot_schedule"),
         flag("is-vmss-snapshot", "is_vmss_snapshot"),
         integer("start-delay", "start_delay", setter="set_start_delay"),
         integer("shutdown-delay", "shutdown_delay", setter="set_shutdown_delay"),
@@ -206,7 +206,7 @@ VM = View(
         refs("vtpms", "VTPMs", "VTPM"),
     ],
     list_params=("name-label", "uuid", "power-state"),
-    filters=(("is-a-template", "false"),),
+    filters=(("is-a-template", "false"), ("is-a-snapshot", "false")),
 )
 
 
@@ -342,4 +342,30 @@ DR_TASK = View(
     ],
 )
 
-VIEWS = {view.noun: view for view in (VM, SR, PBD, VDI, APPLIANCE, DR_TASK)}
+# xe's snapshot-* commands show VMs that are snapshots, with the VM's fields.
+SNAPSHOT = View(
+    "snapshot",
+    "VM",
+    VM.fields,
+    list_params=("uuid", "name-label", "name-description"),
+    filters=(("is-a-snapshot", "true"),),
+)
+
+VMSS = View(
+    "vmss",
+    "VMSS",
+    [
+        plain("uuid", "uuid"),
+        plain("name-label", "name_label", setter="set_name_label"),
+        plain("name-description", "name_description", setter="set_name_description"),
+        flag("enabled", "enabled", setter="set_enabled"),
+        plain("type", "type"),
+        integer("retained-snapshots", "retained_snapshots", setter="set_retained_snapshots"),
+        plain("frequency", "frequency"),
+        mapping("schedule", "schedule"),
+        plain("last-run-time", "last_run_time"),
+        refs("VMs", "VMs", "VM", as_set=True),
+    ],
+)
+
+VIEWS = {view.noun: view for view in (VM, SR, PBD, VDI, APPLIANCE, DR_TASK, SNAPSHOT, VMSS)}
