@@ -34,7 +34,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import farside.api.handlers  # noqa: F401 - registers every hand-written message
 from farside import __version__
-from farside.api import http, jsonrpc, xmlrpc
+from farside.api import http, jsonrpc, pifs, xmlrpc
 from farside.api.context import Services
 from farside.api.dispatcher import Dispatcher, Outcome
 from farside.api.events import EventHub
@@ -48,7 +48,7 @@ from farside.api.throttle import note_client
 from farside.api.vms import VMService
 from farside.config import REFUSAL_LOG_INTERVAL_S, HttpLimits, ServerConfig
 from farside.db import Database
-from farside.db.bootstrap import ensure_storage_managers
+from farside.db.bootstrap import ensure_control_domain, ensure_storage_managers
 from farside.errors import DatabaseError, FarsideError, InternalError
 from farside.hypervisor.errors import RunRootBusy
 from farside.hypervisor.qemu import QemuDriver
@@ -100,6 +100,9 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
         pool = pools[0]
         host = tx.get_field("pool", pool, "master")
         keys = Keyring(config.data_dir, tx.get_field("pool", pool, "uuid"))
+    with db.write() as tx:  # a pool made before control domains and PIFs existed gets them now
+        ensure_control_domain(tx, host)
+        pifs.scan(tx, host)
     hub = EventHub(config.event_history, db.generation)
     db.subscribe(hub.publish)
     messages = MessageService(db, config.message_limit)

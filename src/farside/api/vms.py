@@ -51,6 +51,11 @@ ALLOWED = {
 }
 
 
+def control_domain_refusal() -> OperationNotAllowed:
+    """The control domain is the host's own system: xapi refuses it every lifecycle operation."""
+    return OperationNotAllowed("This operation is not allowed on the control domain.")
+
+
 class _Wake(enum.Enum):
     """Why a delay ended before its time."""
 
@@ -135,6 +140,8 @@ class VMService:
             self.check_not_stopping()
         with self._db.write() as tx:
             record = tx.get_record("VM", tx.check("VM", vm))
+            if record["is_control_domain"]:
+                raise control_domain_refusal()
             if record["current_operations"]:
                 raise XenAPIFailure("OTHER_OPERATION_IN_PROGRESS", "VM", vm)
             if record["power_state"] not in allowed_states:
@@ -297,6 +304,7 @@ class VMService:
         total = tx.get_field("host_metrics", metrics, "memory_total")
         # Running VMs, and VMs being started (booked in their claim).
         booked = set(tx.get_field("host", self._host, "resident_VMs"))
+        booked.discard(tx.get_field("host", self._host, "control_domain"))  # the host's own use is reserved
         booked.update(tx.find("VM", "scheduled_to_be_resident_on", self._host))
         used = sum(tx.get_field("VM", vm, "memory_static_max") + VM_OVERHEAD_BYTES for vm in booked)
         return int(total) - HOST_RESERVE_BYTES - int(used)
@@ -529,10 +537,12 @@ class VMService:
         """
         alive = self.driver.running()
         with self._db.read() as tx:
+            dom0 = tx.get_field("host", self._host, "control_domain")
             recorded = {
                 tx.get_field("VM", ref, "uuid"): ref
                 for state in ("Running", "Paused")
                 for ref in tx.find("VM", "power_state", state)
+                if ref != dom0  # no QEMU: it runs as long as the host does
             }
             for uuid in alive:
                 for ref in tx.find("VM", "uuid", uuid):
@@ -561,6 +571,8 @@ class VMService:
                 tx.set_fields("VM", vm, {"power_state": state, "resident_on": resident, "domid": domid})
             for state, allowed in ALLOWED.items():
                 tx.reset_fields("VM", {"allowed_operations": allowed}, where=("power_state", state))
+            if tx.exists("VM", dom0):
+                tx.set_fields("VM", dom0, {"allowed_operations": []})
             # No operation outlives its server: a start it was in (say, killed in its start_delay)
             # no longer books this host's memory or the VM's disks.
             for vm in tx.find("VM", "scheduled_to_be_resident_on", self._host):

@@ -1,7 +1,7 @@
 """The host class: a physical host."""
 
 from farside.model.roles import Role
-from farside.model.schema import RO, RT, RW, ClassDef, F
+from farside.model.schema import RO, RT, RW, ClassDef, F, M
 
 HOST = ClassDef(
     "host",
@@ -84,5 +84,23 @@ HOST = ClassDef(
         F("pending_guidances_recommended", "enum update_guidances set", RT),
         F("pending_guidances_full", "enum update_guidances set", RT),
         F("last_update_hash", "string", RT),
+    ],
+    messages=[
+        M("get_servertime", Role.READ_ONLY, [("host", "host ref")], "datetime"),
+        M("get_server_localtime", Role.READ_ONLY, [("host", "host ref")], "datetime"),
+        M(
+            "evacuate",
+            Role.POOL_OPERATOR,
+            [("host", "host ref"), ("network", "network ref"), ("evacuate_batch_size", "int")],
+            "void",
+        ),
+        M("get_vms_which_prevent_evacuation", Role.READ_ONLY, [("self", "host ref")], "(VM ref -> string set) map"),
+        M(
+            "call_plugin",
+            Role.POOL_ADMIN,
+            [("host", "host ref"), ("plugin", "string"), ("fn", "string"), ("args", "(string -> string) map")],
+            "string",
+        ),
+        M("get_system_status_capabilities", Role.READ_ONLY, [("host", "host ref")], "string"),
     ],
 )
