@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import resource
@@ -34,7 +35,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import farside.api.handlers  # noqa: F401 - registers every hand-written message
 from farside import __version__
-from farside.api import http, jsonrpc, pifs, xmlrpc
+from farside.api import consoles, http, jsonrpc, pifs, tunnel, xmlrpc
 from farside.api.context import Services
 from farside.api.dispatcher import Dispatcher, Outcome
 from farside.api.events import EventHub
@@ -100,6 +101,7 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
         pool = pools[0]
         host = tx.get_field("pool", pool, "master")
         keys = Keyring(config.data_dir, tx.get_field("pool", pool, "uuid"))
+        address = tx.get_field("host", host, "address")
     with db.write() as tx:  # a pool made before control domains and PIFs existed gets them now
         ensure_control_domain(tx, host)
         pifs.scan(tx, host)
@@ -117,12 +119,22 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
         tasks=tasks,
         records=RecordCache(db),
         storage=storage,
-        vms=VMService(db, driver, storage, tasks, pool, host),
+        vms=VMService(db, driver, storage, tasks, pool, host, console_base=_base_url(config, address)),
         metadata=MetadataService(db, storage, sessions, pool, config.metadata_half_size, keys),
         messages=messages,
         pool=pool,
         host=host,
     )
+
+
+def _base_url(config: ServerConfig, host_address: str) -> str:
+    """This server's URL as clients reach it (the host's address when it listens on every one)."""
+    host = config.listen.host
+    if host in ("", "0.0.0.0", "::"):
+        host = host_address
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if config.tls else 'http'}://{host}:{config.listen.port}"
 
 
 def _prepare_run_dir(config: ServerConfig) -> Path:
@@ -146,6 +158,7 @@ def build_app(
         services = prepared or open_services(config)
         if guard is not None:
             guard.watch(asyncio.get_running_loop())
+            guard.open_console = functools.partial(consoles.connect, services)
         state["dispatcher"] = Dispatcher(services)
         services.loop, services.dispatch = asyncio.get_running_loop(), state["dispatcher"].call
         console.attach(services)
@@ -468,6 +481,8 @@ class ConnectionGuard:
         if soft != resource.RLIM_INFINITY:
             self.max_connections = max(1, min(limits.max_connections, soft - max(8, soft // 8)))
         self._listener = listener
+        # Opens the console a CONNECT names (api/consoles.py), once the server's services are up.
+        self.open_console: tunnel.Opener | None = None
         self._open: Counter[str] = Counter()
         self._total = 0
         self._spare: int | None = os.open(os.devnull, os.O_RDONLY)
@@ -554,6 +569,7 @@ class ConnectionGuard:
             _address: str | None = None
             _deadline: asyncio.TimerHandle | None = None
             _phase: str | None = None
+            _tunnel: tunnel.Tunnel | None = None
 
             def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
                 peer = transport.get_extra_info("peername")
@@ -568,12 +584,22 @@ class ConnectionGuard:
             def connection_lost(self, exc: Exception | None) -> None:
                 if self._address is None:
                     return  # refused: uvicorn never knew it
+                if self._tunnel is not None:
+                    self._tunnel.lost()
                 guard.release(self._address)
                 self._address = None
                 self._arm(None, None)
                 super().connection_lost(exc)
 
             def data_received(self, data: bytes) -> None:
+                if self._tunnel is None and self.cycle is None and guard.open_console and tunnel.is_connect(data):
+                    # A console client's CONNECT, its connection's first request: not HTTP from here on.
+                    self._tunnel = tunnel.Tunnel(self.transport, guard.open_console)
+                if self._tunnel is not None:
+                    self._tunnel.received(data)
+                    if self._phase == "headers" and self._tunnel.opened:
+                        self._arm(None, None)  # the client's head is in; the stream has no deadline
+                    return
                 super().data_received(data)
                 if self._phase == "body":
                     self._phase = None  # progress: the body's clock starts again

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from farside.api import consoles
 from farside.api.storage import StorageService, lun_record
 from farside.api.tasks import TaskManager
 from farside.db import Database, Transaction
@@ -110,9 +111,17 @@ class VMService:
     """Power operations of the VMs resident on this pool's one host."""
 
     def __init__(
-        self, db: Database, driver: Driver, storage: StorageService, tasks: TaskManager, pool: str, host: str
+        self,
+        db: Database,
+        driver: Driver,
+        storage: StorageService,
+        tasks: TaskManager,
+        pool: str,
+        host: str,
+        console_base: str = "",
     ) -> None:
         self._db = db
+        self._console_base = console_base  # where console locations point (this server's URL)
         self.driver = driver
         self._storage = storage
         self._tasks = tasks
@@ -318,6 +327,7 @@ class VMService:
             return
         resident = self._host if state in ("Running", "Paused") else NULL_REF
         tx.set_fields("VM", vm, {"power_state": state, "resident_on": resident, "domid": domid})
+        consoles.sync(tx, vm, state, self._console_base)
         metrics = tx.get_field("VM", vm, "metrics")
         if tx.exists("VM_metrics", metrics):
             values: dict[str, Any] = {"state": [state.lower()], "last_updated": now()}
@@ -569,6 +579,7 @@ class VMService:
             for vm, (state, domid) in states.items():
                 resident = self._host if state != "Halted" else NULL_REF
                 tx.set_fields("VM", vm, {"power_state": state, "resident_on": resident, "domid": domid})
+                consoles.sync(tx, vm, state, self._console_base)  # consoles do not outlive a server
             for state, allowed in ALLOWED.items():
                 tx.reset_fields("VM", {"allowed_operations": allowed}, where=("power_state", state))
             if tx.exists("VM", dom0):
