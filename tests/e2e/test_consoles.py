@@ -3,9 +3,11 @@ QEMU VM's VNC server, the role check, the serial console's location, and evacuat
 
 from __future__ import annotations
 
+import os
 import socket
 import urllib.parse
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import XenAPI
@@ -14,7 +16,7 @@ from farside.model.roles import Role
 from farside.model.types import NULL_REF
 
 from pools import PoolServer
-from vms import bootable_vm, make_sr, wait_serial
+from vms import bootable_vm, make_sr, qemu_pids, wait_serial
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,30 @@ def test_rfb_handshake_through_the_pool(shared_server: PoolServer, running: tupl
     # vt100 is the serial console, read with the session over GET.
     vt100 = found["vt100"]["location"]
     assert vt100 == f"{shared_server.url}/console/serial?uuid={s.xenapi.VM.get_uuid(vm)}"
+
+
+def listening_inodes() -> set[str]:
+    """Socket inodes that listen: TCP (state 0A) over IPv4 and IPv6, and UNIX (flag __SO_ACCEPTCON)."""
+    found = set()
+    for name in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{name}").read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A":
+                found.add(cols[9])
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        cols = line.split()
+        if int(cols[3], 16) & 0x10000:
+            found.add(cols[6])
+    return found
+
+
+def test_qemu_listens_nowhere(shared_server: PoolServer, running: tuple[XenAPI.Session, str]) -> None:
+    """QEMU's VNC server has no port and no socket path: none of QEMU's sockets listens."""
+    [pid] = qemu_pids(shared_server)
+    fds = Path(f"/proc/{pid}/fd")
+    inodes = {os.readlink(fd).removeprefix("socket:[").rstrip("]") for fd in fds.iterdir()
+              if os.readlink(fd).startswith("socket:")}  # fmt: skip
+    assert inodes and not inodes & listening_inodes()
 
 
 def test_console_refusals(shared_server: PoolServer, running: tuple[XenAPI.Session, str]) -> None:
