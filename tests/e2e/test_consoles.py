@@ -138,3 +138,15 @@ def test_consoles_go_with_the_vm(shared_server: PoolServer, running: tuple[XenAP
     assert s.xenapi.VM.get_consoles(vm) == [] and not before & set(s.xenapi.console.get_all())
     s.xenapi.VM.start(vm, False, False)
     assert len(s.xenapi.VM.get_consoles(vm)) == 2
+
+
+def test_consoles_after_a_server_restart(shared_server: PoolServer, running: tuple[XenAPI.Session, str]) -> None:
+    """Consoles are remade for the VMs a restarted server reattaches, and reach the same QEMU."""
+    _, vm = running
+    shared_server.stop(keep_vms=True)
+    shared_server.start()
+    s = shared_server.session()
+    with connect(shared_server, consoles(s, vm)["rfb"]["location"], s.handle) as conn:
+        assert read_head(conn).startswith(b"HTTP/1.1 200 OK\r\n")
+        assert conn.recv(12) == b"RFB 003.008\n"
+    s.xenapi.session.logout()
