@@ -76,7 +76,6 @@ def vm_record(
         "actions_after_shutdown": "destroy",
         "actions_after_reboot": "restart",
         "actions_after_crash": "restart",
-        "consoles": [],
         "VUSBs": [],
         "crash_dumps": [],
         "VTPMs": [new_ref()] if windows else [],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import logging
 import os
 import resource
@@ -34,7 +35,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import farside.api.handlers  # noqa: F401 - registers every hand-written message
 from farside import __version__
-from farside.api import http, jsonrpc, prometheus, rrd_http, xmldbdump, xmlrpc
+from farside.api import consoles, http, jsonrpc, pifs, prometheus, rrd_http, tunnel, xmldbdump, xmlrpc
 from farside.api.context import Services
 from farside.api.dispatcher import Dispatcher, Outcome
 from farside.api.events import EventHub
@@ -53,7 +54,7 @@ from farside.api.xva import endpoints as xva_endpoints
 from farside.api.xva import importer as xva_importer
 from farside.config import REFUSAL_LOG_INTERVAL_S, HttpLimits, ServerConfig
 from farside.db import Database
-from farside.db.bootstrap import ensure_storage_managers
+from farside.db.bootstrap import ensure_control_domain, ensure_storage_managers
 from farside.errors import DatabaseError, FarsideError, InternalError
 from farside.hypervisor.errors import RunRootBusy
 from farside.hypervisor.qemu import QemuDriver
@@ -105,13 +106,17 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
         pool = pools[0]
         host = tx.get_field("pool", pool, "master")
         keys = Keyring(config.data_dir, tx.get_field("pool", pool, "uuid"))
+        address = tx.get_field("host", host, "address")
+    with db.write() as tx:  # a pool made before control domains and PIFs existed gets them now
+        ensure_control_domain(tx, host)
+        pifs.scan(tx, host)
     hub = EventHub(config.event_history, db.generation)
     db.subscribe(hub.publish)
     messages = MessageService(db, config.message_limit)
     storage = StorageService(db, pool, host, config.fencing, messages)
     sessions = SessionStore(db, host, config.session_timeout_s, config.login_limits)
     tasks = TaskManager(db, host)
-    vms = VMService(db, driver, storage, tasks, pool, host)
+    vms = VMService(db, driver, storage, tasks, pool, host, console_base=_base_url(config, address))
     snapshots = SnapshotService(db, vms, storage)
     return Services(
         config=config,
@@ -130,6 +135,16 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
         snapshots=snapshots,
         schedules=Scheduler(db, snapshots, messages, config.vmss.clock(), config.vmss.interval_s),
     )
+
+
+def _base_url(config: ServerConfig, host_address: str) -> str:
+    """This server's URL as clients reach it (the host's address when it listens on every one)."""
+    host = config.listen.host
+    if host in ("", "0.0.0.0", "::"):
+        host = host_address
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{'https' if config.tls else 'http'}://{host}:{config.listen.port}"
 
 
 def _prepare_run_dir(config: ServerConfig) -> Path:
@@ -153,6 +168,7 @@ def build_app(
         services = prepared or open_services(config)
         if guard is not None:
             guard.watch(asyncio.get_running_loop())
+            guard.open_console = functools.partial(consoles.connect, services)
         state["dispatcher"] = Dispatcher(services)
         services.loop, services.dispatch = asyncio.get_running_loop(), state["dispatcher"].call
         console.attach(services)
@@ -508,6 +524,8 @@ class ConnectionGuard:
         if soft != resource.RLIM_INFINITY:
             self.max_connections = max(1, min(limits.max_connections, soft - max(8, soft // 8)))
         self._listener = listener
+        # Opens the console a CONNECT names (api/consoles.py), once the server's services are up.
+        self.open_console: tunnel.Opener | None = None
         self._open: Counter[str] = Counter()
         self._total = 0
         self._spare: int | None = os.open(os.devnull, os.O_RDONLY)
@@ -594,6 +612,7 @@ class ConnectionGuard:
             _address: str | None = None
             _deadline: asyncio.TimerHandle | None = None
             _phase: str | None = None
+            _tunnel: tunnel.Tunnel | None = None
 
             def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
                 peer = transport.get_extra_info("peername")
@@ -608,12 +627,22 @@ class ConnectionGuard:
             def connection_lost(self, exc: Exception | None) -> None:
                 if self._address is None:
                     return  # refused: uvicorn never knew it
+                if self._tunnel is not None:
+                    self._tunnel.lost()
                 guard.release(self._address)
                 self._address = None
                 self._arm(None, None)
                 super().connection_lost(exc)
 
             def data_received(self, data: bytes) -> None:
+                if self._tunnel is None and self.cycle is None and guard.open_console and tunnel.is_connect(data):
+                    # A console client's CONNECT, its connection's first request: not HTTP from here on.
+                    self._tunnel = tunnel.Tunnel(self.transport, guard.open_console)
+                if self._tunnel is not None:
+                    self._tunnel.received(data)
+                    if self._phase == "headers" and self._tunnel.opened:
+                        self._arm(None, None)  # the client's head is in; the stream has no deadline
+                    return
                 super().data_received(data)
                 if self._phase == "body":
                     self._phase = None  # progress: the body's clock starts again

@@ -45,8 +45,9 @@ class Lab:
         return farside("xe", "-s", self.url(site), "-pwf", str(self.root / "password"), *args).stdout
 
     def running(self, site: str) -> set[str]:
-        return {u for u in self.xe(site, "vm-list", "power-state=running", "params=uuid", "--minimal").split(",")
-                if u.strip()}  # fmt: skip
+        """The site's running guests (its control domain aside)."""
+        listed = self.xe(site, "vm-list", "power-state=running", "is-control-domain=false", "params=uuid", "--minimal")
+        return {u for u in listed.split(",") if u.strip()}
 
     def server_pid(self, site: str) -> int:
         return int((self.root / f"site-{site}" / "server.pid").read_text().split()[0])

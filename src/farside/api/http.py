@@ -61,7 +61,8 @@ class ClientGone(FarsideError):
     code = "CLIENT_ERROR"
 
 
-def _status(exc: FarsideError) -> int:
+def status_of(exc: FarsideError) -> int:
+    """The HTTP status of an answer carrying ``exc``."""
     if isinstance(exc, SessionInvalid):
         return 401
     if isinstance(exc, RbacPermissionDenied | AuthError):
@@ -80,7 +81,7 @@ def guarded(fn: Endpoint) -> Endpoint:
         try:
             return await fn(request)
         except FarsideError as exc:
-            return PlainTextResponse(" ".join(exc.failure) + "\n", status_code=_status(exc))
+            return PlainTextResponse(" ".join(exc.failure) + "\n", status_code=status_of(exc))
 
     return endpoint
 

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from farside.api import consoles
 from farside.api.storage import StorageService, lun_record
 from farside.api.tasks import TaskManager
 from farside.db import Database, Transaction
@@ -88,6 +89,11 @@ def allowed_operations(record: dict[str, Any], state: str | None = None) -> list
     return ALLOWED[state]
 
 
+def control_domain_refusal() -> OperationNotAllowed:
+    """The control domain is the host's own system: xapi refuses it every lifecycle operation."""
+    return OperationNotAllowed("This operation is not allowed on the control domain.")
+
+
 class _Wake(enum.Enum):
     """Why a delay ended before its time."""
 
@@ -142,9 +148,17 @@ class VMService:
     """Power operations of the VMs resident on this pool's one host."""
 
     def __init__(
-        self, db: Database, driver: Driver, storage: StorageService, tasks: TaskManager, pool: str, host: str
+        self,
+        db: Database,
+        driver: Driver,
+        storage: StorageService,
+        tasks: TaskManager,
+        pool: str,
+        host: str,
+        console_base: str = "",
     ) -> None:
         self._db = db
+        self._console_base = console_base  # where console locations point (this server's URL)
         self.driver = driver
         self._storage = storage
         self._tasks = tasks
@@ -172,6 +186,8 @@ class VMService:
             self.check_not_stopping()
         with self._db.write() as tx:
             record = tx.get_record("VM", tx.check("VM", vm))
+            if record["is_control_domain"]:
+                raise control_domain_refusal()
             if record["current_operations"]:
                 raise XenAPIFailure("OTHER_OPERATION_IN_PROGRESS", "VM", vm)
             if record["is_a_snapshot"] and op not in SNAPSHOT_ALLOWED:
@@ -364,6 +380,7 @@ class VMService:
         total = tx.get_field("host_metrics", metrics, "memory_total")
         # Running VMs, and VMs being started (booked in their claim).
         booked = set(tx.get_field("host", self._host, "resident_VMs"))
+        booked.discard(tx.get_field("host", self._host, "control_domain"))  # the host's own use is reserved
         booked.update(tx.find("VM", "scheduled_to_be_resident_on", self._host))
         used = sum(tx.get_field("VM", vm, "memory_static_max") + VM_OVERHEAD_BYTES for vm in booked)
         return int(total) - HOST_RESERVE_BYTES - int(used)
@@ -377,6 +394,7 @@ class VMService:
             return
         resident = self._host if state in ("Running", "Paused") else NULL_REF
         tx.set_fields("VM", vm, {"power_state": state, "resident_on": resident, "domid": domid})
+        consoles.sync(tx, vm, state, self._console_base)
         metrics = tx.get_field("VM", vm, "metrics")
         if tx.exists("VM_metrics", metrics):
             values: dict[str, Any] = {"state": [state.lower()], "last_updated": now()}
@@ -641,10 +659,12 @@ class VMService:
         """
         alive = self.driver.running()
         with self._db.read() as tx:
+            dom0 = tx.get_field("host", self._host, "control_domain")
             recorded = {
                 tx.get_field("VM", ref, "uuid"): ref
                 for state in ("Running", "Paused")
                 for ref in tx.find("VM", "power_state", state)
+                if ref != dom0  # no QEMU: it runs as long as the host does
             }
             for uuid in alive:
                 for ref in tx.find("VM", "uuid", uuid):
@@ -671,10 +691,13 @@ class VMService:
             for vm, (state, domid) in states.items():
                 resident = self._host if state != "Halted" else NULL_REF
                 tx.set_fields("VM", vm, {"power_state": state, "resident_on": resident, "domid": domid})
+                consoles.sync(tx, vm, state, self._console_base)  # consoles do not outlive a server
             for state, allowed in ALLOWED.items():
                 tx.reset_fields("VM", {"allowed_operations": allowed}, where=("power_state", state))
             for snap in tx.find("VM", "is_a_snapshot", True):
                 tx.set_fields("VM", snap, {"allowed_operations": allowed_operations(tx.get_record("VM", snap))})
+            if tx.exists("VM", dom0):
+                tx.set_fields("VM", dom0, {"allowed_operations": []})
             # No operation outlives its server: a start it was in (say, killed in its start_delay)
             # no longer books this host's memory or the VM's disks.
             for vm in tx.find("VM", "scheduled_to_be_resident_on", self._host):

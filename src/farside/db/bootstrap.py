@@ -1,4 +1,5 @@
-"""A new pool's first objects: the pool, its one host, the roles, the default network, root.
+"""A new pool's first objects: the pool, its one host and its control domain, the roles, the
+default network, root.
 
 What ``farside init`` writes, in one transaction, so a half-made pool never exists.
 """
@@ -11,7 +12,7 @@ from farside.db.database import Database
 from farside.db.transaction import Transaction
 from farside.model.host_facts import HostFacts
 from farside.model.roles import Role
-from farside.model.types import now
+from farside.model.types import NULL_REF, now
 
 # XenAPI version this server speaks (XenServer 8's); clients read it from host.API_version_*.
 API_VERSION_MAJOR = 2
@@ -63,6 +64,44 @@ def ensure_storage_managers(tx: Transaction) -> None:
             "required_cluster_stack": [],
         },
     )
+
+
+def ensure_control_domain(tx: Transaction, host: str) -> None:
+    """The host's control-domain VM (xapi's dom0, made by create_misc at every start), added where
+    it is missing, so that a pool made before it existed gets one too.
+
+    It stands for the host's own system: Running with domid 0 and resident on the host for as
+    long as the host is up, with the host's CPUs and the memory the host's system used when it
+    was made. It has no disks and no QEMU; power operations and destroy refuse it (api/vms.py).
+    """
+    current = tx.get_field("host", host, "control_domain")
+    if current != NULL_REF and tx.exists("VM", current):
+        return
+    metrics = tx.get_record("host_metrics", tx.get_field("host", host, "metrics"))
+    memory = max(int(metrics["memory_total"]) - int(metrics["memory_free"]), 0)
+    vcpus = max(len(tx.get_field("host", host, "host_CPUs")), 1)
+    vm_metrics = tx.create("VM_metrics", {"memory_actual": memory, "VCPUs_number": vcpus, "state": ["running"],
+                                          "start_time": now(), "last_updated": now()})  # fmt: skip
+    dom0 = tx.create(
+        "VM",
+        {
+            "name_label": f"Control domain on host: {tx.get_field('host', host, 'hostname')}",
+            "name_description": "The domain which manages physical devices and manages other domains",
+            "is_control_domain": True,
+            "power_state": "Running",
+            "resident_on": host,
+            "domid": 0,
+            "memory_static_max": memory,
+            "memory_static_min": memory,
+            "memory_dynamic_max": memory,
+            "memory_dynamic_min": memory,
+            "memory_target": memory,
+            "VCPUs_max": vcpus,
+            "VCPUs_at_startup": vcpus,
+            "metrics": vm_metrics,
+        },
+    )
+    tx.set_fields("host", host, {"control_domain": dom0})
 
 
 def create_pool(db: Database, pool_name: str, host: HostFacts, admin_password: str) -> str:
@@ -149,6 +188,7 @@ def create_pool(db: Database, pool_name: str, host: HostFacts, admin_password: s
         )
         pool = tx.create("pool", {"name_label": pool_name, "master": host_ref})
         ensure_storage_managers(tx)
+        ensure_control_domain(tx, host_ref)
         users.add(tx, "root", Role.POOL_ADMIN, admin_password, fullname="Administrator")
     return pool
 

@@ -15,6 +15,7 @@ Every method is synchronous and thread-safe: the server calls them from worker t
 from __future__ import annotations
 
 import enum
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -287,6 +288,15 @@ class Driver:
 
     def reattach(self, uuid: str) -> None:
         """Take control of a domain that runs but was started by an earlier server process.
+
+        Raises:
+            DomainNotFound: no domain runs for ``uuid``.
+        """
+        raise NotImplementedError
+
+    def vnc_socket(self, uuid: str) -> socket.socket:
+        """A new connection to the running domain's VNC console (an RFB server that needs no auth:
+        the caller authorises whoever it passes the socket to).
 
         Raises:
             DomainNotFound: no domain runs for ``uuid``.

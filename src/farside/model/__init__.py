@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from farside.model.classes.blob import BLOB
+from farside.model.classes.console import CONSOLE
 from farside.model.classes.dr_run import DR_RUN
 from farside.model.classes.dr_task import DR_TASK
 from farside.model.classes.event import EVENT
@@ -20,8 +21,10 @@ from farside.model.classes.host_metrics import HOST_METRICS
 from farside.model.classes.message import MESSAGE
 from farside.model.classes.network import NETWORK
 from farside.model.classes.pbd import PBD
+from farside.model.classes.pif import PIF
 from farside.model.classes.pool import POOL
 from farside.model.classes.role import ROLE
+from farside.model.classes.secret import SECRET
 from farside.model.classes.session import SESSION
 from farside.model.classes.sm import SM
 from farside.model.classes.sr import SR
@@ -46,7 +49,7 @@ CLASSES: dict[str, ClassDef] = {
     for c in (
         SESSION, ROLE, TASK, EVENT, POOL, HOST, HOST_METRICS, HOST_CPU, SM, SR, PBD, VDI, VBD,
         VBD_METRICS, VM, VM_METRICS, VM_GUEST_METRICS, VIF, NETWORK, VM_APPLIANCE, DR_TASK,
-        MESSAGE, BLOB, USER, DR_RUN, VIF_METRICS, FEATURE, VMSS,
+        MESSAGE, BLOB, USER, DR_RUN, VIF_METRICS, FEATURE, VMSS, PIF, CONSOLE, SECRET,
     )
 }  # fmt: skip
 
@@ -91,6 +94,9 @@ RELATIONS: tuple[Relation, ...] = (
     Relation("VM_appliance", "VMs", "VM", "appliance"),
     Relation("VMSS", "VMs", "VM", "snapshot_schedule"),
     Relation("network", "VIFs", "VIF", "network"),
+    Relation("network", "PIFs", "PIF", "network"),
+    Relation("host", "PIFs", "PIF", "host"),
+    Relation("VM", "consoles", "console", "VM"),
 )
 
 

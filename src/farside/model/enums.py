@@ -4,6 +4,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "cls": ("VM", "Host", "SR", "Pool", "VMPP", "VMSS", "PVS_proxy", "VDI", "Certificate"),
     "vmss_frequency": ("hourly", "daily", "weekly"),
     "vmss_type": ("snapshot", "checkpoint", "snapshot_with_quiesce"),
+    "console_protocol": ("vt100", "rfb", "rdp"),
     "domain_type": ("hvm", "pv", "pv_in_pvh", "pvh", "unspecified"),
     "event_operation": ("add", "del", "mod"),
     "host_allowed_operations": (
@@ -21,6 +22,8 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "host_display": ("enabled", "disable_on_reboot", "disabled", "enable_on_reboot"),
     "host_numa_affinity_policy": ("any", "best_effort", "default_policy"),
     "host_sched_gran": ("core", "cpu", "socket"),
+    "ip_configuration_mode": ("None", "DHCP", "Static"),
+    "ipv6_configuration_mode": ("None", "DHCP", "Static", "Autoconf"),
     "latest_synced_updates_applied_state": ("yes", "no", "unknown"),
     "network_default_locking_mode": ("unlocked", "disabled"),
     "network_operations": ("attaching",),
@@ -36,6 +39,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     ),
     "on_normal_exit": ("destroy", "restart"),
     "on_softreboot_behavior": ("soft_reboot", "destroy", "restart", "preserve"),
+    "pif_igmp_status": ("enabled", "disabled", "unknown"),
     "pool_allowed_operations": (
         "ha_enable",
         "ha_disable",
@@ -179,5 +183,6 @@ ENUMS: dict[str, tuple[str, ...]] = {
         "destroy",
         "create_vtpm",
     ),
+    "primary_address_type": ("IPv4", "IPv6"),
     "vm_power_state": ("Halted", "Paused", "Running", "Suspended"),
 }

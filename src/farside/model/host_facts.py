@@ -27,3 +27,19 @@ class HostFacts:
     sockets: int = 1
     kernel: str = ""
     machine: str = ""
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One of the host's network interfaces as the kernel reports it (a PIF's source)."""
+
+    device: str
+    mac: str
+    mtu: int
+    physical: bool  # backed by a device (a NIC), not a bridge, tap, veth or loopback
+    up: bool
+    ipv4: str = ""
+    netmask: str = ""
+    gateway: str = ""
+    ipv6: tuple[str, ...] = ()  # address/prefix, global scope
+    default_route: bool = False  # the device of the host's IPv4 default route

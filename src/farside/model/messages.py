@@ -37,7 +37,7 @@ class Signature:
 
 def _implicit(c: ClassDef) -> list[Signature]:
     ref = f"{c.name} ref"
-    ro = Role.READ_ONLY
+    ro = c.reader
     this = ("self", parse(ref))
     sigs: list[Signature] = []
 

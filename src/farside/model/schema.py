@@ -105,6 +105,7 @@ class ClassDef:
     persistent: bool = True
     farside: bool = False
     implicit: bool = True  # has generated getters at all (event and message have not)
+    reader: Role = Role.READ_ONLY  # the weakest role that may read records (secret: pool-admin)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_fields", {f.name: f for f in self.fields})

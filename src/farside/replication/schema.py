@@ -33,8 +33,9 @@ from farside.model.types import (
     XType,
 )
 
-# Users (and their hashes) never leave the pool; DR runs are this site's own operational log.
-NEVER_REPLICATED = frozenset({"user", "DR_run", "message"})
+# Users (and their hashes) and secrets never leave the pool (a LUN's reader would read them); DR
+# runs and messages are this site's own operational log.
+NEVER_REPLICATED = frozenset({"user", "DR_run", "message", "secret"})
 REPLICATED: dict[str, list[str]] = {
     name: [f.name for f in stored_fields(c) if f.persist and not f.internal]
     for name, c in STORED.items()

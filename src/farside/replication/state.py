@@ -3,6 +3,8 @@
 Persistent classes and fields only, as xapi's redo log holds only persistent state; never the
 users and their password hashes (``user`` and the credential table), sessions or tasks. The
 computed inverse sets (``VM.VBDs``) are left out: a reader's database computes them again.
+Nor the control domain: it is this host's own system, never a VM another site could recover
+(xapi's metadata export leaves it out too).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def full_payload(tx: Transaction, pool_uuid: str, pool_name: str, generation: in
     """The whole persistent state at ``generation``."""
     with gc_paused():
         objects = {cls: tx.select(cls, fields) for cls, fields in _REPLICATED_FIELDS.items()}
+        objects["VM"] = {ref: r for ref, r in objects["VM"].items() if not r["is_control_domain"]}
     return {
         "format": 1,
         "farside_version": __version__,
@@ -75,6 +78,8 @@ def delta_payload(tx: Transaction, commit: Commit, written: str) -> dict[str, An
             changes.append({"op": "del", "cls": change.cls, "ref": change.ref})
         elif tx.exists(change.cls, change.ref):
             record = _strip(change.cls, tx.get_record(change.cls, change.ref))
+            if change.cls == "VM" and record["is_control_domain"]:
+                continue
             changes.append({"op": change.op, "cls": change.cls, "ref": change.ref, "record": record})
     if not changes:
         return None

@@ -2,7 +2,8 @@
 
 Events about sessions reach only a subscriber of the session's own user, whatever its role: a
 session ref is a credential (xapi sends no session events at all; Farside sends a client its
-own, so a console sees its logins come and go).
+own, so a console sees its logins come and go). Classes whose records need a stronger role
+than the subscriber's (secret) have no events for it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from farside.model.types import now
 
 @handles("event.from")
 async def event_from(ctx: Context, classes: list[str], token: str, timeout: float) -> Encoded:
-    wanted = _classes(classes)
+    # A class whose records the caller may not read (secret) has no events for it either.
+    wanted = {c for c in _classes(classes) if ctx.caller.role.allows(STORED[c].reader)}
     hub = ctx.services.events
     if token == "":
         return _snapshot(ctx, wanted)

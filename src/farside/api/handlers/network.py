@@ -31,3 +31,26 @@ def destroy(ctx: Context, network: str) -> str:
             raise XenAPIFailure("NETWORK_CONTAINS_VIF", *vifs)
         tx.destroy("network", network)
     return ""
+
+
+# xapi: a network serves NBD with TLS or without, never both (datamodel_network.ml's purposes).
+_INCOMPATIBLE = {"nbd": "insecure_nbd", "insecure_nbd": "nbd"}
+
+
+@handles("network.add_purpose")
+def add_purpose(ctx: Context, network: str, value: str) -> str:
+    with ctx.db.write() as tx:
+        purposes: list[str] = tx.get_field("network", tx.check("network", network), "purpose")
+        if _INCOMPATIBLE[value] in purposes:
+            raise XenAPIFailure("NETWORK_INCOMPATIBLE_PURPOSES", value, _INCOMPATIBLE[value])
+        if value not in purposes:
+            tx.set_fields("network", network, {"purpose": [*purposes, value]})
+    return ""
+
+
+@handles("network.remove_purpose")
+def remove_purpose(ctx: Context, network: str, value: str) -> str:
+    with ctx.db.write() as tx:
+        purposes = tx.get_field("network", tx.check("network", network), "purpose")
+        tx.set_fields("network", network, {"purpose": [p for p in purposes if p != value]})
+    return ""

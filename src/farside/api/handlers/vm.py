@@ -7,6 +7,7 @@ from typing import Any
 from farside.api import implicit
 from farside.api.context import Context
 from farside.api.registry import handles
+from farside.api.vms import control_domain_refusal
 from farside.errors import InvalidValue, OperationNotAllowed, XenAPIFailure
 from farside.model import VM
 from farside.model.types import NULL_REF
@@ -40,6 +41,8 @@ def destroy(ctx: Context, vm: str) -> str:
             return ""
     with ctx.db.write() as tx:
         record = tx.get_record("VM", tx.check("VM", vm))
+        if record["is_control_domain"]:
+            raise control_domain_refusal()
         if record["current_operations"]:
             raise XenAPIFailure("OTHER_OPERATION_IN_PROGRESS", "VM", vm)
         if record["power_state"] not in ("Halted", "Suspended"):
@@ -47,8 +50,6 @@ def destroy(ctx: Context, vm: str) -> str:
         if record["power_state"] == "Suspended":
             # The suspend image is the guest's memory: it goes with the VM (hard_shutdown's way).
             raise OperationNotAllowed("The VM is suspended; hard_shutdown it first, which discards its memory image.")
-        if record["is_control_domain"]:
-            raise OperationNotAllowed("The control domain cannot be destroyed.")
         for vbd in record["VBDs"]:
             tx.destroy("VBD", vbd)
         for vif in record["VIFs"]:

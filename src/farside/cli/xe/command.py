@@ -202,6 +202,23 @@ def one(ctx: Context, view: View, uuid: str, call: Callable[..., Any] | None = N
     return Row(view.cls, ref, call(f"{view.cls}.get_record", ref), Lookup(call))
 
 
+def param_list_command(view: View) -> Command:
+    """``<noun>-param-list uuid=...``: every field of one object, as one record."""
+
+    def run(ctx: Context) -> None:
+        with database(ctx, required=False) as call:
+            row = one(ctx, view, ctx.params["uuid"], call)
+            ctx.printer.records([[(f.label, f.get(row)) for f in view.fields]])
+
+    return Command(
+        f"{view.noun}-param-list",
+        run,
+        reqd=("uuid",),
+        optn=("database:",),
+        help=f"List every field of one {view.noun}.",
+    )
+
+
 def param_get_command(view: View) -> Command:
     """``<noun>-param-get uuid=... param-name=... [param-key=...]``."""
 

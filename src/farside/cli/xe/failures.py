@@ -112,6 +112,10 @@ ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
         "A PBD already exists connecting the SR to the server.",
         ("sr", "host", "pbd"),
     ),
+    "PIF_UNMANAGED": (
+        "The operation you requested cannot be performed because the specified PIF is not managed by xapi.",
+        ("PIF",),
+    ),
     "RBAC_PERMISSION_DENIED": (
         "RBAC permission denied.",
         ("permission", "message"),
@@ -256,6 +260,10 @@ ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
         "existing VM.",
         ("vm", "existing_version", "version_to_import"),
     ),
+    "XENAPI_MISSING_PLUGIN": (
+        "The requested plugin could not be found.",
+        ("name",),
+    ),
 }
 
 # The class whose uuid names a ref in a parameter (xe shows uuids where the API sends refs).
@@ -267,6 +275,7 @@ REF_CLASSES = {
     "vif": "VIF",
     "pbd": "PBD",
     "host": "host",
+    "pif": "PIF",
     "network": "network",
     "appliance": "VM_appliance",
     "vm_appliance": "VM_appliance",

@@ -22,6 +22,9 @@ directory, which only it (and root) may enter:
 - QMP is a socket *client* of the driver with ``reconnect=1``, reached by a path relative to the
   working directory: the driver listens on a fixed path, so a restarted server gets every running
   VM back within a second (FACTS.md), and QEMU needs no right on the run directory's parents.
+- The VNC display (``-vnc none``) listens nowhere, no TCP port and no socket path: for each
+  console client the driver passes QEMU one end of a socket pair over QMP (``add_client``), and
+  the pool server proxies the other end to an authorised client (api/consoles.py).
 - There is no ``-pidfile``: QEMU could only write it into a directory it may write to; the driver
   writes the pid instead.
 - A NIC whose bridge exists on the host gets a tap that the driver created, put on the bridge and
@@ -51,6 +54,8 @@ from farside.hypervisor.driver import DiskSpec, NicSpec, VMSpec
 
 MIB = 1024 * 1024
 MACHINE = "pc"
+# The display the VNC console shows; 4 MiB of video memory is plenty for text and 1024x768.
+VGA = "VGA,vgamem_mb=4"
 # The per-VM run directory (``<run_root>/<uuid>/``, QEMU's working directory) holds these files.
 PID_FILE = "qemu.pid"
 # During a live migration, the pid of the VM's other QEMU: the destination until the guest has
@@ -161,6 +166,9 @@ def build_argv(
         "-nodefaults",
         "-no-user-config",
         "-display", "none",
+        # A VNC server with no listener: the driver hands it each client over QMP (add_client).
+        "-vnc", "none",
+        "-device", VGA,
         "-sandbox", SANDBOX,
         "-S",
         "-chardev", f"socket,id={MONITOR_ID},path={QMP_SOCKETS[slot]},reconnect={QMP_RECONNECT_S}",

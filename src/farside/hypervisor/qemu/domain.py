@@ -35,6 +35,8 @@ SUSPEND_BANDWIDTH = 1 << 40
 POLL_S = 0.01
 # The name under which a suspend or restore file descriptor is handed to QEMU (getfd).
 SUSPEND_FD = "farside-suspend"
+# QEMU takes the descriptor out of its table when add_client uses it, so one name serves every client.
+VNC_FD = "farside-vnc"
 RESTORE_FD = "farside-restore"
 # QEMU run states (query-status) in which the vCPUs run; every other live state counts as paused.
 _RUNNING = {"running"}
@@ -267,6 +269,11 @@ class Domain:
             if loop.time() > deadline:
                 raise DomainError(self.uuid, f"{what} took longer than {timeout:g} s")
             await asyncio.sleep(POLL_S)
+
+    async def add_vnc_client(self, fd: int, timeout: float) -> None:
+        """Hand QEMU's VNC server a connected socket (``getfd``, then ``add_client``)."""
+        await self.monitor.send_fd(fd, VNC_FD, timeout)
+        await self.execute("add_client", {"protocol": "vnc", "fdname": VNC_FD, "skipauth": True}, timeout)
 
     async def save(self, path: Path, timeout: float) -> None:
         """Stop the vCPUs and write the whole state to ``path`` (``migrate`` to a passed fd).

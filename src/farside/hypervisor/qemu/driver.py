@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import threading
 import time
 import uuid as uuidlib
@@ -330,6 +331,18 @@ class QemuDriver(Driver):
     def reattach(self, uuid: str) -> None:
         domain = self._required(_check_uuid(uuid))
         self._loop.run(domain.monitor.client(DEFAULT_REATTACH_TIMEOUT_S))
+
+    def vnc_socket(self, uuid: str) -> socket.socket:
+        domain = self._required(_check_uuid(uuid))
+        ours, qemus = socket.socketpair()
+        try:
+            self._loop.run(domain.add_vnc_client(qemus.fileno(), self._command_timeout))
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            qemus.close()  # QEMU holds its own copy now
+        return ours
 
     def serial_log(self, uuid: str) -> Path:
         return self._run(_check_uuid(uuid)).serial_log

@@ -102,5 +102,21 @@ HOST = ClassDef(
         M("get_server_certificate", Role.READ_ONLY, [("host", "host ref")], "string"),
         M("disable", Role.POOL_OPERATOR, [("host", "host ref")], "void"),
         M("enable", Role.POOL_OPERATOR, [("host", "host ref")], "void"),
+        M("get_servertime", Role.READ_ONLY, [("host", "host ref")], "datetime"),
+        M("get_server_localtime", Role.READ_ONLY, [("host", "host ref")], "datetime"),
+        M(
+            "evacuate",
+            Role.POOL_OPERATOR,
+            [("host", "host ref"), ("network", "network ref"), ("evacuate_batch_size", "int")],
+            "void",
+        ),
+        M("get_vms_which_prevent_evacuation", Role.READ_ONLY, [("self", "host ref")], "(VM ref -> string set) map"),
+        M(
+            "call_plugin",
+            Role.POOL_ADMIN,
+            [("host", "host ref"), ("plugin", "string"), ("fn", "string"), ("args", "(string -> string) map")],
+            "string",
+        ),
+        M("get_system_status_capabilities", Role.READ_ONLY, [("host", "host ref")], "string"),
     ],
 )

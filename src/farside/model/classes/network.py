@@ -1,7 +1,7 @@
 """The network class: a virtual network."""
 
 from farside.model.roles import Role
-from farside.model.schema import RO, RT, RW, ClassDef, F
+from farside.model.schema import RO, RT, RW, ClassDef, F, M
 
 NETWORK = ClassDef(
     "network",
@@ -26,5 +26,9 @@ NETWORK = ClassDef(
         F("default_locking_mode", "enum network_default_locking_mode", RT),
         F("assigned_ips", "(VIF ref -> string) map", RT),
         F("purpose", "enum network_purpose set", RT),
+    ],
+    messages=[
+        M("add_purpose", Role.POOL_ADMIN, [("self", "network ref"), ("value", "enum network_purpose")], "void"),
+        M("remove_purpose", Role.POOL_ADMIN, [("self", "network ref"), ("value", "enum network_purpose")], "void"),
     ],
 )

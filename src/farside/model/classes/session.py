@@ -34,5 +34,6 @@ SESSION = ClassDef(
         ),
         M("logout", Role.READ_ONLY, [], "void"),
         M("change_password", None, [("old_pwd", "string"), ("new_pwd", "string")], "void"),
+        M("get_all_subject_identifiers", Role.READ_ONLY, [], "string set"),
     ],
 )
