@@ -34,7 +34,7 @@ class Pool:
         self.made.append((method, args))
         answers: dict[str, Any] = {
             "VM.get_all_records": {VM_REF: {"uuid": "vm-uuid", "name_label": "web", "is_a_template": False,
-                                            "is_control_domain": False}},
+                                            "is_control_domain": False, "is_a_snapshot": False}},
             "VM.get_data_sources": SOURCES,
             "VM.query_data_source": 0.0123456,
             "host.get_all": [HOST_REF],
