@@ -1,4 +1,5 @@
-"""The pool server's HTTP app: XenAPI over XML-RPC (``/``, ``/RPC2``) and JSON-RPC (``/jsonrpc``).
+"""The pool server's HTTP app: XenAPI over XML-RPC (any POST path no other handler claims, as
+xapi) and JSON-RPC (``/jsonrpc``).
 
 Starlette for routing, uvicorn for serving (HTTP or HTTPS). Start-up opens the database, forgets
 what does not outlive a server (sessions, tasks), and wires the services together.
@@ -48,7 +49,7 @@ from farside.api.throttle import note_client
 from farside.api.vms import VMService
 from farside.config import REFUSAL_LOG_INTERVAL_S, HttpLimits, ServerConfig
 from farside.db import Database
-from farside.db.bootstrap import ensure_storage_managers
+from farside.db.bootstrap import ensure_storage_managers, refresh_software_version
 from farside.errors import DatabaseError, FarsideError, InternalError
 from farside.hypervisor.errors import RunRootBusy
 from farside.hypervisor.qemu import QemuDriver
@@ -100,6 +101,8 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
         pool = pools[0]
         host = tx.get_field("pool", pool, "master")
         keys = Keyring(config.data_dir, tx.get_field("pool", pool, "uuid"))
+    with db.write() as tx:
+        refresh_software_version(tx, host)
     hub = EventHub(config.event_history, db.generation)
     db.subscribe(hub.publish)
     messages = MessageService(db, config.message_limit)
@@ -182,8 +185,8 @@ def build_app(
         outcome = await state["dispatcher"].call(method, params)
         if isinstance(outcome.value, AllRecords):  # encoded on a worker thread, off the event loop
             answer = await anyio.to_thread.run_sync(_xml_response, outcome)
-            return _large([answer] if isinstance(answer, bytes) else [answer.encode()], "text/xml")
-        return Response(_xml_response(outcome), media_type="text/xml")
+            return _large([answer] if isinstance(answer, bytes) else [answer.encode()], XML)
+        return _large([_encoded(_xml_response(outcome))], XML)
 
     async def json_endpoint(request: Request) -> Response:
         note_client(request)
@@ -201,13 +204,14 @@ def build_app(
             except Exception:
                 log.exception("bug while encoding a result")
                 failure = InternalError("unexpected error; see the server log").failure
-                return Response(jsonrpc.failure(call, failure), media_type="application/json")
+                return _large([jsonrpc.failure(call, failure)], JSON)
             head, tail = jsonrpc.envelope(call)
-            return _large([head, result, tail], "application/json")
-        return Response(_json_response(call, outcome), media_type="application/json")
+            return _large([head, result, tail], JSON)
+        return _large([_json_response(call, outcome)], JSON)
 
     async def about(request: Request) -> Response:
-        return PlainTextResponse(f"Farside pool server {__version__}: XenAPI on / and /RPC2, JSON-RPC on /jsonrpc\n")
+        text = f"Farside pool server {__version__}: JSON-RPC on /jsonrpc, XML-RPC on POST to any other path\n"
+        return PlainTextResponse(text)
 
     async def import_vdi(request: Request) -> Response:
         return await state["import_raw_vdi"](request)  # type: ignore[no-any-return]
@@ -223,11 +227,19 @@ def build_app(
         Route("/console/serial", serial, methods=["GET"]),
         Route("/import_raw_vdi", import_vdi, methods=["PUT"]),
         Route("/export_raw_vdi", export_vdi, methods=["GET"]),
-        Route("/", xml_endpoint, methods=["POST"]),
-        Route("/RPC2", xml_endpoint, methods=["POST"]),
         Route("/jsonrpc", json_endpoint, methods=["POST"]),
         Route("/", about, methods=["GET"]),
     ]
+    # xapi answers XML-RPC on any POST path no other handler claims (clients post to /, /RPC2,
+    # /xmlrpc, ...); a path another handler claims keeps its own answer (405 for POST).
+    claimed = {r.path for r in routes if isinstance(r, Route) and r.path != "/"}
+
+    async def xml_anywhere(request: Request) -> Response:
+        if request.url.path in claimed:
+            return PlainTextResponse("405 Method Not Allowed\n", status_code=405)
+        return await xml_endpoint(request)
+
+    routes.append(Route("/{path:path}", xml_anywhere, methods=["POST"]))
     return Starlette(routes=routes, lifespan=lifespan)
 
 
@@ -239,8 +251,10 @@ def _xml_response(outcome: Outcome) -> str | bytes:
             return outcome.value.xml_response()
         if isinstance(outcome.value, Encoded):
             return xmlrpc.success(outcome.value.xml)
-        assert outcome.result_type is not None
-        return xmlrpc.success(xmlrpc.encoder(outcome.result_type)(outcome.value))
+        encode = xmlrpc.generic if outcome.result_type is None else xmlrpc.encoder(outcome.result_type)
+        if outcome.bare:
+            return xmlrpc.bare(encode(outcome.value))
+        return xmlrpc.success(encode(outcome.value))
     except Exception:
         log.exception("bug while encoding a result")
         return xmlrpc.failure(InternalError("unexpected error; see the server log").failure)
@@ -264,17 +278,25 @@ def _json_response(call: jsonrpc.Request, outcome: Outcome) -> bytes:
 
 
 _CHUNK = 1 << 20
+# Exactly what xapi sends (api_server.ml): some clients' XML-RPC transports accept only "text/xml".
+XML = "text/xml"
+JSON = "application/json"
 
 
-def _large(parts: Sequence[bytes], media_type: str) -> Response:
+def _encoded(body: str | bytes) -> bytes:
+    return body if isinstance(body, bytes) else body.encode()
+
+
+def _large(parts: Sequence[bytes], content_type: str) -> Response:
     """A response of already encoded ``parts``, written 1 MiB at a time.
 
     One write of a whole 100 MB answer makes asyncio (3.11) copy what the socket did not take at
     once, twice; slices of a memoryview are sent as they are, under uvicorn's flow control.
     """
     size = sum(len(p) for p in parts)
+    # The header given as it is: Starlette's media_type would add "; charset=utf-8" to text/xml.
     if size <= _CHUNK:
-        return Response(b"".join(parts), media_type=media_type)
+        return Response(b"".join(parts), headers={"content-type": content_type})
 
     async def chunks() -> AsyncIterator[memoryview]:
         for part in parts:
@@ -282,7 +304,7 @@ def _large(parts: Sequence[bytes], media_type: str) -> Response:
             for start in range(0, len(view), _CHUNK):
                 yield view[start : start + _CHUNK]
 
-    return StreamingResponse(chunks(), media_type=media_type, headers={"content-length": str(size)})
+    return StreamingResponse(chunks(), headers={"content-length": str(size), "content-type": content_type})
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from farside.api import implicit
+from farside.api import implicit, system
 from farside.api.context import Context, Services
 from farside.api.registry import FOREIGN_DB_MESSAGES, HANDLERS
 from farside.errors import (
@@ -42,6 +42,7 @@ class Outcome:
     value: Any = None
     result_type: XType | None = None
     failure: list[str] | None = None
+    bare: bool = False  # XML-RPC: the value alone, no Status struct (system.listMethods)
 
 
 class Dispatcher:
@@ -58,12 +59,15 @@ class Dispatcher:
             return Outcome(failure=InternalError("unexpected error; see the server log").failure)
 
     async def _call(self, method: str, params: list[Any]) -> Outcome:
+        if system.answers(method):
+            value, result_type = system.call(method, params)
+            return Outcome(value, result_type, bare=method == system.LIST_METHODS)
         asynchronous = method.startswith(ASYNC)
         name = method[len(ASYNC) :] if asynchronous else method
         sig = lookup(name)
         if sig is None or (asynchronous and not sig.asynchronous):
             raise MessageMethodUnknown(method)
-        if name == LOGIN:
+        if sig.wire_name == LOGIN:
             return await self._login(sig, params)
         expected = len(sig.params) + 1
         if len(params) != expected:

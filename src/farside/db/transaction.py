@@ -57,6 +57,10 @@ class Transaction:
         t = _table(cls)
         return [row[0] for row in self._conn.execute(f"SELECT {REF} FROM {t.name}")]
 
+    def count(self, cls: str) -> int:
+        t = _table(cls)
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM {t.name}").fetchone()[0])
+
     def ref_of_uuid(self, cls: str, uuid: str) -> str:
         """The ref of the object of ``cls`` with ``uuid``, else UUID_INVALID [cls, uuid]."""
         t = _table(cls)

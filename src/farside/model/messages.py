@@ -109,12 +109,26 @@ def signatures(cls_name: str) -> dict[str, Signature]:
 
 
 def lookup(wire_name: str) -> Signature | None:
-    """The signature of ``Class.message``, or None when Farside has no such message."""
+    """The signature of ``Class.message`` (or of its alias ``Class_message``), or None when Farside
+    has no such message."""
+    wire_name = _aliases().get(wire_name, wire_name)
     cls_name, dot, message = wire_name.partition(".")
     c = class_named(cls_name) if dot else None
     if c is None or c.name != cls_name:
         return None
     return signatures(c.name).get(message)
+
+
+@functools.cache
+def _aliases() -> dict[str, str]:
+    # xapi's server answers each message under a second name too, ``Class_message``
+    # (datamodel_utils.ml, alternative_wire_name): clients use it where "from" is a keyword.
+    return {f"{s.cls.name}_{s.name}": s.wire_name for name in CLASSES for s in signatures(name).values()}
+
+
+def wire_names() -> list[str]:
+    """Every message Farside answers, by its ``Class.message`` name, sorted."""
+    return sorted(s.wire_name for name in CLASSES for s in signatures(name).values())
 
 
 def role_table() -> dict[str, Role | None]:
