@@ -210,7 +210,7 @@ def build_app(
         return _large([_json_response(call, outcome)], JSON)
 
     async def about(request: Request) -> Response:
-        text = f"Farside pool server {__version__}: JSON-RPC on /jsonrpc, XML-RPC on POST to any other path\n"
+        text = f"Farside pool server {__version__}: XenAPI as JSON-RPC on /jsonrpc, as XML-RPC on other paths\n"
         return PlainTextResponse(text)
 
     async def import_vdi(request: Request) -> Response:

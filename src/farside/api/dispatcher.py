@@ -111,7 +111,9 @@ class Dispatcher:
         return Outcome(ref, sig.result)
 
 
-_READ_KINDS = frozenset({"get_all", "get_all_records", "get_record", "get_by_uuid", "get_by_name_label", "get"})
+_READ_KINDS = frozenset(
+    {"get_all", "get_all_records", "get_all_records_where", "get_record", "get_by_uuid", "get_by_name_label", "get"}
+)
 
 
 def _reads_only(sig: Signature) -> bool:

@@ -49,6 +49,8 @@ def _implicit(c: ClassDef) -> list[Signature]:
 
     add("get_all", "get_all", ro, [], f"{ref} set")
     add("get_all_records", "get_all_records", ro, [], f"({ref} -> {c.name} record) map")
+    # Hidden from xapi's documentation but on its wire for every class with get_all_records.
+    add("get_all_records_where", "get_all_records_where", ro, [("expr", "string")], f"({ref} -> {c.name} record) map")
     add("get_record", "get_record", ro, [("self", ref)], f"{c.name} record")
     if c.has_field("uuid"):
         add("get_by_uuid", "get_by_uuid", ro, [("uuid", "string")], ref)
