@@ -35,7 +35,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import farside.api.handlers  # noqa: F401 - registers every hand-written message
 from farside import __version__
-from farside.api import http, jsonrpc, xmlrpc
+from farside.api import http, jsonrpc, operations, xmlrpc
 from farside.api.context import Services
 from farside.api.dispatcher import Dispatcher, Outcome
 from farside.api.events import EventHub
@@ -103,6 +103,7 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
         keys = Keyring(config.data_dir, tx.get_field("pool", pool, "uuid"))
     with db.write() as tx:
         refresh_software_version(tx, host)
+    db.before_commit(operations.refresh)
     hub = EventHub(config.event_history, db.generation)
     db.subscribe(hub.publish)
     messages = MessageService(db, config.message_limit)
@@ -158,6 +159,7 @@ def build_app(
         # Before anything writes to the SRs (the heartbeat, metadata replication): a LUN that
         # became a mirror target or another pool's while this server was down is let go.
         await asyncio.to_thread(services.storage.reattach)
+        await asyncio.to_thread(_refresh_operations, services)
         services.storage.start_heartbeat()
         await asyncio.to_thread(services.metadata.start)
         try:
@@ -241,6 +243,11 @@ def build_app(
 
     routes.append(Route("/{path:path}", xml_anywhere, methods=["POST"]))
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _refresh_operations(services: Services) -> None:
+    with services.db.write() as tx:
+        operations.refresh_all(tx)
 
 
 def _xml_response(outcome: Outcome) -> str | bytes:

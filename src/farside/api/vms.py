@@ -43,13 +43,6 @@ DEFAULT_CLEAN_SHUTDOWN_S = 60.0
 # database write).
 RELEASE_WAIT_S = 30.0
 
-ALLOWED = {
-    "Halted": ["start", "start_on", "destroy", "clone", "copy", "snapshot", "export"],
-    "Running": ["clean_shutdown", "hard_shutdown", "shutdown", "clean_reboot", "hard_reboot", "pause", "suspend"],
-    "Paused": ["unpause", "hard_shutdown", "shutdown", "hard_reboot", "suspend"],
-    "Suspended": ["resume", "hard_shutdown", "shutdown", "destroy"],
-}
-
 
 class _Wake(enum.Enum):
     """Why a delay ended before its time."""
@@ -139,7 +132,8 @@ class VMService:
                 raise XenAPIFailure("OTHER_OPERATION_IN_PROGRESS", "VM", vm)
             if record["power_state"] not in allowed_states:
                 raise power_state_error(vm, allowed_states[0], record["power_state"])
-            claim_fields: dict[str, Any] = {"current_operations": {token: op}, "allowed_operations": []}
+            # allowed_operations follow (api/operations.py: empty while an operation runs).
+            claim_fields: dict[str, Any] = {"current_operations": {token: op}}
             if reserve:
                 if record["is_a_template"]:
                     raise XenAPIFailure("VM_IS_TEMPLATE", vm)
@@ -157,16 +151,7 @@ class VMService:
                     if tx.exists("VM", vm):
                         if claim.outcome is not None:
                             self._apply_state(tx, vm, *claim.outcome)
-                        state = tx.get_field("VM", vm, "power_state")
-                        tx.set_fields(
-                            "VM",
-                            vm,
-                            {
-                                "current_operations": {},
-                                "allowed_operations": ALLOWED[state],
-                                "scheduled_to_be_resident_on": NULL_REF,
-                            },
-                        )
+                        tx.set_fields("VM", vm, {"current_operations": {}, "scheduled_to_be_resident_on": NULL_REF})
             finally:
                 with self._claims_lock:
                     if self._claims.get(vm) is claim:
@@ -315,6 +300,10 @@ class VMService:
             values: dict[str, Any] = {"state": [state.lower()], "last_updated": now()}
             if state == "Running" and domid >= 0:
                 values["start_time"] = now()
+            if state in ("Running", "Paused"):
+                values["VCPUs_number"] = max(tx.get_field("VM", vm, "VCPUs_at_startup"), 1)
+            elif state == "Halted":
+                values["VCPUs_number"] = 0  # as xapi resets a halted VM's metrics
             tx.set_fields("VM_metrics", metrics, values)
         self._update_host_memory(tx)
 
@@ -490,9 +479,6 @@ class VMService:
             return  # the operation in progress records the outcome itself
         log.info("VM %s stopped by itself (%s); it is Halted now", uuid, reason)
         self._record_state(vm, "Halted")
-        with self._db.write() as tx:
-            if tx.exists("VM", vm):
-                tx.set_fields("VM", vm, {"allowed_operations": ALLOWED["Halted"]})
 
     def stop_users(self, sr: str) -> list[str]:
         """Hard-stop every VM with a disk on ``sr`` whatever it is doing (its SR was fenced: its
@@ -517,8 +503,6 @@ class VMService:
                 continue
             with self._db.write() as tx:
                 self._apply_state(tx, vm, "Halted")
-                if not tx.get_field("VM", vm, "current_operations"):  # else the operation's end sets them
-                    tx.set_fields("VM", vm, {"allowed_operations": ALLOWED["Halted"]})
             stopped.append(f"{record['name_label']} ({record['uuid']})")
         return stopped
 
@@ -559,8 +543,8 @@ class VMService:
             for vm, (state, domid) in states.items():
                 resident = self._host if state != "Halted" else NULL_REF
                 tx.set_fields("VM", vm, {"power_state": state, "resident_on": resident, "domid": domid})
-            for state, allowed in ALLOWED.items():
-                tx.reset_fields("VM", {"allowed_operations": allowed}, where=("power_state", state))
+            # A halted VM has no domain (xapi: -1), whatever an older server or a record left.
+            tx.reset_fields("VM", {"domid": -1}, where=("power_state", "Halted"))
             # No operation outlives its server: a start it was in (say, killed in its start_delay)
             # no longer books this host's memory or the VM's disks.
             for vm in tx.find("VM", "scheduled_to_be_resident_on", self._host):
