@@ -13,6 +13,7 @@ from farside.config import (
     DEFAULT_LISTEN,
     Listen,
     ServerConfig,
+    event_history_from_env,
     fencing_from_env,
     http_limits_from_env,
     kvm_from_env,
@@ -182,6 +183,7 @@ def server(args: argparse.Namespace) -> int:
         watchdog=watchdog_from_env(),
         http=http_limits_from_env(),
         login_limits=login_limits_from_env(),
+        event_history=event_history_from_env(),
     )
     serve(config)
     return 0
