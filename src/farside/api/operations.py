@@ -20,9 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from farside.api.registry import HANDLERS
-from farside.api.storage import vdi_busy
 from farside.db import Transaction
-from farside.model import STORED
 from farside.model.messages import lookup
 from farside.model.types import NULL_REF
 
@@ -178,11 +176,79 @@ _POOL_MESSAGES = {
 }
 
 
-def _only(candidates: tuple[str, ...] | list[str], messages: dict[str, str]) -> list[str]:
-    return [op for op in candidates if op in messages and answered(messages[op])]
+_FIELDS: dict[str, tuple[str, ...]] = {
+    "VM": ("power_state", "is_control_domain", "is_a_snapshot", "is_a_template"),
+    "VDI": ("SR", "metadata_of_pool"),
+    "SR": (),
+    "VBD": ("VM", "VDI", "currently_attached", "type", "empty"),
+    "VIF": ("VM", "currently_attached"),
+    "host": ("enabled",),
+    "pool": (),
+}
+_COMMON = ("current_operations", "allowed_operations")
+_WATCHED = {*_FIELDS, "PBD"}
+_answered_cache: dict[tuple[int, tuple[str, ...]], list[str]] = {}
+_answered_key: list[int] = [-1]
 
 
-def _vm(tx: Transaction, ref: str, r: dict[str, Any]) -> list[str]:
+def _only(candidates: tuple[str, ...], messages: dict[str, str]) -> list[str]:
+    # Memoised until a handler is registered or removed: every write asks, with few distinct lists.
+    key = len(HANDLERS) + len(_PROVIDED)
+    if _answered_key[0] != key:
+        _answered_cache.clear()
+        _answered_key[0] = key
+    chosen = _answered_cache.get((id(messages), candidates))
+    if chosen is None:
+        chosen = [op for op in candidates if op in messages and answered(messages[op])]
+        _answered_cache[(id(messages), candidates)] = chosen
+    return list(chosen)
+
+
+class _View:
+    """The fields the rules read, fetched once per refresh (all at once for ``refresh_all``)."""
+
+    def __init__(self, tx: Transaction) -> None:
+        self.tx = tx
+        self.rows: dict[str, dict[str, dict[str, Any]]] = {cls: {} for cls in _FIELDS}
+        self._attached: dict[str, bool] = {}
+        self._users: dict[str, list[str]] | None = None  # VDI -> VMs, when loaded in bulk
+
+    def load_all(self) -> None:
+        tx = self.tx
+        for cls, fields in _FIELDS.items():
+            self.rows[cls] = tx.select(cls, fields + _COMMON)
+        for pbd in tx.select("PBD", ("SR", "currently_attached")).values():
+            self._attached[pbd["SR"]] = self._attached.get(pbd["SR"], False) or pbd["currently_attached"]
+        users: dict[str, list[str]] = {}
+        for vbd in self.rows["VBD"].values():
+            users.setdefault(vbd["VDI"], []).append(vbd["VM"])
+        self._users = users
+
+    def row(self, cls: str, ref: str) -> dict[str, Any] | None:
+        rows = self.rows[cls]
+        if ref not in rows:
+            if self._users is not None or ref == NULL_REF or not self.tx.exists(cls, ref):
+                return None
+            rows[ref] = self.tx.get_fields(cls, ref, _FIELDS[cls] + _COMMON)
+        return rows[ref]
+
+    def sr_attached(self, sr: str) -> bool:
+        if sr not in self._attached:
+            pbds = self.tx.find("PBD", "SR", sr)
+            self._attached[sr] = any(self.tx.get_field("PBD", p, "currently_attached") for p in pbds)
+        return self._attached[sr]
+
+    def vdi_users(self, vdi: str) -> list[str]:
+        if self._users is not None:
+            return self._users.get(vdi, [])
+        return [self.tx.get_field("VBD", vbd, "VM") for vbd in self.tx.find("VBD", "VDI", vdi)]
+
+    def vm_running(self, vm: str) -> bool:
+        r = self.row("VM", vm)
+        return r is not None and r["power_state"] == "Running"
+
+
+def _vm(view: _View, ref: str, r: dict[str, Any]) -> list[str]:
     if r["current_operations"] or r["is_control_domain"]:
         return []
     if r["is_a_snapshot"]:
@@ -192,107 +258,138 @@ def _vm(tx: Transaction, ref: str, r: dict[str, Any]) -> list[str]:
     return _only(_VM_STATES.get(r["power_state"], ()), _VM_MESSAGES)
 
 
-def _sr_attached(tx: Transaction, sr: str) -> bool:
-    return any(tx.get_field("PBD", pbd, "currently_attached") for pbd in tx.get_field("SR", sr, "PBDs"))
+def _vdi_in_use(view: _View, ref: str, r: dict[str, Any]) -> bool:
+    """A VM that is not halted (or is in an operation) uses it, or it is a pool's metadata VDI:
+    api/storage.py's vdi_busy, from the view."""
+    if r["metadata_of_pool"] != NULL_REF:
+        return True
+    for vm in view.vdi_users(ref):
+        state = view.row("VM", vm)
+        if state is not None and (state["power_state"] != "Halted" or state["current_operations"]):
+            return True
+    return False
 
 
-def _vdi(tx: Transaction, ref: str, r: dict[str, Any]) -> list[str]:
-    if r["current_operations"] or not tx.exists("SR", r["SR"]) or not _sr_attached(tx, r["SR"]):
+def _vdi(view: _View, ref: str, r: dict[str, Any]) -> list[str]:
+    if r["current_operations"] or not view.sr_attached(r["SR"]):
         return []
-    if r["metadata_of_pool"] != NULL_REF or vdi_busy(tx, ref):
+    if _vdi_in_use(view, ref, r):
         return _only(_VDI_IN_USE, _VDI_MESSAGES)
-    return _only(list(_VDI_MESSAGES), _VDI_MESSAGES)
+    return _only(_VDI_ALL, _VDI_MESSAGES)
 
 
-def _sr(tx: Transaction, ref: str, r: dict[str, Any]) -> list[str]:
+def _sr(view: _View, ref: str, r: dict[str, Any]) -> list[str]:
     if r["current_operations"]:
         return []
-    return _only(_SR_ATTACHED if _sr_attached(tx, ref) else _SR_DETACHED, _SR_MESSAGES)
+    return _only(_SR_ATTACHED if view.sr_attached(ref) else _SR_DETACHED, _SR_MESSAGES)
 
 
-def _vm_running(tx: Transaction, vm: str) -> bool:
-    return tx.exists("VM", vm) and tx.get_field("VM", vm, "power_state") == "Running"
-
-
-def _vbd(tx: Transaction, ref: str, r: dict[str, Any]) -> list[str]:
+def _vbd(view: _View, ref: str, r: dict[str, Any]) -> list[str]:
     if r["current_operations"]:
         return []
-    ops = []
-    if _vm_running(tx, r["VM"]):
-        ops += ["unplug", "unplug_force"] if r["currently_attached"] else ["attach", "plug"]
+    ops: tuple[str, ...] = ()
+    if view.vm_running(r["VM"]):
+        ops += ("unplug", "unplug_force") if r["currently_attached"] else ("attach", "plug")
     if r["type"] == "CD":
-        ops.append("insert" if r["empty"] else "eject")
+        ops += ("insert",) if r["empty"] else ("eject",)
     return _only(ops, _VBD_MESSAGES)
 
 
-def _vif(tx: Transaction, ref: str, r: dict[str, Any]) -> list[str]:
-    if r["current_operations"] or not _vm_running(tx, r["VM"]):
+def _vif(view: _View, ref: str, r: dict[str, Any]) -> list[str]:
+    if r["current_operations"] or not view.vm_running(r["VM"]):
         return []
-    return _only(["unplug"] if r["currently_attached"] else ["attach", "plug"], _VIF_MESSAGES)
+    return _only(("unplug",) if r["currently_attached"] else ("attach", "plug"), _VIF_MESSAGES)
 
 
-def _host(tx: Transaction, ref: str, r: dict[str, Any]) -> list[str]:
+def _host(view: _View, ref: str, r: dict[str, Any]) -> list[str]:
     if r["current_operations"] or not r["enabled"]:
         return []
-    return _only(list(_HOST_MESSAGES), _HOST_MESSAGES)
+    return _only(tuple(_HOST_MESSAGES), _HOST_MESSAGES)
 
 
-def _pool(tx: Transaction, ref: str, r: dict[str, Any]) -> list[str]:
-    return [] if r["current_operations"] else _only(list(_POOL_MESSAGES), _POOL_MESSAGES)
+def _pool(view: _View, ref: str, r: dict[str, Any]) -> list[str]:
+    return [] if r["current_operations"] else _only(tuple(_POOL_MESSAGES), _POOL_MESSAGES)
 
 
-Rule = Callable[[Transaction, str, dict[str, Any]], list[str]]
+_VDI_ALL = tuple(_VDI_MESSAGES)
+Rule = Callable[[_View, str, dict[str, Any]], list[str]]
 RULES: dict[str, Rule] = {"VM": _vm, "VDI": _vdi, "SR": _sr, "VBD": _vbd, "VIF": _vif, "host": _host, "pool": _pool}
-_WATCHED = {*RULES, "PBD"}
 
 
 def allowed(tx: Transaction, cls: str, ref: str) -> list[str]:
     """The operations the object's state allows and this server answers."""
-    return RULES[cls](tx, ref, tx.get_record(cls, ref))
+    view = _View(tx)
+    row = view.row(cls, ref)
+    return [] if row is None else RULES[cls](view, ref, row)
 
 
-def _dependents(tx: Transaction, cls: str, ref: str) -> list[tuple[str, str]]:
+def _dependents(view: _View, cls: str, ref: str) -> list[tuple[str, str]]:
     """Objects whose list depends on this one's state."""
+    tx = view.tx
     if cls == "VM":
-        vbds = tx.get_field("VM", ref, "VBDs")
+        vbds = tx.find("VBD", "VM", ref)
         vdis = [tx.get_field("VBD", v, "VDI") for v in vbds]
-        return (
-            [("VBD", v) for v in vbds]
-            + [("VIF", v) for v in tx.get_field("VM", ref, "VIFs")]
-            + [("VDI", v) for v in vdis if v != NULL_REF]
-        )
+        return [("VBD", v) for v in vbds] + [("VIF", v) for v in tx.find("VIF", "VM", ref)] + [("VDI", v) for v in vdis]
     if cls == "VBD":
-        return [("VM", tx.get_field("VBD", ref, "VM")), ("VDI", tx.get_field("VBD", ref, "VDI"))]
+        row = view.row("VBD", ref)
+        return [] if row is None else [("VM", row["VM"]), ("VDI", row["VDI"])]
     if cls == "PBD":
         sr = tx.get_field("PBD", ref, "SR")
-        return [("SR", sr)] + [("VDI", v) for v in tx.get_field("SR", sr, "VDIs")] if tx.exists("SR", sr) else []
+        return [("SR", sr)] + [("VDI", v) for v in tx.find("VDI", "SR", sr)]
     return []
 
 
 def refresh(tx: Transaction) -> None:
-    """Recompute the lists of the objects the transaction changed (the database's pre-commit hook)."""
-    todo: dict[tuple[str, str], None] = {}
-    for change in tx.log.changes():
-        if change.op == "del" or change.cls not in _WATCHED or not tx.exists(change.cls, change.ref):
+    """Recompute the lists of the objects the transaction changed (the database's pre-commit hook).
+
+    A VM's dependents (its VBDs, VIFs and VDIs) are recomputed only when the VM's own list
+    changed or the VM is new: their lists read only its power state and whether it is busy, which
+    change its own list too. Most VM writes (a name, a setting) so cost one row's read.
+    """
+    changed = [c for c in tx.log.changes() if c.op != "del" and c.cls in _WATCHED]
+    if not changed:
+        return
+    view = _View(tx)
+    done: set[tuple[str, str]] = set()
+    later: dict[tuple[str, str], None] = {}
+    for change in changed:
+        key = (change.cls, change.ref)
+        if not tx.exists(*key):
             continue
-        if change.cls in RULES:
-            todo[(change.cls, change.ref)] = None
-        for key in _dependents(tx, change.cls, change.ref):
-            todo[key] = None
-    for cls, ref in todo:
-        _store(tx, cls, ref)
+        moved = change.cls in RULES and _store(view, *key)
+        done.add(key)
+        if change.cls != "VM" or moved or change.op == "add":
+            for dependent in _dependents(view, *key):
+                later[dependent] = None
+    for key in later:
+        if key not in done:
+            _store(view, *key)
 
 
 def refresh_all(tx: Transaction) -> None:
-    """Compute every object's list: at start-up, once the non-persistent fields are reset."""
-    for cls in RULES:
-        for ref in tx.refs(cls):
-            _store(tx, cls, ref)
+    """Compute every object's list: at start-up, once the non-persistent fields are reset and
+    before anyone listens, so the lists are written in bulk, without events (a DR site may hold
+    thousands of VMs)."""
+    view = _View(tx)
+    view.load_all()
+    for cls, rows in view.rows.items():
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for ref, row in rows.items():
+            value = RULES[cls](view, ref, row)
+            if row["allowed_operations"] != value:
+                groups.setdefault(tuple(value), []).append(ref)
+        for ops, refs in groups.items():
+            tx.reset_fields(cls, {"allowed_operations": list(ops)}, refs=refs)
 
 
-def _store(tx: Transaction, cls: str, ref: str) -> None:
-    if cls not in STORED or ref == NULL_REF or not tx.exists(cls, ref):
-        return
-    value = allowed(tx, cls, ref)
-    if tx.get_field(cls, ref, "allowed_operations") != value:
-        tx.set_fields(cls, ref, {"allowed_operations": value})
+def _store(view: _View, cls: str, ref: str) -> bool:
+    """Write the object's list if it changed; whether it did."""
+    row = view.row(cls, ref)
+    if row is None:
+        return False
+    value = RULES[cls](view, ref, row)
+    if row["allowed_operations"] == value:
+        return False
+    view.tx.set_fields(cls, ref, {"allowed_operations": value})
+    row["allowed_operations"] = value
+    return True

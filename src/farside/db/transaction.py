@@ -89,6 +89,17 @@ class Transaction:
             raise HandleInvalid(cls, ref)
         return f.type.from_db(row[0])
 
+    def get_fields(self, cls: str, ref: str, fields: tuple[str, ...]) -> dict[str, Any]:
+        """Some stored fields of one object, in one query (no inverse sets). HANDLE_INVALID for a
+        bad ref."""
+        t = _table(cls)
+        decoders = [t.cls.field(name).type.from_db for name in fields]
+        columns = ", ".join(quote(name) for name in fields)
+        row = self._conn.execute(f"SELECT {columns} FROM {t.name} WHERE {REF} = ?", (ref,)).fetchone()
+        if row is None:
+            raise HandleInvalid(cls, ref)
+        return {name: decode(v) for name, decode, v in zip(fields, decoders, row, strict=True)}
+
     def get_record(self, cls: str, ref: str) -> dict[str, Any]:
         """The object's full record, internal fields included (callers drop them for clients)."""
         t = _table(cls)
@@ -235,9 +246,11 @@ class Transaction:
                 self.touch(rel.one, old_owners[rel.ref_field])
                 self.touch(rel.one, values[rel.ref_field])
 
-    def reset_fields(self, cls: str, values: dict[str, Any], where: tuple[str, Any] | None = None) -> None:
+    def reset_fields(
+        self, cls: str, values: dict[str, Any], where: tuple[str, Any] | None = None, refs: list[str] | None = None
+    ) -> None:
         """Write the same runtime ``values`` into every object of ``cls`` (whose ``where`` field
-        has the given value), in one statement.
+        has the given value; of ``refs`` only, if given), in one statement (one per 500 refs).
 
         For start-up only: no change is logged (nobody is subscribed yet, and the fields are not
         persistent), and no field may be the ref side of a relation.
@@ -253,7 +266,14 @@ class Transaction:
         if where is not None:
             sql += f" WHERE {quote(where[0])} = ?"
             params.append(t.cls.field(where[0]).type.to_db(where[1]))
-        self._conn.execute(sql, params)
+        if refs is None:
+            self._conn.execute(sql, params)
+            return
+        for start in range(0, len(refs), 500):
+            chunk = refs[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            joiner = " AND" if where is not None else " WHERE"
+            self._conn.execute(f"{sql}{joiner} {REF} IN ({marks})", [*params, *chunk])
 
     def destroy(self, cls: str, ref: str) -> None:
         """Delete one object; the relations pointing at it are left for the caller to clear."""
