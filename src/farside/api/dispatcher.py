@@ -31,6 +31,7 @@ from farside.model.types import XType, parse
 log = logging.getLogger(__name__)
 
 LOGIN = "session.login_with_password"
+LOGIN_REQUIRED = 2  # uname and pwd; version and originator have defaults (xapi counts these two)
 ASYNC = "Async."
 _TASK_REF = parse("task ref")
 
@@ -69,9 +70,9 @@ class Dispatcher:
             raise MessageMethodUnknown(method)
         if sig.wire_name == LOGIN:
             return await self._login(sig, params)
-        expected = len(sig.params) + 1
-        if len(params) != expected:
-            raise MessageParameterCountMismatch(method, expected, len(params))
+        if len(params) != len(sig.params) + 1:
+            # xapi counts the parameters after the session, on both sides (gen_server.ml).
+            raise MessageParameterCountMismatch(method, len(sig.params), len(params) - 1)
         caller = self.services.sessions.validate(params[0])
         if caller.database is not None and not _reads_only(sig):
             raise RbacPermissionDenied(
@@ -102,8 +103,8 @@ class Dispatcher:
 
     async def _login(self, sig: Signature, params: list[Any]) -> Outcome:
         # xapi gives version and originator defaults, so old clients send two or three params.
-        if not 2 <= len(params) <= len(sig.params):
-            raise MessageParameterCountMismatch(LOGIN, len(sig.params), len(params))
+        if not LOGIN_REQUIRED <= len(params) <= len(sig.params):
+            raise MessageParameterCountMismatch(LOGIN, LOGIN_REQUIRED, len(params))
         args = [xtype.check(value, pname) for (pname, xtype), value in zip(sig.params, params, strict=False)]
         uname, password = args[0], args[1]
         originator = args[3] if len(args) > 3 else ""

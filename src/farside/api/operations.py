@@ -16,15 +16,36 @@ change in the same event. While an operation is in progress on a VM or a vApp (i
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import uuid as uuidlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from farside.api.registry import HANDLERS
-from farside.db import Transaction
+from farside.db import Database, Transaction
+from farside.errors import XenAPIFailure
 from farside.model.messages import lookup
 from farside.model.types import NULL_REF
 
 _PROVIDED: set[str] = set()
+
+
+@contextlib.contextmanager
+def claim(db: Database, cls: str, ref: str, op: str) -> Iterator[None]:
+    """Hold ``op`` in the object's ``current_operations`` while the block runs (so clients see it,
+    and its allowed_operations empty), as xapi does; OTHER_OPERATION_IN_PROGRESS [cls, ref] when
+    another operation holds it; HANDLE_INVALID for a dead ref."""
+    token = str(uuidlib.uuid4())
+    with db.write() as tx:
+        if tx.get_field(cls, tx.check(cls, ref), "current_operations"):
+            raise XenAPIFailure("OTHER_OPERATION_IN_PROGRESS", cls, ref)
+        tx.set_fields(cls, ref, {"current_operations": {token: op}})
+    try:
+        yield
+    finally:
+        with db.write() as tx:
+            if tx.exists(cls, ref):  # a destroy ends with the object gone
+                tx.set_fields(cls, ref, {"current_operations": {}})
 
 
 def provides(name: str) -> None:

@@ -300,12 +300,18 @@ class VMService:
             values: dict[str, Any] = {"state": [state.lower()], "last_updated": now()}
             if state == "Running" and domid >= 0:
                 values["start_time"] = now()
-            if state in ("Running", "Paused"):
-                values["VCPUs_number"] = max(tx.get_field("VM", vm, "VCPUs_at_startup"), 1)
-            elif state == "Halted":
-                values["VCPUs_number"] = 0  # as xapi resets a halted VM's metrics
             tx.set_fields("VM_metrics", metrics, values)
+            self._record_vcpus(tx, vm, state)
         self._update_host_memory(tx)
+
+    def _record_vcpus(self, tx: Transaction, vm: str, state: str) -> None:
+        """VM_metrics.VCPUs_number: the domain's vCPUs while it exists, 0 once halted (as xapi
+        resets a halted VM's metrics); a suspended VM keeps the count it will resume with."""
+        metrics = tx.get_field("VM", vm, "metrics")
+        if state == "Suspended" or not tx.exists("VM_metrics", metrics):
+            return
+        vcpus = max(tx.get_field("VM", vm, "VCPUs_at_startup"), 1) if state in ("Running", "Paused") else 0
+        tx.set_fields("VM_metrics", metrics, {"VCPUs_number": vcpus})
 
     def _update_host_memory(self, tx: Transaction) -> None:
         host_metrics = tx.get_field("host", self._host, "metrics")
@@ -543,6 +549,7 @@ class VMService:
             for vm, (state, domid) in states.items():
                 resident = self._host if state != "Halted" else NULL_REF
                 tx.set_fields("VM", vm, {"power_state": state, "resident_on": resident, "domid": domid})
+                self._record_vcpus(tx, vm, state)
             # A halted VM has no domain (xapi: -1), whatever an older server or a record left.
             tx.reset_fields("VM", {"domid": -1}, where=("power_state", "Halted"))
             # No operation outlives its server: a start it was in (say, killed in its start_delay)

@@ -11,6 +11,7 @@ import farside.api.handlers  # noqa: F401 - registers the hand-written messages
 from farside.api import operations
 from farside.api.registry import HANDLERS
 from farside.db import Database
+from farside.errors import XenAPIFailure
 
 
 @pytest.fixture
@@ -98,3 +99,29 @@ class TestStorage:
         with db.write() as tx:
             tx.set_fields("VM", vm, {"power_state": "Halted"})
         assert "destroy" in ops(db, "VDI", vdi)
+
+
+class TestClaim:
+    def test_an_operation_shows_and_excludes_others(self, db: Database) -> None:
+        """While claimed, the VDI lists its operation and allows nothing; a second claim is refused."""
+        with db.write() as tx:
+            sr = tx.create("SR", {"name_label": "sr", "type": "file"})
+            tx.create("PBD", {"SR": sr, "currently_attached": True})
+            vdi = tx.create("VDI", {"SR": sr, "virtual_size": 1 << 20})
+        with operations.claim(db, "VDI", vdi, "clone"):
+            with db.read() as tx:
+                assert list(tx.get_field("VDI", vdi, "current_operations").values()) == ["clone"]
+            assert ops(db, "VDI", vdi) == []
+            with pytest.raises(XenAPIFailure) as info, operations.claim(db, "VDI", vdi, "destroy"):
+                pass
+            assert info.value.failure == ["OTHER_OPERATION_IN_PROGRESS", "VDI", vdi]
+        assert "destroy" in ops(db, "VDI", vdi)
+        with db.read() as tx:
+            assert tx.get_field("VDI", vdi, "current_operations") == {}
+
+    def test_a_destroy_may_end_with_the_object_gone(self, db: Database) -> None:
+        """Releasing the claim of an object destroyed inside it is not an error."""
+        with db.write() as tx:
+            vm = tx.create("VM", {"name_label": "a"})
+        with operations.claim(db, "VM", vm, "destroy"), db.write() as tx:
+            tx.destroy("VM", vm)
