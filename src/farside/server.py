@@ -31,6 +31,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import farside.api.handlers  # noqa: F401 - registers every hand-written message
@@ -230,19 +231,24 @@ def build_app(
         Route("/import_raw_vdi", import_vdi, methods=["PUT"]),
         Route("/export_raw_vdi", export_vdi, methods=["GET"]),
         Route("/jsonrpc", json_endpoint, methods=["POST"]),
+        Route("/", xml_endpoint, methods=["POST"]),
         Route("/", about, methods=["GET"]),
     ]
+    app = Starlette(routes=routes, lifespan=lifespan)
     # xapi answers XML-RPC on any POST path no other handler claims (clients post to /, /RPC2,
-    # /xmlrpc, ...); a path another handler claims keeps its own answer (405 for POST).
-    claimed = {r.path for r in routes if isinstance(r, Route) and r.path != "/"}
+    # /xmlrpc, ...): the router's fallback, so a path a route claims keeps its own answer (405 for
+    # a POST to /import_raw_vdi) and /ui still redirects to /ui/.
+    not_found = app.router.default
 
-    async def xml_anywhere(request: Request) -> Response:
-        if request.url.path in claimed:
-            return PlainTextResponse("405 Method Not Allowed\n", status_code=405)
-        return await xml_endpoint(request)
+    async def xml_anywhere(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            response = await xml_endpoint(Request(scope, receive))
+            await response(scope, receive, send)
+        else:
+            await not_found(scope, receive, send)
 
-    routes.append(Route("/{path:path}", xml_anywhere, methods=["POST"]))
-    return Starlette(routes=routes, lifespan=lifespan)
+    app.router.default = xml_anywhere
+    return app
 
 
 def _refresh_operations(services: Services) -> None:
