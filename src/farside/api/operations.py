@@ -5,13 +5,15 @@ xapi lists an operation in an object's ``allowed_operations`` when the object's 
 message behind it is also answered here: each operation names its message (``clone`` is
 ``VM.clone``), and an operation whose message has no handler yet is left out, so the lists grow
 by themselves as handlers land. An operation carried by an HTTP handler (``export``) names it as
-``http/<name>``; the module that serves it calls ``provides``.
+``http/<name>``; the module that serves it calls ``provides`` when it is imported (before the
+server starts and computes every list).
 
 The lists are kept current by ``refresh``, which the database calls before every commit: each
 object the transaction changed (and each object whose list depends on one that changed: a VBD's
 VM and VDI, a PBD's SR) gets its list recomputed, in the same transaction, so a client hears the
-change in the same event. While an operation is in progress on a VM or a vApp (its
-``current_operations`` not empty), its list is empty, as before.
+change in the same event. While an operation is in progress on an object (its
+``current_operations`` not empty: ``claim`` here, the VM's own claim in api/vms.py), its list
+is empty.
 """
 
 from __future__ import annotations
