@@ -204,6 +204,16 @@ class TestEvents:
         s.xenapi.pool.set_name_description(s.xenapi.pool.get_all()[0], "heard")
         assert [e["class"] for e in s.xenapi.event.next()] == ["pool"]
 
+    def test_next_carries_no_other_users_sessions(self, srv: PoolServer) -> None:
+        """event.next keeps the session rule: another user's login is never in a read-only user's events."""
+        reader = srv.session("reader", "pw")
+        reader.xenapi.event.register(["session"])
+        theirs = srv.session()  # root: another user
+        mine = srv.session("reader", "pw")
+        events = reader.xenapi.event.next()
+        assert [(e["ref"], e["operation"]) for e in events] == [(mine._session, "add")]
+        assert theirs._session not in str(events)
+
     def test_events_lost(self, srv: PoolServer) -> None:
         """A token or a registration older than the kept history gets EVENTS_LOST, as xapi's."""
         s = srv.session()
