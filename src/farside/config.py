@@ -292,6 +292,11 @@ def session_timeout_from_env(default: float = DEFAULT_SESSION_TIMEOUT_S) -> floa
     return value
 
 
+def event_history_from_env() -> int:
+    """``FARSIDE_EVENT_HISTORY`` (changes kept for event.from and event.next) where set."""
+    return int(_positive("FARSIDE_EVENT_HISTORY", DEFAULT_EVENT_HISTORY))
+
+
 def _positive(name: str, default: float) -> float:
     text = os.environ.get(name)
     if not text:

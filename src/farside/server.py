@@ -1,4 +1,5 @@
-"""The pool server's HTTP app: XenAPI over XML-RPC (``/``, ``/RPC2``) and JSON-RPC (``/jsonrpc``).
+"""The pool server's HTTP app: XenAPI over XML-RPC (any POST path no other handler claims, as
+xapi) and JSON-RPC (``/jsonrpc``).
 
 Starlette for routing, uvicorn for serving (HTTP or HTTPS). Start-up opens the database, forgets
 what does not outlive a server (sessions, tasks), and wires the services together.
@@ -31,11 +32,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import farside.api.handlers  # noqa: F401 - registers every hand-written message
 from farside import __version__
-from farside.api import consoles, http, jsonrpc, pifs, prometheus, rrd_http, tunnel, xmldbdump, xmlrpc
+from farside.api import consoles, http, jsonrpc, operations, pifs, prometheus, rrd_http, tunnel, xmldbdump, xmlrpc
 from farside.api.context import Services
 from farside.api.dispatcher import Dispatcher, Outcome
 from farside.api.events import EventHub
@@ -54,7 +56,7 @@ from farside.api.xva import endpoints as xva_endpoints
 from farside.api.xva import importer as xva_importer
 from farside.config import REFUSAL_LOG_INTERVAL_S, HttpLimits, ServerConfig
 from farside.db import Database
-from farside.db.bootstrap import ensure_control_domain, ensure_storage_managers
+from farside.db.bootstrap import ensure_control_domain, ensure_storage_managers, refresh_software_version
 from farside.errors import DatabaseError, FarsideError, InternalError
 from farside.hypervisor.errors import RunRootBusy
 from farside.hypervisor.qemu import QemuDriver
@@ -110,6 +112,8 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
     with db.write() as tx:  # a pool made before control domains and PIFs existed gets them now
         ensure_control_domain(tx, host)
         pifs.scan(tx, host)
+        refresh_software_version(tx, host)
+    db.before_commit(operations.refresh)
     hub = EventHub(config.event_history, db.generation)
     db.subscribe(hub.publish)
     messages = MessageService(db, config.message_limit)
@@ -191,6 +195,7 @@ def build_app(
         # became a mirror target or another pool's while this server was down is let go.
         await asyncio.to_thread(services.storage.reattach)
         await asyncio.to_thread(xva_importer.sweep, services)  # imports a kill cut short
+        await asyncio.to_thread(_refresh_operations, services)
         services.storage.start_heartbeat()
         await asyncio.to_thread(services.metadata.start)
         services.monitor.start()
@@ -222,8 +227,8 @@ def build_app(
         outcome = await state["dispatcher"].call(method, params)
         if isinstance(outcome.value, AllRecords):  # encoded on a worker thread, off the event loop
             answer = await anyio.to_thread.run_sync(_xml_response, outcome)
-            return _large([answer] if isinstance(answer, bytes) else [answer.encode()], "text/xml")
-        return Response(_xml_response(outcome), media_type="text/xml")
+            return _large([answer] if isinstance(answer, bytes) else [answer.encode()], XML)
+        return _large([_encoded(_xml_response(outcome))], XML)
 
     async def json_endpoint(request: Request) -> Response:
         note_client(request)
@@ -241,13 +246,14 @@ def build_app(
             except Exception:
                 log.exception("bug while encoding a result")
                 failure = InternalError("unexpected error; see the server log").failure
-                return Response(jsonrpc.failure(call, failure), media_type="application/json")
+                return _large([jsonrpc.failure(call, failure)], JSON)
             head, tail = jsonrpc.envelope(call)
-            return _large([head, result, tail], "application/json")
-        return Response(_json_response(call, outcome), media_type="application/json")
+            return _large([head, result, tail], JSON)
+        return _large([_json_response(call, outcome)], JSON)
 
     async def about(request: Request) -> Response:
-        return PlainTextResponse(f"Farside pool server {__version__}: XenAPI on / and /RPC2, JSON-RPC on /jsonrpc\n")
+        text = f"Farside pool server {__version__}: XenAPI as JSON-RPC on /jsonrpc, as XML-RPC on other paths\n"
+        return PlainTextResponse(text)
 
     async def import_vdi(request: Request) -> Response:
         return await state["import_raw_vdi"](request)  # type: ignore[no-any-return]
@@ -285,9 +291,29 @@ def build_app(
         Route("/", xml_endpoint, methods=["POST"]),
         Route("/RPC2", xml_endpoint, methods=["POST"]),
         Route("/jsonrpc", json_endpoint, methods=["POST"]),
+        Route("/", xml_endpoint, methods=["POST"]),
         Route("/", about, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    # xapi answers XML-RPC on any POST path no other handler claims (clients post to /, /RPC2,
+    # /xmlrpc, ...): the router's fallback, so a path a route claims keeps its own answer (405 for
+    # a POST to /import_raw_vdi) and /ui still redirects to /ui/.
+    not_found = app.router.default
+
+    async def xml_anywhere(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            response = await xml_endpoint(Request(scope, receive))
+            await response(scope, receive, send)
+        else:
+            await not_found(scope, receive, send)
+
+    app.router.default = xml_anywhere
+    return app
+
+
+def _refresh_operations(services: Services) -> None:
+    with services.db.write() as tx:
+        operations.refresh_all(tx)
 
 
 def _xml_response(outcome: Outcome) -> str | bytes:
@@ -298,8 +324,10 @@ def _xml_response(outcome: Outcome) -> str | bytes:
             return outcome.value.xml_response()
         if isinstance(outcome.value, Encoded):
             return xmlrpc.success(outcome.value.xml)
-        assert outcome.result_type is not None
-        return xmlrpc.success(xmlrpc.encoder(outcome.result_type)(outcome.value))
+        encode = xmlrpc.generic if outcome.result_type is None else xmlrpc.encoder(outcome.result_type)
+        if outcome.bare:
+            return xmlrpc.bare(encode(outcome.value))
+        return xmlrpc.success(encode(outcome.value))
     except Exception:
         log.exception("bug while encoding a result")
         return xmlrpc.failure(InternalError("unexpected error; see the server log").failure)
@@ -323,17 +351,25 @@ def _json_response(call: jsonrpc.Request, outcome: Outcome) -> bytes:
 
 
 _CHUNK = 1 << 20
+# Exactly what xapi sends (api_server.ml): some clients' XML-RPC transports accept only "text/xml".
+XML = "text/xml"
+JSON = "application/json"
 
 
-def _large(parts: Sequence[bytes], media_type: str) -> Response:
+def _encoded(body: str | bytes) -> bytes:
+    return body if isinstance(body, bytes) else body.encode()
+
+
+def _large(parts: Sequence[bytes], content_type: str) -> Response:
     """A response of already encoded ``parts``, written 1 MiB at a time.
 
     One write of a whole 100 MB answer makes asyncio (3.11) copy what the socket did not take at
     once, twice; slices of a memoryview are sent as they are, under uvicorn's flow control.
     """
     size = sum(len(p) for p in parts)
+    # The header given as it is: Starlette's media_type would add "; charset=utf-8" to text/xml.
     if size <= _CHUNK:
-        return Response(b"".join(parts), media_type=media_type)
+        return Response(b"".join(parts), headers={"content-type": content_type})
 
     async def chunks() -> AsyncIterator[memoryview]:
         for part in parts:
@@ -341,7 +377,7 @@ def _large(parts: Sequence[bytes], media_type: str) -> Response:
             for start in range(0, len(view), _CHUNK):
                 yield view[start : start + _CHUNK]
 
-    return StreamingResponse(chunks(), media_type=media_type, headers={"content-length": str(size)})
+    return StreamingResponse(chunks(), headers={"content-length": str(size), "content-type": content_type})
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

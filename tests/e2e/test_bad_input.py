@@ -37,9 +37,9 @@ class TestFailureCodes:
         ]
 
     def test_wrong_argument_count(self, shared_server: PoolServer, handle: str) -> None:
-        """Too few or too many parameters: expected and received counts, session included."""
+        """Too few or too many parameters: expected and received counts after the session, as xapi."""
         assert raw(shared_server, "VM.get_record", handle) == [
-            "MESSAGE_PARAMETER_COUNT_MISMATCH", "VM.get_record", "2", "1"
+            "MESSAGE_PARAMETER_COUNT_MISMATCH", "VM.get_record", "1", "0"
         ]  # fmt: skip
         assert raw(shared_server, "VM.get_all", handle, "x")[0] == "MESSAGE_PARAMETER_COUNT_MISMATCH"
 

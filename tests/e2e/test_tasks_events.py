@@ -96,7 +96,9 @@ class TestEvents:
         classes = sorted(e["class"] for e in batch["events"])
         assert classes == ["host", "pool"]
         assert all(e["operation"] == "add" for e in batch["events"])
-        assert batch["valid_ref_counts"] == {"host": "1", "pool": "1"}
+        # Ints, for every class (xapi counts every table, whatever was asked for).
+        assert batch["valid_ref_counts"]["host"] == 1 and batch["valid_ref_counts"]["pool"] == 1
+        assert batch["valid_ref_counts"]["vm"] >= 0
         assert batch["token"]
 
     def test_change_by_another_session_arrives(self, shared_server: PoolServer) -> None:
@@ -121,7 +123,7 @@ class TestEvents:
         assert [e["operation"] for e in events] == ["mod"]
         assert events[0]["snapshot"]["name_label"] == "renamed"
         assert arrived - changed_at[0] < 0.5  # generous: the contract is 100 ms, see bench for numbers
-        assert int(batch["token"]) > int(token)
+        assert batch["token"] > token  # xapi's zero-padded tokens compare as strings
 
     def test_timeout_returns_no_events(self, shared_server: PoolServer) -> None:
         """With nothing changing, event.from returns an empty batch after its timeout."""
@@ -133,7 +135,8 @@ class TestEvents:
         assert 0.4 < time.monotonic() - started < 5
 
     def test_add_del_and_related_objects(self, shared_server: PoolServer) -> None:
-        """Creating a VIF reports it as 'add' and its VM as 'mod'; destroying reports 'del'."""
+        """Creating a VIF reports it as 'add' and its VM as 'mod'; destroying reports 'del', with no
+        snapshot, as xapi sends it."""
         s = shared_server.session()
         vm = s.xenapi.VM.create(VM)
         token = event_from(s, ["vm", "vif"], "", 1.0)["token"]
@@ -147,14 +150,12 @@ class TestEvents:
         batch = event_from(s, ["vif"], batch["token"], 5.0)
         gone = [e for e in batch["events"] if e["ref"] == vif]
         assert gone[0]["operation"] == "del"
-        assert gone[0]["snapshot"]["VM"] == vm
+        assert "snapshot" not in gone[0]
 
-    def test_bad_token_and_class(self, shared_server: PoolServer) -> None:
-        """A token that is not ours and a class that does not exist are refused clearly."""
+    def test_bad_token_and_unknown_class(self, shared_server: PoolServer) -> None:
+        """A token that is not ours is refused; a class that does not exist matches nothing (xapi)."""
         s = shared_server.session()
         with pytest.raises(XenAPI.Failure) as info:
             event_from(s, ["vm"], "not-a-token", 0.1)
-        assert info.value.details[0] == "EVENT_FROM_TOKEN_PARSE_FAILURE"
-        with pytest.raises(XenAPI.Failure) as info:
-            event_from(s, ["spaceship"], "", 0.1)
-        assert info.value.details == ["EVENT_SUBSCRIPTION_PARSE_FAILURE", "spaceship"]
+        assert info.value.details == ["EVENT_FROM_TOKEN_PARSE_FAILURE", "not-a-token"]
+        assert event_from(s, ["spaceship"], "", 0.1)["events"] == []

@@ -28,13 +28,16 @@ class TestLifecycle:
         record = s.xenapi.VM.get_record(vm)
         assert record["power_state"] == "Running" and int(record["domid"]) > 0
         assert record["resident_on"] == s.xenapi.host.get_all()[0]
-        assert "clean_shutdown" in record["allowed_operations"]
+        assert "clean_shutdown" in record["allowed_operations"] and "start" not in record["allowed_operations"]
+        assert int(s.xenapi.VM_metrics.get_VCPUs_number(record["metrics"])) == 1
         wait_serial(server, s, vm, b"BOOT alpha")
         with pytest.raises(XenAPI.Failure) as info:
             s.xenapi.VM.start(vm, False, False)
         assert info.value.details == ["VM_BAD_POWER_STATE", vm, "halted", "running"]
         s.xenapi.VM.clean_shutdown(vm)
         assert s.xenapi.VM.get_power_state(vm) == "Halted"
+        assert int(s.xenapi.VM.get_domid(vm)) == -1 and "start" in s.xenapi.VM.get_allowed_operations(vm)
+        assert int(s.xenapi.VM_metrics.get_VCPUs_number(record["metrics"])) == 0
         assert b"POWEROFF" in serial(server, s, vm)
         assert qemu_pids(server) == []
 

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 import anyio.to_thread
 
-from farside.api import implicit, refusal
+from farside.api import implicit, refusal, system
 from farside.api.context import Context, Services
 from farside.api.registry import FOREIGN_DB_MESSAGES, HANDLERS
 from farside.api.sessions import Caller
@@ -35,6 +35,7 @@ from farside.model.types import XType, parse
 log = logging.getLogger(__name__)
 
 LOGIN = "session.login_with_password"
+LOGIN_REQUIRED = 2  # uname and pwd; version and originator have defaults (xapi counts these two)
 ASYNC = "Async."
 _TASK_REF = parse("task ref")
 
@@ -46,6 +47,7 @@ class Outcome:
     value: Any = None
     result_type: XType | None = None
     failure: list[str] | None = None
+    bare: bool = False  # XML-RPC: the value alone, no Status struct (system.listMethods)
 
 
 class Dispatcher:
@@ -62,6 +64,9 @@ class Dispatcher:
             return Outcome(failure=InternalError("unexpected error; see the server log").failure)
 
     async def _call(self, method: str, params: list[Any]) -> Outcome:
+        if system.answers(method):
+            value, result_type = system.call(method, params)
+            return Outcome(value, result_type, bare=method == system.LIST_METHODS)
         asynchronous = method.startswith(ASYNC)
         name = method[len(ASYNC) :] if asynchronous else method
         sig = lookup(name)
@@ -69,11 +74,11 @@ class Dispatcher:
             self._refuse(method, refused, params)
         if sig is None or (asynchronous and not sig.asynchronous):
             raise MessageMethodUnknown(method)
-        if name == LOGIN:
+        if sig.wire_name == LOGIN:
             return await self._login(sig, params)
-        expected = len(sig.params) + 1
-        if len(params) != expected:
-            raise MessageParameterCountMismatch(method, expected, len(params))
+        if len(params) != len(sig.params) + 1:
+            # xapi counts the parameters after the session, on both sides (gen_server.ml).
+            raise MessageParameterCountMismatch(method, len(sig.params), len(params) - 1)
         caller = self._authorise(method, params[0], sig.role, _reads_only(sig))
         args = [xtype.check(value, pname) for (pname, xtype), value in zip(sig.params, params[1:], strict=True)]
         run = _runner(sig)
@@ -109,9 +114,9 @@ class Dispatcher:
 
     def _refuse(self, method: str, refused: Refusal, params: list[Any]) -> NoReturn:
         """A refused message (sync or Async) answers its error after xapi's count, session and role checks."""
-        expected = refused.arity + (0 if refused.sessionless else 1)
-        if len(params) != expected:
-            raise MessageParameterCountMismatch(method, expected, len(params))
+        given = len(params) - (0 if refused.sessionless else 1)
+        if given != refused.arity:  # counted after the session, as xapi counts (gen_server.ml)
+            raise MessageParameterCountMismatch(method, refused.arity, given)
         if refused.sessionless:
             raise refusal.failure(self.services.db, refused, params)
         self._authorise(method, params[0], refused.role, False)
@@ -119,8 +124,8 @@ class Dispatcher:
 
     async def _login(self, sig: Signature, params: list[Any]) -> Outcome:
         # xapi gives version and originator defaults, so old clients send two or three params.
-        if not 2 <= len(params) <= len(sig.params):
-            raise MessageParameterCountMismatch(LOGIN, len(sig.params), len(params))
+        if not LOGIN_REQUIRED <= len(params) <= len(sig.params):
+            raise MessageParameterCountMismatch(LOGIN, LOGIN_REQUIRED, len(params))
         args = [xtype.check(value, pname) for (pname, xtype), value in zip(sig.params, params, strict=False)]
         uname, password = args[0], args[1]
         originator = args[3] if len(args) > 3 else ""
@@ -128,7 +133,9 @@ class Dispatcher:
         return Outcome(ref, sig.result)
 
 
-_READ_KINDS = frozenset({"get_all", "get_all_records", "get_record", "get_by_uuid", "get_by_name_label", "get"})
+_READ_KINDS = frozenset(
+    {"get_all", "get_all_records", "get_all_records_where", "get_record", "get_by_uuid", "get_by_name_label", "get"}
+)
 
 
 def _reads_only(sig: Signature) -> bool:

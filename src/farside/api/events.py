@@ -1,4 +1,5 @@
-"""The event feed behind ``event.from``: recent commits, and waiting for the next ones.
+"""The event feed behind ``event.from`` and ``event.next``: recent commits, waiting for the next
+ones, and the subscriptions that select among them.
 
 Commits arrive from whichever thread wrote them; waiters are asyncio tasks on the server's loop,
 woken through ``call_soon_threadsafe`` so a change reaches a waiting ``event.from`` at once.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 
@@ -20,6 +22,7 @@ class Event:
     generation: int
     timestamp: str
     change: Change
+    unix_time: float
 
 
 class EventHub:
@@ -32,6 +35,7 @@ class EventHub:
         # The oldest generation we can still answer from; tokens before it lost events.
         self._horizon = generation
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        self.registrations = Registrations()
 
     @property
     def generation(self) -> int:
@@ -39,12 +43,12 @@ class EventHub:
 
     def publish(self, commit: Commit) -> None:
         """The database's change-feed subscriber (it never asks the committer to wait)."""
-        stamp = now()
+        stamp, unix_time = now(), time.time()
         with self._lock:
             for change in commit.changes:
                 if len(self._events) == self._events.maxlen:
                     self._horizon = self._events[0].generation
-                self._events.append(Event(commit.generation, stamp, change))
+                self._events.append(Event(commit.generation, stamp, change, unix_time))
             self._generation = commit.generation
             waiters, self._waiters = self._waiters, set()
         for loop, future in waiters:
@@ -78,3 +82,68 @@ class EventHub:
 def _wake(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One entry of an event.from or event.register class list, as xapi parses it (xapi_event.ml).
+
+    ``*`` is every class; ``cls`` alone is a class, compared in lower case; ``cls/ref`` is one
+    object. A name no class has is accepted and matches nothing, as in xapi.
+    """
+
+    cls: str | None  # lower-cased class name; None for "*"
+    ref: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Subscription:
+        if text == "*":
+            return cls(None)
+        name, slash, ref = text.partition("/")
+        return cls(name.lower(), ref if slash else None)
+
+    def matches_class(self, cls: str) -> bool:
+        return self.cls is None or self.cls == cls.lower()
+
+    def matches(self, cls: str, ref: str) -> bool:
+        return self.matches_class(cls) and (self.ref is None or self.ref == ref)
+
+
+def subscriptions(names: list[str]) -> list[Subscription]:
+    return [Subscription.parse(name) for name in names]
+
+
+def selects(subs: list[Subscription], cls: str, ref: str) -> bool:
+    """Whether any of ``subs`` selects the object."""
+    return any(s.matches(cls, ref) for s in subs)
+
+
+@dataclass
+class Registration:
+    """A session's ``event.register`` classes and the last generation ``event.next`` gave it."""
+
+    subs: list[Subscription]
+    last: int
+
+
+class Registrations:
+    """The ``event.register`` subscriptions of each session (xapi keeps one per session)."""
+
+    def __init__(self) -> None:
+        self._by_session: dict[str, Registration] = {}
+        self._lock = threading.Lock()
+
+    def get(self, session: str) -> Registration | None:
+        with self._lock:
+            return self._by_session.get(session)
+
+    def obtain(self, session: str, generation: int) -> Registration:
+        """The session's registration, made (from ``generation`` on) if it has none."""
+        with self._lock:
+            return self._by_session.setdefault(session, Registration([], generation))
+
+    def forget_except(self, live: set[str]) -> None:
+        """Drop the registrations of sessions that ended."""
+        with self._lock:
+            for session in [s for s in self._by_session if s not in live]:
+                del self._by_session[session]

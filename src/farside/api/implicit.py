@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from farside.api.context import Context
-from farside.db import Transaction
+from farside.api.records import public
+from farside.db import Transaction, where
 from farside.errors import HandleInvalid, MapDuplicateKey
 from farside.model import STORED, stored_fields
 from farside.model.messages import Signature
@@ -24,6 +25,9 @@ def call(ctx: Context, sig: Signature, args: list[Any]) -> Any:
     kind = sig.kind
     if kind == "get_all_records":
         return ctx.records.all_records(cls)
+    if kind == "get_all_records_where":
+        with db.read() as tx:
+            return {ref: public(cls, r) for ref, r in where.select(tx, sig.cls, args[0]).items()}
     if kind in ("get_all", "get_record", "get_by_uuid", "get_by_name_label", "get"):
         with db.read() as tx:
             if kind == "get_all":

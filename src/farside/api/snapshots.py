@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from farside.api.storage import StorageService, lun_record
-from farside.api.vms import VMService, allowed_operations
+from farside.api.vms import VMService
 from farside.db import Database, Transaction
 from farside.errors import OperationNotAllowed, XenAPIFailure
 from farside.model.types import NULL_REF, now
@@ -226,7 +226,6 @@ class SnapshotService:
                     v = tx.get_record("VIF", vif)
                     tx.create("VIF", {**{k: v[k] for k in _VIF_COPIED}, "VM": snap})
                 tx.set_fields("VM", vm, {"parent": snap, **({"suspend_VDI": NULL_REF} if memory != NULL_REF else {})})
-                tx.set_fields("VM", snap, {"allowed_operations": allowed_operations(tx.get_record("VM", snap))})
                 return snap
         except BaseException:
             _remove_made([d for d in disks if d.lun is not None])
@@ -330,8 +329,9 @@ class SnapshotService:
             if tx.find("VM", "uuid", fields["uuid"]):
                 raise OperationNotAllowed(f"VM {fields['uuid']} exists, but is not the VM this snapshot is of")
             vm = tx.create("VM", {**_known_fields(tx, fields), "power_state": "Halted"})
-            tx.set_fields("VM", vm, {"metrics": tx.create("VM_metrics", {"memory_actual": fields["memory_static_max"]}),
-                                     "allowed_operations": allowed_operations(tx.get_record("VM", vm))})  # fmt: skip
+            tx.set_fields(
+                "VM", vm, {"metrics": tx.create("VM_metrics", {"memory_actual": fields["memory_static_max"]})}
+            )
             tx.set_fields("VM", snapshot, {"snapshot_of": vm})
             log.info("VM %s was destroyed; rebuilt from the metadata of snapshot %s", fields["uuid"], snap["uuid"])
             return str(vm)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from farside.api import consoles
+from farside.api import consoles, operations
 from farside.api.storage import StorageService, lun_record
 from farside.api.tasks import TaskManager
 from farside.db import Database, Transaction
@@ -45,48 +45,6 @@ DEFAULT_CLEAN_SHUTDOWN_S = 60.0
 # How long a hard_shutdown waits for the operation whose delay it ended to let go of the VM (one
 # database write).
 RELEASE_WAIT_S = 30.0
-
-ALLOWED = {
-    "Halted": ["start", "start_on", "destroy", "clone", "copy", "snapshot", "export", "revert"],
-    "Running": [
-        "clean_shutdown",
-        "hard_shutdown",
-        "shutdown",
-        "clean_reboot",
-        "hard_reboot",
-        "pause",
-        "suspend",
-        "pool_migrate",
-        "migrate_send",
-        "snapshot",
-        "checkpoint",
-        "revert",
-    ],
-    "Paused": [
-        "unpause",
-        "hard_shutdown",
-        "shutdown",
-        "hard_reboot",
-        "suspend",
-        "pool_migrate",
-        "migrate_send",
-        "snapshot",
-        "checkpoint",
-        "revert",
-    ],
-    "Suspended": ["resume", "hard_shutdown", "shutdown", "destroy", "revert"],
-}
-# What a snapshot allows, whatever its power state (xapi_vm_lifecycle.ml, check_snapshot); a
-# checkpoint (Suspended) also hard_shutdown, which drops its memory image.
-SNAPSHOT_ALLOWED = ("revert", "clone", "copy", "export", "destroy", "hard_shutdown", "metadata_export")
-
-
-def allowed_operations(record: dict[str, Any], state: str | None = None) -> list[str]:
-    """The VM's ``allowed_operations`` in ``state`` (its recorded one by default)."""
-    state = state or record["power_state"]
-    if record["is_a_snapshot"]:
-        return [op for op in SNAPSHOT_ALLOWED[:-1] if op != "hard_shutdown" or state == "Suspended"]
-    return ALLOWED[state]
 
 
 def control_domain_refusal() -> OperationNotAllowed:
@@ -190,11 +148,12 @@ class VMService:
                 raise control_domain_refusal()
             if record["current_operations"]:
                 raise XenAPIFailure("OTHER_OPERATION_IN_PROGRESS", "VM", vm)
-            if record["is_a_snapshot"] and op not in SNAPSHOT_ALLOWED:
+            if record["is_a_snapshot"] and op not in operations.SNAPSHOT_OPS:
                 raise XenAPIFailure("VM_IS_SNAPSHOT", vm, op)
             if record["power_state"] not in allowed_states:
                 raise power_state_error(vm, allowed_states[0], record["power_state"])
-            claim_fields: dict[str, Any] = {"current_operations": {token: op}, "allowed_operations": []}
+            # allowed_operations follow (api/operations.py: empty while an operation runs).
+            claim_fields: dict[str, Any] = {"current_operations": {token: op}}
             if reserve:
                 if record["is_a_template"]:
                     raise XenAPIFailure("VM_IS_TEMPLATE", vm)
@@ -212,15 +171,7 @@ class VMService:
                     if tx.exists("VM", vm):
                         if claim.outcome is not None:
                             self._apply_state(tx, vm, *claim.outcome)
-                        tx.set_fields(
-                            "VM",
-                            vm,
-                            {
-                                "current_operations": {},
-                                "allowed_operations": allowed_operations(tx.get_record("VM", vm)),
-                                "scheduled_to_be_resident_on": NULL_REF,
-                            },
-                        )
+                        tx.set_fields("VM", vm, {"current_operations": {}, "scheduled_to_be_resident_on": NULL_REF})
             finally:
                 with self._claims_lock:
                     if self._claims.get(vm) is claim:
@@ -401,7 +352,17 @@ class VMService:
             if state == "Running" and domid >= 0:
                 values["start_time"] = now()
             tx.set_fields("VM_metrics", metrics, values)
+            self._record_vcpus(tx, vm, state)
         self._update_host_memory(tx)
+
+    def _record_vcpus(self, tx: Transaction, vm: str, state: str) -> None:
+        """VM_metrics.VCPUs_number: the domain's vCPUs while it exists, 0 once halted (as xapi
+        resets a halted VM's metrics); a suspended VM keeps the count it will resume with."""
+        metrics = tx.get_field("VM", vm, "metrics")
+        if state == "Suspended" or not tx.exists("VM_metrics", metrics):
+            return
+        vcpus = max(tx.get_field("VM", vm, "VCPUs_at_startup"), 1) if state in ("Running", "Paused") else 0
+        tx.set_fields("VM_metrics", metrics, {"VCPUs_number": vcpus})
 
     def _update_host_memory(self, tx: Transaction) -> None:
         host_metrics = tx.get_field("host", self._host, "metrics")
@@ -620,9 +581,6 @@ class VMService:
             return  # the operation in progress records the outcome itself
         log.info("VM %s stopped by itself (%s); it is Halted now", uuid, reason)
         self._record_state(vm, "Halted")
-        with self._db.write() as tx:
-            if tx.exists("VM", vm):
-                tx.set_fields("VM", vm, {"allowed_operations": ALLOWED["Halted"]})
 
     def stop_users(self, sr: str) -> list[str]:
         """Hard-stop every VM with a disk on ``sr`` whatever it is doing (its SR was fenced: its
@@ -647,8 +605,6 @@ class VMService:
                 continue
             with self._db.write() as tx:
                 self._apply_state(tx, vm, "Halted")
-                if not tx.get_field("VM", vm, "current_operations"):  # else the operation's end sets them
-                    tx.set_fields("VM", vm, {"allowed_operations": ALLOWED["Halted"]})
             stopped.append(f"{record['name_label']} ({record['uuid']})")
         return stopped
 
@@ -692,12 +648,9 @@ class VMService:
                 resident = self._host if state != "Halted" else NULL_REF
                 tx.set_fields("VM", vm, {"power_state": state, "resident_on": resident, "domid": domid})
                 consoles.sync(tx, vm, state, self._console_base)  # consoles do not outlive a server
-            for state, allowed in ALLOWED.items():
-                tx.reset_fields("VM", {"allowed_operations": allowed}, where=("power_state", state))
-            for snap in tx.find("VM", "is_a_snapshot", True):
-                tx.set_fields("VM", snap, {"allowed_operations": allowed_operations(tx.get_record("VM", snap))})
-            if tx.exists("VM", dom0):
-                tx.set_fields("VM", dom0, {"allowed_operations": []})
+                self._record_vcpus(tx, vm, state)
+            # A halted VM has no domain (xapi: -1), whatever an older server or a record left.
+            tx.reset_fields("VM", {"domid": -1}, where=("power_state", "Halted"))
             # No operation outlives its server: a start it was in (say, killed in its start_delay)
             # no longer books this host's memory or the VM's disks.
             for vm in tx.find("VM", "scheduled_to_be_resident_on", self._host):

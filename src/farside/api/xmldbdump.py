@@ -40,7 +40,6 @@ from starlette.responses import PlainTextResponse, Response
 from farside import __version__
 from farside.api.context import Services
 from farside.api.http import BadRequest, Endpoint, caller_with, guarded
-from farside.api.vms import ALLOWED
 from farside.backup import xmldb
 from farside.db import Transaction
 from farside.errors import OperationNotAllowed, XenAPIFailure
@@ -210,9 +209,7 @@ def _apply(tx: Transaction, plan: Plan) -> None:
             tx.destroy(cls, ref)
     for cls, records in plan.added.items():
         for ref, record in records.items():
-            tx.create(cls, record, ref=ref)
-            if cls == "VM":  # a runtime field, which the dump does not hold
-                tx.set_fields(cls, ref, {"allowed_operations": ALLOWED[tx.get_field(cls, ref, "power_state")]})
+            tx.create(cls, record, ref=ref)  # allowed_operations follow (api/operations.py)
     for cls, records in plan.changed.items():
         for ref, values in records.items():
             tx.set_fields(cls, ref, values)

@@ -131,6 +131,11 @@ def success(value_xml: str) -> str:
     return "".join((HEAD, _SUCCESS, value_xml, "</member>", TAIL))
 
 
+def bare(value_xml: str) -> str:
+    """A plain XML-RPC response around an encoded ``<value>``, with no Status struct."""
+    return '<?xml version="1.0"?>\n<methodResponse><params><param>' + value_xml + "</param></params></methodResponse>\n"
+
+
 # A success response is SUCCESS_OPEN + the value + SUCCESS_CLOSE, for answers built as bytes.
 SUCCESS_OPEN = (HEAD + _SUCCESS).encode()
 SUCCESS_CLOSE = ("</member>" + TAIL).encode()

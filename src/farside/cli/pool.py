@@ -13,6 +13,7 @@ from farside.config import (
     DEFAULT_LISTEN,
     Listen,
     ServerConfig,
+    event_history_from_env,
     fencing_from_env,
     http_limits_from_env,
     kvm_from_env,
@@ -186,6 +187,7 @@ def server(args: argparse.Namespace) -> int:
         login_limits=login_limits_from_env(),
         mirror_dir=mirror_dir_from_env(),
         vmss=schedules_from_env(),
+        event_history=event_history_from_env(),
     )
     serve(config)
     return 0

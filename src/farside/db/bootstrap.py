@@ -17,6 +17,11 @@ from farside.model.types import NULL_REF, now
 # XenAPI version this server speaks (XenServer 8's); clients read it from host.API_version_*.
 API_VERSION_MAJOR = 2
 API_VERSION_MINOR = 21
+# Clients enable features by the product and platform versions they read from
+# host.software_version (XenCenter by platform_version): report XenServer 8's, which speaks the
+# API version above. Farside's own version goes under ``farside_version``.
+PRODUCT_VERSION = "8.4.0"
+PLATFORM_VERSION = "3.4.0"
 _ROLE_DOCS = {
     Role.POOL_ADMIN: "The Pool Administrator role has full access to all features and settings",
     Role.POOL_OPERATOR: "The Pool Operator role manages host- and pool-wide resources",
@@ -104,6 +109,31 @@ def ensure_control_domain(tx: Transaction, host: str) -> None:
     tx.set_fields("host", host, {"control_domain": dom0})
 
 
+def software_version() -> dict[str, str]:
+    """The version keys of ``host.software_version`` that this server's code decides."""
+    api = f"{API_VERSION_MAJOR}.{API_VERSION_MINOR}"
+    return {
+        "product_brand": "Farside",
+        "product_version": PRODUCT_VERSION,
+        "product_version_text": PRODUCT_VERSION.split(".")[0],
+        "product_version_text_short": PRODUCT_VERSION.split(".")[0],
+        "platform_name": "XCP",
+        "platform_version": PLATFORM_VERSION,
+        "xencenter_min": api,
+        "xencenter_max": api,
+        "farside_version": __version__,
+    }
+
+
+def refresh_software_version(tx: Transaction, host: str) -> None:
+    """Bring the host's version keys up to this server's code, as xapi does at every start (a
+    pool made by an older Farside would otherwise report that version for ever)."""
+    current = tx.get_field("host", host, "software_version")
+    wanted = {**current, **software_version()}
+    if wanted != current:
+        tx.set_fields("host", host, {"software_version": wanted})
+
+
 def create_pool(db: Database, pool_name: str, host: HostFacts, admin_password: str) -> str:
     """Write the first objects of a pool; returns the pool's ref."""
     with db.write() as tx:
@@ -135,15 +165,7 @@ def create_pool(db: Database, pool_name: str, host: HostFacts, admin_password: s
             "stepping": first.stepping if first else "",
             "flags": first.flags if first else "",
         }
-        software = {
-            "product_brand": "Farside",
-            "product_version": __version__,
-            "platform_name": "Farside",
-            "platform_version": __version__,
-            "hostname": host.hostname,
-            "linux": host.kernel,
-            "machine": host.machine,
-        }
+        software = {"hostname": host.hostname, "linux": host.kernel, "machine": host.machine, **software_version()}
         host_ref = tx.create(
             "host",
             {

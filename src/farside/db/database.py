@@ -25,6 +25,9 @@ from farside.model import STORED
 # returns, so the caller waits (for metadata to be durable) without holding up other writers.
 Barrier = Callable[[], None]
 Subscriber = Callable[[Commit], Barrier | None]
+# Runs inside every write transaction, after its block and before the commit; it may write more
+# (derived fields: allowed_operations), which commits with the rest.
+PreCommit = Callable[[Transaction], None]
 # Raised when the file is a database written by another program.
 _MAGIC = "farside-pool-database"
 
@@ -37,6 +40,7 @@ class Database:
         self._conn = conn
         self._lock = threading.RLock()
         self._subscribers: list[Subscriber] = []
+        self._pre_commit: list[PreCommit] = []
         self._modified: dict[tuple[str, str], int] = {}
         self._class_modified: dict[str, int] = {}
         self._generation = self._read_generation()
@@ -93,6 +97,10 @@ class Database:
         """Call ``subscriber`` with every commit, in order, right after it is durable."""
         self._subscribers.append(subscriber)
 
+    def before_commit(self, hook: PreCommit) -> None:
+        """Call ``hook`` with every write transaction that changed something, before it commits."""
+        self._pre_commit.append(hook)
+
     def last_modified(self, cls: str, ref: str) -> int:
         """The generation at which this process last saw the object change (0: not since start)."""
         return self._modified.get((cls, ref), 0)
@@ -120,6 +128,9 @@ class Database:
             tx = Transaction(self._conn, writable=True)
             try:
                 yield tx
+                if self._pre_commit and tx.log.changes():
+                    for hook in self._pre_commit:
+                        hook(tx)
                 changes = tx.log.changes()
                 generation = self._read_generation()
                 if changes:

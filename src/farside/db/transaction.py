@@ -57,6 +57,10 @@ class Transaction:
         t = _table(cls)
         return [row[0] for row in self._conn.execute(f"SELECT {REF} FROM {t.name}")]
 
+    def count(self, cls: str) -> int:
+        t = _table(cls)
+        return int(self._conn.execute(f"SELECT COUNT(*) FROM {t.name}").fetchone()[0])
+
     def ref_of_uuid(self, cls: str, uuid: str) -> str:
         """The ref of the object of ``cls`` with ``uuid``, else UUID_INVALID [cls, uuid]."""
         t = _table(cls)
@@ -84,6 +88,17 @@ class Transaction:
         if row is None:
             raise HandleInvalid(cls, ref)
         return f.type.from_db(row[0])
+
+    def get_fields(self, cls: str, ref: str, fields: tuple[str, ...]) -> dict[str, Any]:
+        """Some stored fields of one object, in one query (no inverse sets). HANDLE_INVALID for a
+        bad ref."""
+        t = _table(cls)
+        decoders = [t.cls.field(name).type.from_db for name in fields]
+        columns = ", ".join(quote(name) for name in fields)
+        row = self._conn.execute(f"SELECT {columns} FROM {t.name} WHERE {REF} = ?", (ref,)).fetchone()
+        if row is None:
+            raise HandleInvalid(cls, ref)
+        return {name: decode(v) for name, decode, v in zip(fields, decoders, row, strict=True)}
 
     def get_record(self, cls: str, ref: str) -> dict[str, Any]:
         """The object's full record, internal fields included (callers drop them for clients)."""
@@ -231,9 +246,11 @@ class Transaction:
                 self.touch(rel.one, old_owners[rel.ref_field])
                 self.touch(rel.one, values[rel.ref_field])
 
-    def reset_fields(self, cls: str, values: dict[str, Any], where: tuple[str, Any] | None = None) -> None:
+    def reset_fields(
+        self, cls: str, values: dict[str, Any], where: tuple[str, Any] | None = None, refs: list[str] | None = None
+    ) -> None:
         """Write the same runtime ``values`` into every object of ``cls`` (whose ``where`` field
-        has the given value), in one statement.
+        has the given value; of ``refs`` only, if given), in one statement (one per 500 refs).
 
         For start-up only: no change is logged (nobody is subscribed yet, and the fields are not
         persistent), and no field may be the ref side of a relation.
@@ -249,7 +266,14 @@ class Transaction:
         if where is not None:
             sql += f" WHERE {quote(where[0])} = ?"
             params.append(t.cls.field(where[0]).type.to_db(where[1]))
-        self._conn.execute(sql, params)
+        if refs is None:
+            self._conn.execute(sql, params)
+            return
+        for start in range(0, len(refs), 500):
+            chunk = refs[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            joiner = " AND" if where is not None else " WHERE"
+            self._conn.execute(f"{sql}{joiner} {REF} IN ({marks})", [*params, *chunk])
 
     def destroy(self, cls: str, ref: str) -> None:
         """Delete one object; the relations pointing at it are left for the caller to clear."""

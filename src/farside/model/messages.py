@@ -49,6 +49,8 @@ def _implicit(c: ClassDef) -> list[Signature]:
 
     add("get_all", "get_all", ro, [], f"{ref} set")
     add("get_all_records", "get_all_records", ro, [], f"({ref} -> {c.name} record) map")
+    # Hidden from xapi's documentation but on its wire for every class with get_all_records.
+    add("get_all_records_where", "get_all_records_where", ro, [("expr", "string")], f"({ref} -> {c.name} record) map")
     add("get_record", "get_record", ro, [("self", ref)], f"{c.name} record")
     if c.has_field("uuid"):
         add("get_by_uuid", "get_by_uuid", ro, [("uuid", "string")], ref)
@@ -109,12 +111,26 @@ def signatures(cls_name: str) -> dict[str, Signature]:
 
 
 def lookup(wire_name: str) -> Signature | None:
-    """The signature of ``Class.message``, or None when Farside has no such message."""
+    """The signature of ``Class.message`` (or of its alias ``Class_message``), or None when Farside
+    has no such message."""
+    wire_name = _aliases().get(wire_name, wire_name)
     cls_name, dot, message = wire_name.partition(".")
     c = class_named(cls_name) if dot else None
     if c is None or c.name != cls_name:
         return None
     return signatures(c.name).get(message)
+
+
+@functools.cache
+def _aliases() -> dict[str, str]:
+    # xapi's server answers each message under a second name too, ``Class_message``
+    # (datamodel_utils.ml, alternative_wire_name): clients use it where "from" is a keyword.
+    return {f"{s.cls.name}_{s.name}": s.wire_name for name in CLASSES for s in signatures(name).values()}
+
+
+def wire_names() -> list[str]:
+    """Every message Farside answers, by its ``Class.message`` name, sorted."""
+    return sorted(s.wire_name for name in CLASSES for s in signatures(name).values())
 
 
 def role_table() -> dict[str, Role | None]:

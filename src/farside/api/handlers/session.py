@@ -15,8 +15,9 @@ from farside.api import implicit
 from farside.api.context import Context
 from farside.api.registry import handles
 from farside.api.sessions import may_read
-from farside.db import Transaction, users
+from farside.db import Transaction, users, where
 from farside.errors import HandleInvalid, SessionAuthenticationFailed, UuidInvalid
+from farside.model import CLASSES
 from farside.model.messages import Signature, signatures
 from farside.model.roles import Role
 
@@ -54,6 +55,13 @@ def get_all(ctx: Context) -> list[str]:
 def get_all_records(ctx: Context) -> dict[str, dict[str, Any]]:
     with ctx.db.read() as tx:
         return {ref: ctx.records.record(tx, "session", ref) for ref in _visible(ctx, tx)}
+
+
+@handles("session.get_all_records_where")
+def get_all_records_where(ctx: Context, expr: str) -> dict[str, dict[str, Any]]:
+    with ctx.db.read() as tx:
+        chosen = where.select(tx, CLASSES["session"], expr, _visible(ctx, tx))
+        return {ref: ctx.records.record(tx, "session", ref) for ref in chosen}
 
 
 @handles("session.get_by_uuid")

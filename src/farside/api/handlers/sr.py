@@ -6,6 +6,7 @@ import threading
 import uuid as uuidlib
 
 from farside.api.context import Context
+from farside.api.operations import claim
 from farside.api.registry import handles
 from farside.api.storage import forget_sr, refuse_if_plugged, sr_record, vdi_busy
 from farside.config import crash_point
@@ -128,6 +129,11 @@ def forget(ctx: Context, sr: str) -> str:
 @handles("SR.destroy")
 def destroy(ctx: Context, sr: str) -> str:
     """Delete the SR's images and records from its LUN, then forget it. The SR must be plugged."""
+    with claim(ctx.db, "SR", sr, "destroy"):
+        return _destroy(ctx, sr)
+
+
+def _destroy(ctx: Context, sr: str) -> str:
     storage = ctx.services.storage
     with ctx.db.read() as tx:
         lun = storage.attached_lun(tx, sr)
@@ -144,13 +150,15 @@ def destroy(ctx: Context, sr: str) -> str:
 
 @handles("SR.scan")
 def scan(ctx: Context, sr: str) -> str:
-    ctx.services.storage.scan(sr)
+    with claim(ctx.db, "SR", sr, "scan"):
+        ctx.services.storage.scan(sr)
     return ""
 
 
 @handles("SR.update")
 def update(ctx: Context, sr: str) -> str:
-    ctx.services.storage.scan(sr)
+    with claim(ctx.db, "SR", sr, "update"):
+        ctx.services.storage.scan(sr)
     return ""
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from farside.api import implicit
 from farside.api.context import Context
 from farside.api.metadata import refuse_user_write
+from farside.api.operations import claim
 from farside.api.registry import handles
 from farside.api.storage import lun_record, new_vdi, vdi_busy
 from farside.db import Transaction
@@ -77,17 +78,24 @@ def _running_writer(tx: Transaction, vdi: str) -> tuple[str, int] | None:
 
 @handles("VDI.clone")
 def clone(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str:
-    return _copy(ctx, vdi, snapshot=False)
+    with claim(ctx.db, "VDI", vdi, "clone"):
+        return _copy(ctx, vdi, snapshot=False)
 
 
 @handles("VDI.snapshot")
 def snapshot(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str:
-    return _copy(ctx, vdi, snapshot=True)
+    with claim(ctx.db, "VDI", vdi, "snapshot"):
+        return _copy(ctx, vdi, snapshot=True)
 
 
 @handles("VDI.destroy")
 def destroy(ctx: Context, vdi: str) -> str:
     """Delete the image and the VDI's records; refused while a VM that is not halted uses it."""
+    with claim(ctx.db, "VDI", vdi, "destroy"):
+        return _destroy(ctx, vdi)
+
+
+def _destroy(ctx: Context, vdi: str) -> str:
     with ctx.db.read() as tx:
         record = tx.get_record("VDI", tx.check("VDI", vdi))
         if vdi_busy(tx, vdi, ctx.services.metadata.replicator.active):
@@ -106,6 +114,11 @@ def destroy(ctx: Context, vdi: str) -> str:
 
 @handles("VDI.resize")
 def resize(ctx: Context, vdi: str, size: int) -> str:
+    with claim(ctx.db, "VDI", vdi, "resize"):
+        return _resize(ctx, vdi, size)
+
+
+def _resize(ctx: Context, vdi: str, size: int) -> str:
     with ctx.db.read() as tx:
         record = tx.get_record("VDI", tx.check("VDI", vdi))
         refuse_user_write(record["type"], "VDI.resize")

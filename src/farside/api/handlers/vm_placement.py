@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from farside.api import operations
 from farside.api.context import Context
 from farside.api.registry import handles
-from farside.api.vms import ALLOWED, VM_OVERHEAD_BYTES
+from farside.api.vms import VM_OVERHEAD_BYTES
 from farside.errors import FarsideError, InternalError, OperationNotAllowed, XenAPIFailure
 
 
@@ -64,21 +65,19 @@ def power_state_reset(ctx: Context, vm: str) -> str:
 def assert_operation_valid(ctx: Context, vm: str, op: str) -> str:
     with ctx.db.read() as tx:
         record = tx.get_record("VM", tx.check("VM", vm))
+        allowed = operations.allowed(tx, "VM", vm)
     if record["current_operations"]:
         raise XenAPIFailure("OTHER_OPERATION_IN_PROGRESS", "VM", vm)
-    # The state's operations, not the stored list, which a new VM has empty until it first changes.
-    if op not in ALLOWED[record["power_state"]]:
+    if op not in allowed:
         raise OperationNotAllowed(f"{op} is not allowed on a VM that is {record['power_state']}")
     return ""
 
 
 @handles("VM.update_allowed_operations")
 def update_allowed_operations(ctx: Context, vm: str) -> str:
-    """The operations of the VM's power state, unless an operation holds it (which then sets them)."""
+    """Recompute the VM's list now (the database's commit hook keeps it current anyway)."""
     with ctx.db.write() as tx:
-        record = tx.get_record("VM", tx.check("VM", vm))
-        if not record["current_operations"]:
-            tx.set_fields("VM", vm, {"allowed_operations": ALLOWED[record["power_state"]]})
+        tx.set_fields("VM", tx.check("VM", vm), {"allowed_operations": operations.allowed(tx, "VM", vm)})
     return ""
 
 

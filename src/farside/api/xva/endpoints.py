@@ -17,6 +17,7 @@ import anyio.to_thread
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from farside.api import operations
 from farside.api.context import Services
 from farside.api.http import BadRequest, ClientGone, ClosingStream, Endpoint, caller_with, guarded
 from farside.api.pipe import consume
@@ -30,6 +31,10 @@ from farside.model.types import NULL_REF
 from farside.model.vm_rules import power_state_error
 from farside.storage import image
 from farside.storage.errors import VdiInUse
+
+# The VM operations these handlers carry appear in allowed_operations (api/operations.py).
+operations.provides("export")
+operations.provides("export_metadata")
 
 
 def flag(request: Request, name: str) -> bool:

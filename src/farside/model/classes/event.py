@@ -17,14 +17,19 @@ EVENT = ClassDef(
         F("ref", "string", RO),
         F("obj_uuid", "string", RO),
     ],
+    # xapi has no Async form of the event messages (they are declared without it).
     messages=[
         M(
             "from",
             Role.READ_ONLY,
             [("classes", "string set"), ("token", "string"), ("timeout", "float")],
             "an event batch",
+            asynchronous=False,
         ),
-        M("get_current_id", Role.READ_ONLY, [], "int"),
-        M("inject", Role.READ_ONLY, [("class", "string"), ("ref", "string")], "string"),
+        M("register", Role.READ_ONLY, [("classes", "string set")], "void", asynchronous=False),
+        M("unregister", Role.READ_ONLY, [("classes", "string set")], "void", asynchronous=False),
+        M("next", Role.READ_ONLY, [], "event record set", asynchronous=False),
+        M("get_current_id", Role.READ_ONLY, [], "int", asynchronous=False),
+        M("inject", Role.READ_ONLY, [("class", "string"), ("ref", "string")], "string", asynchronous=False),
     ],
 )

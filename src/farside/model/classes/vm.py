@@ -65,7 +65,7 @@ VM = ClassDef(
         F("platform", "(string -> string) map", RW, setter=Role.VM_ADMIN),
         F("PCI_bus", "string", RW, setter=Role.VM_ADMIN),
         F("other_config", "(string -> string) map", RW, setter=Role.VM_ADMIN),
-        F("domid", "int", RT),
+        F("domid", "int", RT, -1),  # -1 without a domain (halted), as xapi
         F("domarch", "string", RT),
         F("last_boot_CPU_flags", "(string -> string) map", RO),
         F("is_control_domain", "bool", RT),
