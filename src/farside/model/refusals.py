@@ -94,18 +94,6 @@ GROUPS: tuple[Group, ...] = (
         owned=True,
     ),
     Group(
-        "Legacy event registration",
-        "NOT_IMPLEMENTED",
-        ("{message}",),
-        "Owned by issue #15 part 2 (event.register/next), in progress; event.from works.",
-        {
-            "event.register": (RO, 1),
-            "event.next": (RO, 0),
-            "event.unregister": (RO, 1),
-        },
-        owned=True,
-    ),
-    Group(
         "Data sources and RRDs",
         "NOT_IMPLEMENTED",
         ("{message}",),
