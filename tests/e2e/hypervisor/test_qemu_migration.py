@@ -92,11 +92,8 @@ def test_migration_moves_the_running_guest(lab: Lab, driver: QemuDriver) -> None
     assert halted == []  # neither the replaced QEMUs nor the stop is the guest's doing
 
 
-class HeldTransport(Transport):
-    """Relays the stream once ``go`` is set: a migration held before its first byte."""
-
-    def __init__(self) -> None:
-        self.go = threading.Event()
+class RelayTransport(Transport):
+    """A channel whose stream passes through this process (``_relay``), for a test to hold or cut."""
 
     @contextlib.contextmanager
     def channel(self) -> Iterator[tuple[int, int]]:
@@ -107,6 +104,16 @@ class HeldTransport(Transport):
         with send, receive:
             yield send.fileno(), receive.fileno()
         thread.join(30)
+
+    def _relay(self, relay_in: socket.socket, relay_out: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class HeldTransport(RelayTransport):
+    """Relays the stream once ``go`` is set: a migration held before its first byte."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
 
     def _relay(self, relay_in: socket.socket, relay_out: socket.socket) -> None:
         self.go.wait(30)
@@ -172,23 +179,13 @@ def test_serial_log_is_not_rotated_under_a_migration(lab: Lab) -> None:
     driver.hard_stop(spec.uuid)
 
 
-class KillingTransport(Transport):
+class KillingTransport(RelayTransport):
     """Relays the stream, and SIGKILLs the destination QEMU after ``after`` bytes: a migration
     killed half-way."""
 
     def __init__(self, lab: Lab, source: int, after: int) -> None:
         self.lab, self.source, self.after = lab, source, after
         self.killed: int | None = None
-
-    @contextlib.contextmanager
-    def channel(self) -> Iterator[tuple[int, int]]:
-        send, relay_in = socket.socketpair()
-        relay_out, receive = socket.socketpair()
-        thread = threading.Thread(target=self._relay, args=(relay_in, relay_out), daemon=True)
-        thread.start()
-        with send, receive:
-            yield send.fileno(), receive.fileno()
-        thread.join(30)
 
     def _relay(self, relay_in: socket.socket, relay_out: socket.socket) -> None:
         with relay_in, relay_out:
