@@ -48,7 +48,7 @@ from farside.api.throttle import note_client
 from farside.api.vms import VMService
 from farside.config import REFUSAL_LOG_INTERVAL_S, HttpLimits, ServerConfig
 from farside.db import Database
-from farside.db.bootstrap import ensure_storage_managers
+from farside.db.bootstrap import ensure_default_templates, ensure_storage_managers
 from farside.errors import DatabaseError, FarsideError, InternalError
 from farside.hypervisor.errors import RunRootBusy
 from farside.hypervisor.qemu import QemuDriver
@@ -93,6 +93,7 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
     db.reset_runtime_state()
     with db.write() as tx:
         ensure_storage_managers(tx)
+        ensure_default_templates(tx)
     with db.read() as tx:
         pools = tx.refs("pool")
         if len(pools) != 1:

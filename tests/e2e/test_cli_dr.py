@@ -46,7 +46,7 @@ def one_line(stderr: str) -> str:
 
 
 def power_states(s: XenAPI.Session) -> dict[str, str]:
-    return {r["name_label"]: r["power_state"] for r in s.xenapi.VM.get_all_records().values()}
+    return {r["name_label"]: r["power_state"] for r in s.xenapi.VM.get_all_records().values() if not r["is_a_template"]}
 
 
 def test_scripted_failover_then_runs_and_report(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:

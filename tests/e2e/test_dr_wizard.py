@@ -306,7 +306,7 @@ def test_an_abandoned_test_run_never_touches_a_later_failover(
     test_uuid = sb.xenapi.DR_run.get_uuid(test)
     assert f"in use by the test run {test_uuid} (paused)" in info.value.details[2], info.value.details
     assert "clean it up" in info.value.details[2] and "attach" not in json.loads(sb.xenapi.DR_run.get_steps(failover))
-    assert sb.xenapi.VM.get_all_records() == {}  # the failover recovered nothing
+    assert all(r["is_default_template"] for r in sb.xenapi.VM.get_all_records().values())  # nothing recovered
     sb.xenapi.DR_run.cleanup(test)
     assert sb.xenapi.DR_run.get_state(test) == "cleaned up"
     sb.xenapi.DR_run.resume(failover)  # the LUN is free now

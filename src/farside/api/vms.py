@@ -173,6 +173,11 @@ class VMService:
                         del self._claims[vm]
                 claim.released.set()
 
+    def claimed(self, vm: str, op: str) -> contextlib.AbstractContextManager[_Claim]:
+        """Hold a halted VM for ``op`` (clone, copy, provision): no power operation or other
+        operation starts on it meanwhile (OTHER_OPERATION_IN_PROGRESS)."""
+        return self._operation(vm, op, ("Halted",))
+
     # -- delays -----------------------------------------------------------------------------
 
     def _delay(self, claim: _Claim, field: str) -> None:

@@ -11,6 +11,7 @@ from farside.db.database import Database
 from farside.db.transaction import Transaction
 from farside.model.host_facts import HostFacts
 from farside.model.roles import Role
+from farside.model.templates import DEFAULT_TEMPLATES
 from farside.model.types import now
 
 # XenAPI version this server speaks (XenServer 8's); clients read it from host.API_version_*.
@@ -63,6 +64,17 @@ def ensure_storage_managers(tx: Transaction) -> None:
             "required_cluster_stack": [],
         },
     )
+
+
+def ensure_default_templates(tx: Transaction) -> None:
+    """The default templates (model/templates.py), each added where the pool lacks it: at
+    ``farside init`` and at every server start, so an upgraded pool gains new ones."""
+    have = {tx.get_field("VM", vm, "reference_label") for vm in tx.find("VM", "is_default_template", True)}
+    for template in DEFAULT_TEMPLATES:
+        if template["reference_label"] in have:
+            continue
+        metrics = tx.create("VM_metrics", {"memory_actual": template["memory_static_max"]})
+        tx.create("VM", {**template, "metrics": metrics})
 
 
 def create_pool(db: Database, pool_name: str, host: HostFacts, admin_password: str) -> str:
@@ -149,6 +161,7 @@ def create_pool(db: Database, pool_name: str, host: HostFacts, admin_password: s
         )
         pool = tx.create("pool", {"name_label": pool_name, "master": host_ref})
         ensure_storage_managers(tx)
+        ensure_default_templates(tx)
         users.add(tx, "root", Role.POOL_ADMIN, admin_password, fullname="Administrator")
     return pool
 

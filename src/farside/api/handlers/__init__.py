@@ -20,6 +20,7 @@ from farside.api.handlers import (
     vif,
     vm,
     vm_appliance,
+    vm_clone,
 )
 
 __all__ = [
@@ -39,4 +40,5 @@ __all__ = [
     "vif",
     "vm",
     "vm_appliance",
+    "vm_clone",
 ]

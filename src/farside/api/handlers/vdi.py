@@ -9,7 +9,7 @@ from farside.api.context import Context
 from farside.api.metadata import refuse_user_write
 from farside.api.registry import handles
 from farside.api.storage import lun_record, new_vdi, vdi_busy
-from farside.errors import InvalidValue, XenAPIFailure
+from farside.errors import HandleInvalid, InvalidValue, OperationNotAllowed, XenAPIFailure
 from farside.model import CLASSES
 from farside.model.types import NULL_REF, now
 from farside.storage import image
@@ -32,23 +32,26 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
     return new_vdi(ctx.db, ctx.services.pool, sr, lun, fields, lambda path, fmt: image.create(path, fmt, size))
 
 
-def _copy(ctx: Context, vdi: str, snapshot: bool) -> str:
+def _copy(ctx: Context, vdi: str, snapshot: bool, sr: str = NULL_REF) -> str:
+    """A new VDI with the image's content, on ``sr`` (by default the source's own SR)."""
     with ctx.db.read() as tx:
         source = tx.get_record("VDI", tx.check("VDI", vdi))
         refuse_user_write(source["type"], "VDI.snapshot" if snapshot else "VDI.clone")
-        lun = ctx.services.storage.attached_lun(tx, source["SR"])
+        target = source["SR"] if sr == NULL_REF else tx.check("SR", sr)
+        src_lun = ctx.services.storage.attached_lun(tx, source["SR"])
+        lun = src_lun if target == source["SR"] else ctx.services.storage.attached_lun(tx, target)
     fields: dict[str, Any] = {
         k: source[k]
         for k in ("name_label", "name_description", "type", "sharable", "read_only", "sm_config", "other_config")
     }
     if snapshot:
         fields.update(is_a_snapshot=True, snapshot_of=vdi, snapshot_time=now())
-    src_path = lun.image_path(source["location"])
+    src_path = src_lun.image_path(source["location"])
     src_format = recorded_format(source["location"])
     return new_vdi(
         ctx.db,
         ctx.services.pool,
-        source["SR"],
+        target,
         lun,
         fields,
         lambda path, fmt: image.convert(src_path, src_format, path, fmt),
@@ -63,6 +66,22 @@ def clone(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str:
 @handles("VDI.snapshot")
 def snapshot(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str:
     return _copy(ctx, vdi, snapshot=True)
+
+
+def copy_to(ctx: Context, vdi: str, sr: str) -> str:
+    """A full copy of the VDI on ``sr`` (NULL: its own SR), for VM.copy and VM.clone."""
+    return _copy(ctx, vdi, snapshot=False, sr=sr)
+
+
+@handles("VDI.copy")
+def copy(ctx: Context, vdi: str, sr: str, base_vdi: str, into_vdi: str) -> str:
+    """A fresh copy on ``sr``; copying into an existing VDI (``into_vdi``, ``base_vdi``) is not
+    offered: file SRs have no changed-block copy."""
+    if into_vdi != NULL_REF or base_vdi != NULL_REF:
+        raise OperationNotAllowed("VDI.copy into an existing VDI (into_vdi, base_vdi) is not offered on file SRs")
+    if sr == NULL_REF:
+        raise HandleInvalid("SR", sr)
+    return copy_to(ctx, vdi, sr)
 
 
 @handles("VDI.destroy")

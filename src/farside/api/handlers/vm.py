@@ -9,6 +9,7 @@ from farside.api.context import Context
 from farside.api.registry import handles
 from farside.errors import InvalidValue, OperationNotAllowed, XenAPIFailure
 from farside.model import VM
+from farside.model.templates import is_default
 from farside.model.types import NULL_REF
 from farside.model.vm_rules import DELAY_FIELDS, check_delay, check_memory, check_vcpus, power_state_error
 
@@ -44,6 +45,8 @@ def destroy(ctx: Context, vm: str) -> str:
             raise OperationNotAllowed("The VM is suspended; hard_shutdown it first, which discards its memory image.")
         if record["is_control_domain"]:
             raise OperationNotAllowed("The control domain cannot be destroyed.")
+        if is_default(record):
+            raise XenAPIFailure("VM_CANNOT_DELETE_DEFAULT_TEMPLATE", vm)
         for vbd in record["VBDs"]:
             tx.destroy("VBD", vbd)
         for vif in record["VIFs"]:

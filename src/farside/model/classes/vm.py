@@ -144,5 +144,11 @@ VM = ClassDef(
         M("set_shutdown_delay", Role.POOL_OPERATOR, [("self", "VM ref"), ("value", "int")], "void"),
         M("set_appliance", Role.POOL_OPERATOR, [("self", "VM ref"), ("value", "VM_appliance ref")], "void"),
         M("set_ha_restart_priority", Role.POOL_OPERATOR, [("self", "VM ref"), ("value", "string")], "void"),
+        # Templates and copies (api/handlers/vm_clone.py)
+        M("clone", Role.VM_ADMIN, [("vm", "VM ref"), ("new_name", "string")], "VM ref"),
+        M("copy", Role.VM_ADMIN, [("vm", "VM ref"), ("new_name", "string"), ("sr", "SR ref")], "VM ref"),
+        M("provision", Role.VM_ADMIN, [("vm", "VM ref")], "void"),
+        M("get_allowed_VBD_devices", Role.READ_ONLY, [("vm", "VM ref")], "string set"),
+        M("get_allowed_VIF_devices", Role.READ_ONLY, [("vm", "VM ref")], "string set"),
     ],
 )
