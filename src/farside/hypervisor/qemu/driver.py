@@ -42,7 +42,7 @@ from farside.hypervisor.driver import (
 )
 from farside.hypervisor.errors import DomainError, DomainNotFound, RunRootBusy, VdiMissing
 from farside.hypervisor.qemu import process
-from farside.hypervisor.qemu.argv import QMP_SOCKET, Fds, bridged, build_argv
+from farside.hypervisor.qemu.argv import QMP_SOCKET, Fds, bridged, build_argv, device_id
 from farside.hypervisor.qemu.domain import Domain
 from farside.hypervisor.qemu.process import QemuUser, RunDir
 from farside.hypervisor.qemu.qmp import LoopThread
@@ -231,6 +231,17 @@ class QemuDriver(Driver):
             self._loop.run(domain.save(state_path, self._suspend_timeout))
             self._end(domain)
             log.info("domain %s suspended to %s", uuid, state_path)
+
+    def change_medium(self, uuid: str, userdevice: int, disk: DiskSpec | None) -> None:
+        uuid = _check_uuid(uuid)
+        with self._uuid_lock(uuid):
+            domain = self._required(uuid)
+            with contextlib.ExitStack() as opened:
+                fd = None if disk is None else opened.enter_context(_closing(_open_image(uuid, disk)))
+                fmt = "raw" if disk is None else disk.format
+                node = f"cd{userdevice}-{uuidlib.uuid4().hex[:8]}"  # a fresh name: the old node may linger
+                self._loop.run(domain.change_medium(device_id(userdevice), fd, fmt, node, self._command_timeout))
+        log.info("domain %s: CD drive %d now holds %s", uuid, userdevice, disk.vdi_uuid if disk else "nothing")
 
     def running(self) -> dict[str, int]:
         found = {}
@@ -448,6 +459,8 @@ def open_command(
 def _open_image(uuid: str, disk: DiskSpec) -> int:
     """A disk's image, opened as QEMU will use it: QEMU opens no image by name."""
     flags = os.O_RDONLY if disk.read_only or disk.cdrom else os.O_RDWR
+    if disk.cdrom:  # an ISO is a file in a library directory: never a link leading elsewhere
+        flags |= os.O_NOFOLLOW
     try:
         return os.open(disk.path, flags | os.O_CLOEXEC)
     except FileNotFoundError:

@@ -1,7 +1,7 @@
 """The VBD class: a virtual block device."""
 
 from farside.model.roles import Role
-from farside.model.schema import RO, RT, RW, ClassDef, F
+from farside.model.schema import RO, RT, RW, ClassDef, F, M
 
 VBD = ClassDef(
     "VBD",
@@ -31,5 +31,9 @@ VBD = ClassDef(
         F("qos_algorithm_params", "(string -> string) map", RW, setter=Role.VM_ADMIN),
         F("qos_supported_algorithms", "string set", RT),
         F("metrics", "VBD_metrics ref", RT),
+    ],
+    messages=[
+        M("insert", Role.VM_OPERATOR, [("vbd", "VBD ref"), ("vdi", "VDI ref")], "void"),
+        M("eject", Role.VM_OPERATOR, [("vbd", "VBD ref")], "void"),
     ],
 )
