@@ -14,8 +14,8 @@ import pytest
 import XenAPI
 
 from farside.model.roles import Role
-from isos import write_boot_iso
 
+from isos import write_boot_iso
 from pools import PoolServer, make_pool
 from vms import MIB, bootable_vm, make_sr, serial, wait_serial, wait_state
 

@@ -16,7 +16,7 @@ import xmlrpc.client
 from collections.abc import Sequence
 from typing import TextIO
 
-from farside.cli.xe import appliance, drtask, sr, vdi, vm
+from farside.cli.xe import appliance, cd, drtask, sr, template, vdi, vm
 from farside.cli.xe.argv import Invocation, UsageError, parse
 from farside.cli.xe.command import Command, Context, Params
 from farside.cli.xe.connection import connect, resolve
@@ -27,7 +27,7 @@ from farside.config import client_env
 from farside.dr.session import XmlRpcSession
 from farside.errors import XenAPIFailure
 
-COMMANDS: dict[str, Command] = {c.name: c for m in (vm, sr, vdi, appliance, drtask) for c in m.COMMANDS}
+COMMANDS: dict[str, Command] = {c.name: c for m in (vm, template, sr, vdi, cd, appliance, drtask) for c in m.COMMANDS}
 
 USAGE = """Usage:
   farside xe <command>
