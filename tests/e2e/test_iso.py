@@ -7,6 +7,7 @@ errors, and change the disc of a running VM through QEMU (a reboot then boots th
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,3 +198,37 @@ def test_the_disc_of_a_running_vm_changes(pool: tuple[PoolServer, XenAPI.Session
     finally:
         s.xenapi.VM.hard_shutdown(vm)
     wait_state(s, vm, "Halted")
+
+
+def test_a_recovered_vm_keeps_its_cd_drive_empty_where_the_iso_is_missing(
+    two_pools: tuple[PoolServer, PoolServer], tmp_path: Path
+) -> None:
+    """DR: a VM whose CD holds an ISO of site A's library is recovered on B without force; ISO
+    libraries are not mirrored, so its drive comes back empty and its disk is the copy's."""
+    a, b = two_pools
+    sa, sb = a.session(), b.session()
+    lun = tmp_path / "lun-a"
+    sr = make_sr(sa, lun)
+    sa.xenapi.SR.enable_database_replication(sr)
+    library = tmp_path / "isos-a"
+    library.mkdir()
+    write_boot_iso(library / "boot.iso", "site-a")
+    vm = bootable_vm(a, sa, sr, "cd-vm")
+    cd_drive(sa, vm, iso(sa, library, "boot.iso"))
+    uuid, sr_uuid = sa.xenapi.VM.get_uuid(vm), sa.xenapi.SR.get_uuid(sr)
+    copy = tmp_path / "lun-b"
+    subprocess.run(["cp", "-a", str(lun), str(copy)], check=True)
+    a.stop()
+    task = sb.xenapi.DR_task.create("file", {"path": str(copy)}, [sr_uuid])
+    [sr_b] = sb.xenapi.DR_task.get_introduced_SRs(task)
+    [vdi] = [v for v in sb.xenapi.SR.get_VDIs(sr_b) if sb.xenapi.VDI.get_type(v) == "metadata"]
+    db = sb.xenapi.VDI.open_database(vdi)
+    try:
+        [foreign] = [ref for ref, r in sb.VM.get_all_records(db)["Value"].items() if r["uuid"] == uuid]
+        assert sb.VM.recover(db, foreign, sb.handle, False)["Status"] == "Success"
+    finally:
+        sb.session.logout(db)
+    recovered = sb.xenapi.VM.get_by_uuid(uuid)
+    drives = {sb.xenapi.VBD.get_type(v): sb.xenapi.VBD.get_record(v) for v in sb.xenapi.VM.get_VBDs(recovered)}
+    assert drives["CD"]["empty"] and drives["CD"]["VDI"] == NULL
+    assert sb.xenapi.VDI.get_SR(drives["Disk"]["VDI"]) == sr_b
