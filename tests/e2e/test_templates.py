@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import XenAPI
 
+from farside.db import Database
 from farside.model.roles import Role
 
 from pools import PoolServer, make_pool
@@ -84,11 +85,14 @@ def test_install_from_template_boots(pool: tuple[PoolServer, XenAPI.Session, str
     assert record["is_a_template"] and not record["is_default_template"]
     assert record["other_config"]["base_template_name"] == "Other install media"
     assert "default_template" not in record["other_config"] and record["other_config"]["mac_seed"]
+    assert record["allowed_operations"] == ["clone", "copy", "export", "provision", "destroy"]
+    assert s.xenapi.VM.get_allowed_operations(template(s)) == ["clone", "copy", "export"]
     s.xenapi.VM.set_memory_limits(vm, MIB16, MIB16, MIB16, MIB16)
     assert s.xenapi.VM.get_allowed_VBD_devices(vm) == ["0", "1", "2", "3"]
     s.xenapi.VM.provision(vm)
     record = s.xenapi.VM.get_record(vm)
     assert not record["is_a_template"] and "disks" not in record["other_config"]
+    assert "start" in record["allowed_operations"]
     (vbd,) = record["VBDs"]
     disk = s.xenapi.VBD.get_record(vbd)
     assert (disk["userdevice"], disk["bootable"], disk["type"], disk["other_config"]) == (
@@ -229,3 +233,22 @@ def test_a_full_sr_is_refused_before_copying(pool: tuple[PoolServer, XenAPI.Sess
         s.xenapi.PBD.unplug(s.xenapi.SR.get_PBDs(sr)[0])
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_a_pool_without_the_default_templates_gets_them_at_start(server: PoolServer) -> None:
+    """An upgraded pool, made before the templates existed, has them once its server starts again."""
+    s = server.session()
+    old = template(s)
+    server.stop()
+    db = Database.open(server.data_dir / "pool.db")
+    try:
+        with db.write() as tx:
+            tx.destroy("VM", old)
+    finally:
+        db.close()
+    server.start()
+    s = server.session()
+    assert template(s) != old and s.xenapi.VM.get_is_default_template(template(s))
+    server.stop()
+    server.start()  # and only once
+    assert len(server.session().xenapi.VM.get_by_name_label("Other install media")) == 1

@@ -26,6 +26,7 @@ from farside.api.tasks import TaskManager
 from farside.db import Database, Transaction
 from farside.errors import FarsideError, OperationNotAllowed, TaskCancelled, XenAPIFailure
 from farside.hypervisor.driver import DiskSpec, DomainState, Driver, NicSpec, VMSpec
+from farside.model.templates import template_operations
 from farside.model.types import NULL_REF, now
 from farside.model.vm_rules import MAX_DELAY_S, power_state_error
 from farside.storage import image
@@ -159,13 +160,17 @@ class VMService:
                     if tx.exists("VM", vm):
                         if claim.outcome is not None:
                             self._apply_state(tx, vm, *claim.outcome)
-                        state = tx.get_field("VM", vm, "power_state")
+                        allowed = ALLOWED[tx.get_field("VM", vm, "power_state")]
+                        if tx.get_field("VM", vm, "is_a_template"):  # never started: clone, copy, ...
+                            allowed = template_operations(
+                                {k: tx.get_field("VM", vm, k) for k in ("is_default_template", "other_config")}
+                            )
                         tx.set_fields(
                             "VM",
                             vm,
                             {
                                 "current_operations": {},
-                                "allowed_operations": ALLOWED[state],
+                                "allowed_operations": allowed,
                                 "scheduled_to_be_resident_on": NULL_REF,
                             },
                         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
+from xml.sax.saxutils import quoteattr
 
 from farside.errors import InvalidValue
 
@@ -67,12 +68,13 @@ def _parse(text: str) -> list[ProvisionDisk]:
 
 
 def render(disks: list[ProvisionDisk]) -> str:
-    """The spec's text, as xapi writes it."""
-    root = ET.Element("provision")
-    for d in disks:
-        attrs = {"device": d.device, "size": str(d.size), "sr": d.sr, "bootable": str(d.bootable).lower()}
-        ET.SubElement(root, "disk", {**attrs, "type": d.type})
-    return ET.tostring(root, encoding="unicode")
+    """The spec's text, spelt as xapi writes it."""
+    elements = "".join(
+        f'<disk device={quoteattr(d.device)} size="{d.size}" sr={quoteattr(d.sr)} '
+        f'bootable="{str(d.bootable).lower()}" type={quoteattr(d.type)}/>'
+        for d in disks
+    )
+    return f"<provision>{elements}</provision>"
 
 
 def with_sr(text: str, sr_uuid: str) -> str:

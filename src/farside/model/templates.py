@@ -19,6 +19,8 @@ DEFAULT_TEMPLATE_KEY = "default_template"
 BASE_TEMPLATE_NAME_KEY = "base_template_name"
 # What a default template allows: no start, no destroy, and no provision (its clones are provisioned).
 TEMPLATE_OPERATIONS = ["clone", "copy", "export"]
+# Any other template may also be provisioned and destroyed.
+OWN_TEMPLATE_OPERATIONS = [*TEMPLATE_OPERATIONS, "provision", "destroy"]
 
 
 def _template(label: str, name: str, description: str, memory: int, disks: list[ProvisionDisk],
@@ -69,3 +71,8 @@ DEFAULT_TEMPLATES = [
 def is_default(record: dict[str, Any]) -> bool:
     """A built-in template, which xapi refuses to destroy (VM_CANNOT_DELETE_DEFAULT_TEMPLATE)."""
     return bool(record["is_default_template"]) or record["other_config"].get(DEFAULT_TEMPLATE_KEY) == "true"
+
+
+def template_operations(record: dict[str, Any]) -> list[str]:
+    """A template's allowed_operations: never start; destroy and provision unless a default one."""
+    return list(TEMPLATE_OPERATIONS if is_default(record) else OWN_TEMPLATE_OPERATIONS)

@@ -21,11 +21,12 @@ from farside.api.handlers import vdi as vdi_handlers
 from farside.api.handlers.vif import MAX_DEVICES as MAX_VIFS
 from farside.api.handlers.vif import random_mac
 from farside.api.registry import handles
+from farside.api.vms import ALLOWED
 from farside.db import Transaction
 from farside.errors import OperationNotAllowed, XenAPIFailure
 from farside.model import CLASSES, stored_fields
 from farside.model.provision import DISKS_KEY, ProvisionDisk, parse
-from farside.model.templates import BASE_TEMPLATE_NAME_KEY, DEFAULT_TEMPLATE_KEY, is_default
+from farside.model.templates import BASE_TEMPLATE_NAME_KEY, DEFAULT_TEMPLATE_KEY, is_default, template_operations
 from farside.model.types import EPOCH, NULL_REF
 
 MAC_SEED_KEY = "mac_seed"
@@ -152,6 +153,7 @@ def _write_copy(
     values["metrics"] = tx.create("VM_metrics", {"memory_actual": source["memory_static_max"]})
     values["guest_metrics"] = NULL_REF
     values["generation_id"] = "0:0" if source["generation_id"] in ("", "0:0") else _fresh_generation()
+    values["allowed_operations"] = template_operations(values) if values["is_a_template"] else ALLOWED["Halted"]
     new = tx.create("VM", values)
     for vbd, v in disks:
         fields = _device_fields("VBD", v, new)
