@@ -200,6 +200,22 @@ def test_the_disc_of_a_running_vm_changes(pool: tuple[PoolServer, XenAPI.Session
     wait_state(s, vm, "Halted")
 
 
+def test_an_iso_sr_stays_plugged_across_a_restart(pool: tuple[PoolServer, XenAPI.Session, Path]) -> None:
+    """A restarted server keeps the ISO SR plugged, without a lease or metadata of its own, and quietly."""
+    srv, s, library = pool
+    sr = iso_sr(s, library)
+    srv.stop()
+    log = srv.data_dir / "server.log"
+    before = log.stat().st_size
+    srv.start()
+    s = srv.session()
+    assert all(s.xenapi.PBD.get_currently_attached(p) for p in s.xenapi.SR.get_PBDs(sr))
+    s.xenapi.SR.scan(sr)
+    assert sorted(s.xenapi.VDI.get_location(v) for v in s.xenapi.SR.get_VDIs(sr)) == ["boot.iso", "second.iso"]
+    assert sorted(p.name for p in library.iterdir()) == ["boot.iso", "dir.iso", "evil.iso", "notes.txt", "second.iso"]
+    assert "Traceback" not in log.read_text()[before:]
+
+
 def test_a_recovered_vm_keeps_its_cd_drive_empty_where_the_iso_is_missing(
     two_pools: tuple[PoolServer, PoolServer], tmp_path: Path
 ) -> None:
