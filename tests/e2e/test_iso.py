@@ -145,8 +145,9 @@ def test_a_vm_boots_from_an_iso(pool: tuple[PoolServer, XenAPI.Session, Path]) -
 
 
 def test_insert_and_eject_give_xapis_errors(pool: tuple[PoolServer, XenAPI.Session, Path]) -> None:
-    """Only CD drives take discs; a full drive refuses another, an empty one refuses an eject; a
-    clone's CD holds the same ISO (ISOs are not copied); read-only users change nothing."""
+    """Only CD drives take discs; a full drive refuses another, an empty one refuses an eject; no
+    metadata VDI goes in; a clone's CD holds the same ISO (ISOs are not copied); read-only users
+    change nothing."""
     srv, s, library = pool
     sr = make_sr(s, library.parent / "lun")
     vm = bootable_vm(srv, s, sr, "with-cd")
@@ -161,6 +162,12 @@ def test_insert_and_eject_give_xapis_errors(pool: tuple[PoolServer, XenAPI.Sessi
         with pytest.raises(XenAPI.Failure) as info:
             getattr(s.xenapi.VBD, call)(*args)
         assert info.value.details == [error, args[0]]
+    s.xenapi.SR.enable_database_replication(sr)
+    [metadata] = [v for v in s.xenapi.SR.get_VDIs(sr) if s.xenapi.VDI.get_type(v) == "metadata"]
+    with pytest.raises(XenAPI.Failure) as info:
+        s.xenapi.VBD.insert(cd, metadata)  # the pool's records never go into a guest's drive
+    assert info.value.details == ["VDI_INCOMPATIBLE_TYPE", metadata, "metadata"]
+    s.xenapi.SR.disable_database_replication(sr)
     s.xenapi.VBD.insert(cd, boot)
     assert (s.xenapi.VBD.get_VDI(cd), s.xenapi.VBD.get_empty(cd)) == (boot, False)
     with pytest.raises(XenAPI.Failure) as info:

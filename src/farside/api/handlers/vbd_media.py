@@ -32,7 +32,9 @@ def insert(ctx: Context, vbd: str, vdi: str) -> str:
     if not record["empty"]:
         raise XenAPIFailure("VBD_NOT_EMPTY", vbd)
     with ctx.db.read() as tx:
-        tx.check("VDI", vdi)
+        if tx.get_field("VDI", tx.check("VDI", vdi), "type") == "metadata":
+            # the pool's own records are read through the API, never mounted into a guest
+            raise XenAPIFailure("VDI_INCOMPATIBLE_TYPE", vdi, "metadata")
     ctx.services.vms.change_medium(vbd, vdi)
     return ""
 
