@@ -38,6 +38,7 @@ from farside.api import http, jsonrpc, xmlrpc
 from farside.api.context import Services
 from farside.api.dispatcher import Dispatcher, Outcome
 from farside.api.events import EventHub
+from farside.api.handlers.vm_clone import sweep_incomplete
 from farside.api.messages import MessageService
 from farside.api.metadata import MetadataService
 from farside.api.records import AllRecords, Encoded, RecordCache
@@ -156,6 +157,7 @@ def build_app(
         # Before anything writes to the SRs (the heartbeat, metadata replication): a LUN that
         # became a mirror target or another pool's while this server was down is let go.
         await asyncio.to_thread(services.storage.reattach)
+        await asyncio.to_thread(sweep_incomplete, services.db, services.storage)
         services.storage.start_heartbeat()
         await asyncio.to_thread(services.metadata.start)
         try:

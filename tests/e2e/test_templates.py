@@ -7,14 +7,18 @@ must leave nothing behind (an unsafe image half-way through, a full SR).
 
 from __future__ import annotations
 
+import http.client
 import os
+import signal
 import subprocess
+import xmlrpc.client
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import XenAPI
 
+from farside.api.handlers.vm_clone import INCOMPLETE_KEY as INCOMPLETE
 from farside.db import Database
 from farside.model.roles import Role
 
@@ -252,3 +256,42 @@ def test_a_pool_without_the_default_templates_gets_them_at_start(server: PoolSer
     server.stop()
     server.start()  # and only once
     assert len(server.session().xenapi.VM.get_by_name_label("Other install media")) == 1
+
+
+@pytest.mark.parametrize("point", ["vm-clone:copied", "vm-copy:copied", "vm-provision:made"])
+def test_a_server_killed_half_way_leaves_nothing_after_its_restart(
+    point: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILL once the disks are made, before the VM is written: the next start removes those
+    disks (records and image files), and the same call then succeeds."""
+    make_pool(tmp_path / "pool")
+    srv = PoolServer(tmp_path / "pool")
+    monkeypatch.setenv("FARSIDE_CRASH_AT", point)
+    srv.start()
+    monkeypatch.delenv("FARSIDE_CRASH_AT")
+    try:
+        s = srv.session()
+        sr = make_sr(s, tmp_path / "lun")
+        s.xenapi.pool.set_default_SR(s.xenapi.pool.get_all()[0], sr)
+        if point == "vm-provision:made":
+            target = s.xenapi.VM.clone(template(s), "to provision")
+            again = lambda s: s.xenapi.VM.provision(target)  # noqa: E731
+        else:
+            target = bootable_vm(srv, s, sr, "killed")
+            call = point.split(":")[0].removeprefix("vm-")
+            again = lambda s: getattr(s.xenapi.VM, call)(target, "again", *([sr] if call == "copy" else []))  # noqa: E731
+        before = (set(s.xenapi.VM.get_all()), set(s.xenapi.VDI.get_all()), set(s.xenapi.VBD.get_all()),
+                  images(tmp_path / "lun"))  # fmt: skip
+        with pytest.raises((OSError, http.client.HTTPException, xmlrpc.client.ProtocolError)):
+            again(s)
+        assert srv.process is not None and srv.process.wait(10) == -signal.SIGKILL
+        srv.stop()
+        srv.start()
+        s = srv.session()
+        after = (set(s.xenapi.VM.get_all()), set(s.xenapi.VDI.get_all()), set(s.xenapi.VBD.get_all()),
+                 images(tmp_path / "lun"))  # fmt: skip
+        assert after == before
+        again(s)
+        assert all(INCOMPLETE not in s.xenapi.VDI.get_other_config(v) for v in s.xenapi.VDI.get_all())
+    finally:
+        srv.stop()

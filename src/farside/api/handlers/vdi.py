@@ -32,8 +32,9 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
     return new_vdi(ctx.db, ctx.services.pool, sr, lun, fields, lambda path, fmt: image.create(path, fmt, size))
 
 
-def _copy(ctx: Context, vdi: str, snapshot: bool, sr: str = NULL_REF) -> str:
-    """A new VDI with the image's content, on ``sr`` (by default the source's own SR)."""
+def _copy(ctx: Context, vdi: str, snapshot: bool, sr: str = NULL_REF, marks: dict[str, str] | None = None) -> str:
+    """A new VDI with the image's content, on ``sr`` (by default the source's own SR), with
+    ``marks`` added to its other_config."""
     with ctx.db.read() as tx:
         source = tx.get_record("VDI", tx.check("VDI", vdi))
         refuse_user_write(source["type"], "VDI.snapshot" if snapshot else "VDI.clone")
@@ -44,6 +45,7 @@ def _copy(ctx: Context, vdi: str, snapshot: bool, sr: str = NULL_REF) -> str:
         k: source[k]
         for k in ("name_label", "name_description", "type", "sharable", "read_only", "sm_config", "other_config")
     }
+    fields["other_config"] = {**fields["other_config"], **(marks or {})}
     if snapshot:
         fields.update(is_a_snapshot=True, snapshot_of=vdi, snapshot_time=now())
     src_path = src_lun.image_path(source["location"])
@@ -68,9 +70,9 @@ def snapshot(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str:
     return _copy(ctx, vdi, snapshot=True)
 
 
-def copy_to(ctx: Context, vdi: str, sr: str) -> str:
+def copy_to(ctx: Context, vdi: str, sr: str, marks: dict[str, str] | None = None) -> str:
     """A full copy of the VDI on ``sr`` (NULL: its own SR), for VM.copy and VM.clone."""
-    return _copy(ctx, vdi, snapshot=False, sr=sr)
+    return _copy(ctx, vdi, snapshot=False, sr=sr, marks=marks)
 
 
 @handles("VDI.copy")

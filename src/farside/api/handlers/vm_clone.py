@@ -3,12 +3,16 @@ them (xapi_vm_clone.ml, xapi_templates_install.ml), and the free device slots a 
 
 Disks are copied first, with no transaction open (qemu-img, through VDI's one copier), then the
 new VM, its VBDs and VIFs are written in one transaction. A failure on the way destroys the disks
-made so far, so nothing of a failed clone is left: no VM, no VDI, no image file. The source VM is
-held for the whole operation, so it cannot start while its disks are read.
+made so far, so nothing of a failed clone is left: no VM, no VDI, no image file. Each new disk
+carries ``other_config:farside_incomplete`` until that last transaction, so the disks of a clone
+or provision whose server was killed half-way are found and removed at the next start
+(``sweep_incomplete``). The source VM is held for the whole operation, so it cannot start while
+its disks are read.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid as uuidlib
 from collections import defaultdict
@@ -21,15 +25,21 @@ from farside.api.handlers import vdi as vdi_handlers
 from farside.api.handlers.vif import MAX_DEVICES as MAX_VIFS
 from farside.api.handlers.vif import random_mac
 from farside.api.registry import handles
+from farside.api.storage import StorageService
 from farside.api.vms import ALLOWED
-from farside.db import Transaction
-from farside.errors import OperationNotAllowed, XenAPIFailure
+from farside.config import crash_point
+from farside.db import Database, Transaction
+from farside.errors import FarsideError, OperationNotAllowed, XenAPIFailure
 from farside.model import CLASSES, stored_fields
 from farside.model.provision import DISKS_KEY, ProvisionDisk, parse
 from farside.model.templates import BASE_TEMPLATE_NAME_KEY, DEFAULT_TEMPLATE_KEY, is_default, template_operations
 from farside.model.types import EPOCH, NULL_REF
 
+log = logging.getLogger(__name__)
+
 MAC_SEED_KEY = "mac_seed"
+# On a disk made by a clone, copy or provision that has not finished (the operation's token).
+INCOMPLETE_KEY = "farside_incomplete"
 # Never carried to a copy (xapi's Xapi_globs.xensource_internal).
 XENSOURCE_INTERNAL_KEY = "xensource_internal"
 OWNER_KEY = "owner"
@@ -97,6 +107,7 @@ def _copy_vm(ctx: Context, vm: str, new_name: str, op: str, sr: str) -> str:
             disks = [(vbd, tx.get_record("VBD", vbd)) for vbd in source["VBDs"]]
             _check_space(ctx, tx, [v["VDI"] for _, v in disks if _copied(v)], sr)
         made: list[str] = []
+        marks = {INCOMPLETE_KEY: str(uuidlib.uuid4())}
         try:
             new_vdis: dict[str, str] = {}
             for n, (vbd, v) in enumerate(disks):
@@ -104,14 +115,50 @@ def _copy_vm(ctx: Context, vm: str, new_name: str, op: str, sr: str) -> str:
                     ctx.services.tasks.check_cancelled(ctx.task)
                     ctx.services.tasks.set_progress(ctx.task, n / max(len(disks), 1))
                 if _copied(v):
-                    new_vdis[vbd] = vdi_handlers.copy_to(ctx, v["VDI"], sr)
+                    new_vdis[vbd] = vdi_handlers.copy_to(ctx, v["VDI"], sr, marks)
                     made.append(new_vdis[vbd])
+            crash_point(f"vm-{op}:copied")
             with ctx.db.write() as tx:
+                _complete(tx, made)
                 return _write_copy(tx, source, new_name, disks, new_vdis)
         except BaseException:
             for vdi in made:
                 vdi_handlers.destroy(ctx, vdi)
             raise
+
+
+def _complete(tx: Transaction, vdis: list[str]) -> None:
+    """The operation's disks are the VM's now: their incomplete mark goes, in its last transaction."""
+    for vdi in vdis:
+        config = dict(tx.get_field("VDI", vdi, "other_config"))
+        config.pop(INCOMPLETE_KEY, None)
+        tx.set_fields("VDI", vdi, {"other_config": config})
+
+
+def sweep_incomplete(db: Database, storage: StorageService) -> list[str]:
+    """At start-up, before any call: remove the disks (and their VBDs) that a clone, copy or
+    provision made before its server was killed; the uuids removed. A disk on an SR that is not
+    plugged now waits for a later start."""
+    with db.read() as tx:
+        marked = [v for v in tx.refs("VDI") if INCOMPLETE_KEY in tx.get_field("VDI", v, "other_config")]
+    removed = []
+    for vdi in marked:
+        with db.read() as tx:
+            record = tx.get_record("VDI", vdi)
+            try:
+                lun = storage.attached_lun(tx, record["SR"])
+            except FarsideError as exc:
+                log.warning("the half-made disk %s stays until its SR is plugged: %s", record["uuid"], exc.describe())
+                continue
+        lun.remove_vdi(record["uuid"])
+        lun.image_path(record["location"]).unlink(missing_ok=True)
+        with db.write() as tx:
+            for vbd in tx.get_field("VDI", vdi, "VBDs"):
+                tx.destroy("VBD", vbd)
+            tx.destroy("VDI", vdi)
+        log.warning("removed disk %s, made by a clone, copy or provision that did not finish", record["uuid"])
+        removed.append(record["uuid"])
+    return removed
 
 
 def _copied(vbd: dict[str, Any]) -> bool:
@@ -214,13 +261,16 @@ def provision(ctx: Context, vm: str) -> str:
                 raise XenAPIFailure("DEVICE_ALREADY_EXISTS", disk.device)
         made_vdis: list[str] = []
         made_vbds: list[str] = []
+        token = str(uuidlib.uuid4())
         try:
             for n, (disk, sr) in enumerate(disks):
                 if ctx.task is not None:
                     ctx.services.tasks.set_progress(ctx.task, n / len(disks))
-                made_vdis.append(vdi_handlers.create(ctx, _vdi_record(disk, sr)))
+                made_vdis.append(vdi_handlers.create(ctx, _vdi_record(disk, sr, token)))
                 made_vbds.append(vbd_handlers.create(ctx, _vbd_record(vm, disk, made_vdis[-1])))
+            crash_point("vm-provision:made")
             with ctx.db.write() as tx:
+                _complete(tx, made_vdis)
                 config = dict(tx.get_field("VM", vm, "other_config"))
                 config.pop(DISKS_KEY, None)
                 tx.set_fields("VM", vm, {"other_config": config, "is_a_template": False})
@@ -252,7 +302,7 @@ def _placed(tx: Transaction, pool: str, disks: list[ProvisionDisk]) -> list[tupl
     return placed
 
 
-def _vdi_record(disk: ProvisionDisk, sr: str) -> dict[str, Any]:
+def _vdi_record(disk: ProvisionDisk, sr: str, token: str) -> dict[str, Any]:
     return {
         "SR": sr,
         "virtual_size": disk.size,
@@ -261,7 +311,7 @@ def _vdi_record(disk: ProvisionDisk, sr: str) -> dict[str, Any]:
         "name_description": PROVISIONED_DESCRIPTION,
         "sharable": False,
         "read_only": False,
-        "other_config": {},
+        "other_config": {INCOMPLETE_KEY: token},
         "sm_config": {},
     }
 
