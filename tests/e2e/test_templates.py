@@ -70,6 +70,7 @@ def test_a_new_pool_has_the_default_templates(pool: tuple[PoolServer, XenAPI.Ses
     assert record["other_config"]["default_template"] == "true"
     assert record["other_config"]["disks"].startswith('<provision><disk device="0" size="34359738368" sr=""')
     assert record["HVM_boot_policy"] == "BIOS order" and record["domid"] == "-1"
+    assert '<restriction property="number-of-vbds" max="4"/>' in record["recommendations"]
     with pytest.raises(XenAPI.Failure) as info:
         s.xenapi.VM.start(template(s), False, False)
     assert info.value.details == ["VM_IS_TEMPLATE", template(s)]

@@ -5,6 +5,7 @@ a VM installed from "Other install media" that boots from the ISO in its CD driv
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +104,21 @@ def test_install_clone_copy_and_cds(site: tuple[PoolServer, str, str]) -> None:
         assert lines[0].startswith("You attempted an operation on a VM that was not in an appropriate power state")
     finally:
         ok(srv, "vm-shutdown", "vm=web", "--force")
+
+
+def test_install_from_a_template_with_disks_copies_them_to_the_sr(
+    site: tuple[PoolServer, str, str], tmp_path: Path
+) -> None:
+    """A VM made a template (vm-param-set is-a-template=true) installs by a copy onto sr-uuid=."""
+    srv, _, _ = site
+    assert "vm-install" in ok(None, "help") and "reqd params     : new-name-label" in ok(None, "help", "vm-install")
+    base = ok(srv, "vm-clone", "vm=web", "new-name-label=golden").strip()
+    ok(srv, "vm-param-set", f"uuid={base}", "is-a-template=true")
+    assert base in ok(srv, "template-list", "--minimal")
+    s = srv.session()
+    other = s.xenapi.SR.get_uuid(make_sr(s, tmp_path / "other"))
+    new = ok(srv, "vm-install", "template=golden", "new-name-label=from-golden", f"sr-uuid={other}").strip()
+    vbds = s.xenapi.VM.get_VBDs(s.xenapi.VM.get_by_uuid(new))
+    disks = [s.xenapi.VBD.get_VDI(v) for v in vbds if s.xenapi.VBD.get_type(v) == "Disk"]
+    assert [s.xenapi.SR.get_uuid(s.xenapi.VDI.get_SR(d)) for d in disks] == [other]
+    assert ok(srv, "vm-param-get", f"uuid={new}", "param-name=is-a-template") == "false\n"

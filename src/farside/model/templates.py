@@ -23,6 +23,15 @@ TEMPLATE_OPERATIONS = ["clone", "copy", "export"]
 OWN_TEMPLATE_OPERATIONS = [*TEMPLATE_OPERATIONS, "provision", "destroy"]
 
 
+# What a new-VM wizard (XenCenter's) reads to bound its choices, in xapi's format: Farside's own
+# limits, four disks (the IDE slots) and seven NICs.
+RECOMMENDATIONS = (
+    '<restrictions><restriction field="memory-static-max" max="137438953472"/>'
+    '<restriction field="vcpus-max" max="32"/><restriction property="number-of-vbds" max="4"/>'
+    '<restriction property="number-of-vifs" max="7"/></restrictions>'
+)
+
+
 def _template(label: str, name: str, description: str, memory: int, disks: list[ProvisionDisk],
               install_methods: str) -> dict[str, Any]:  # fmt: skip
     return {
@@ -48,6 +57,7 @@ def _template(label: str, name: str, description: str, memory: int, disks: list[
         "actions_after_reboot": "restart",
         "actions_after_crash": "restart",
         "allowed_operations": list(TEMPLATE_OPERATIONS),
+        "recommendations": RECOMMENDATIONS,
         "other_config": {
             DEFAULT_TEMPLATE_KEY: "true",
             "install-methods": install_methods,

@@ -59,11 +59,17 @@ def _named(ctx: Context, vm: str) -> None:
 
 
 def install(ctx: Context) -> None:
-    """Clone the template, put its provision spec's disks on the SR given (or the pool's default),
-    provision: the new VM is halted and no template. A failed install leaves no VM behind."""
+    """Clone the template (copy it onto the SR given, when it has disks), put its provision spec's
+    disks on that SR (or the pool's default), provision: the new VM is halted and no template. A
+    failed install leaves no VM behind."""
     template = _template(ctx)
     sr = _sr(ctx)
-    vm = str(ctx.call("VM.clone", template, ctx.params["new-name-label"]))
+    name = ctx.params["new-name-label"]
+    # As xe: a template with disks of its own is copied onto the SR named, else cloned.
+    disks = [v for v in ctx.call("VM.get_VBDs", template) if ctx.call("VBD.get_type", v) == "Disk"]
+    vm = str(
+        ctx.call("VM.copy", template, name, sr) if disks and sr != NULL_REF else ctx.call("VM.clone", template, name)
+    )
     try:
         spec = ctx.call("VM.get_other_config", vm).get(DISKS_KEY)
         if spec is not None and sr != NULL_REF:
