@@ -316,6 +316,9 @@ class VMService:
                 image.contained(disk.path, disk.format)
             self.driver.change_medium(uuid, int(record["userdevice"]), disk)
         with self._db.write() as tx:
+            if not live and (tx.get_field("VM", vm, "current_operations") or _holds_disks(tx, vm)):
+                # a start began meanwhile: it reads the drive as it was, so this change must not land
+                raise XenAPIFailure("OTHER_OPERATION_IN_PROGRESS", "VM", vm)
             tx.set_fields("VBD", vbd, {"VDI": vdi, "empty": vdi == NULL_REF})
 
     def _check_resources(self, tx: Transaction, vm: str, record: dict[str, Any]) -> None:
