@@ -202,6 +202,10 @@ def test_the_disc_of_a_running_vm_changes(pool: tuple[PoolServer, XenAPI.Session
         s.xenapi.VM.hard_reboot(vm)
         wait_serial(srv, s, vm, b"BOOT second")
         assert b"BOOT second" not in serial(srv, s, vm).split(b"BOOT from-iso")[0]
+        [pbd] = s.xenapi.SR.get_PBDs(iso_sr(s, library))
+        with pytest.raises(XenAPI.Failure) as info:
+            s.xenapi.PBD.unplug(pbd)  # the running VM holds one of its ISOs
+        assert info.value.details == ["VDI_IN_USE", iso(s, library, "second.iso")]
     finally:
         s.xenapi.VM.hard_shutdown(vm)
     wait_state(s, vm, "Halted")
