@@ -42,6 +42,12 @@ def farside(*args: str, quiet: bool = False) -> str:
     return done.stdout
 
 
+def _vms(s: XmlRpcSession) -> dict[str, dict[str, Any]]:
+    """A site's VMs by ref, without its templates (every pool has the default ones)."""
+    records: dict[str, dict[str, Any]] = s.call("VM.get_all_records")
+    return {ref: r for ref, r in records.items() if not r["is_a_template"]}
+
+
 class Story:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -109,7 +115,7 @@ class Story:
         self.facts["recovery time (failover run)"] = report["total_seconds"]
         self.facts["metadata RPO (age at failover)"] = max(a for a in report["metadata_age_seconds"].values() if a)
         s = self.session("b")
-        for vm in sorted(s.call("VM.get_all_records").values(), key=lambda r: r["name_label"]):
+        for vm in sorted(_vms(s).values(), key=lambda r: r["name_label"]):
             boot = [line for line in s.serial(vm["uuid"]).decode(errors="replace").splitlines() if "BOOT" in line]
             print(f"    {vm['name_label']:<10} {vm['power_state']:<8} serial: {boot[0] if boot else '(nothing yet)'}")
             if vm["power_state"] != "Running" or not boot:
@@ -163,7 +169,7 @@ class Story:
         # Site B forgets what it recovered (the VMs run at A again) and lets go of the LUNs,
         # so that they can be replication targets again; the disks themselves are untouched.
         s = self.session("b")
-        for ref in s.call("VM.get_all"):
+        for ref in _vms(s):
             s.call("VM.destroy", ref)
         for ref in s.call("VM_appliance.get_all"):
             s.call("VM_appliance.destroy", ref)
@@ -187,7 +193,7 @@ class Story:
         if report["outcome"] != "succeeded":
             raise StepFailed(f"the test failover {report['outcome']}")
         s = self.session("b")
-        if s.call("VM.get_all") or s.call("SR.get_all"):
+        if _vms(s) or s.call("SR.get_all"):
             raise StepFailed("site B is not as it was before the test failover")
         after = self.session("a").call("VM.get_all_records")
         if {r["uuid"]: r["power_state"] for r in after.values()} != {
