@@ -156,7 +156,9 @@ def _check_answer(wire: str, data: bytes, vms: int) -> None:
         records = result["Value"]
     else:
         records = orjson.loads(data)["result"]
-    guests = [r for r in records.values() if not r["is_control_domain"]]  # the host's own has no disks
+    guests = [
+        r for r in records.values() if not (r["is_control_domain"] or r["is_a_template"])
+    ]  # the host's own, the default templates
     if len(guests) != vms:
         raise RuntimeError(f"VM.get_all_records returned {len(guests)} guest VMs, expected {vms}")
     for record in guests:

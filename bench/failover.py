@@ -224,6 +224,11 @@ class FailoverResult:
         return sum(self.step(s) for s in AFTER_START_STEPS)
 
 
+def _guest(record: dict[str, Any]) -> bool:
+    """A VM of the benchmark's own: not a control domain, not one of a new pool's default templates."""
+    return not (record["is_control_domain"] or record["is_a_template"])
+
+
 def journal_seconds(journal: dict[str, Any]) -> dict[str, float]:
     return {name: float(entry["seconds"]) for name, entry in journal.items() if "seconds" in entry}
 
@@ -346,7 +351,9 @@ def build_big_site(root: Path, vms: int, per_vapp: int) -> Path:
         began = time.perf_counter()
         s.xenapi.SR.enable_database_replication(sr)
         enabled = time.perf_counter() - began
-        guests = [r for r in s.xenapi.VM.get_all_records().values() if not r["is_control_domain"]]
+        guests = [
+            r for r in s.xenapi.VM.get_all_records().values() if not (r["is_control_domain"] or r["is_a_template"])
+        ]
         vdis = [r for r in s.xenapi.VDI.get_all_records().values() if r["SR"] == sr and r["type"] != "metadata"]
         if len(guests) != vms or len(vdis) != vms:
             raise RuntimeError(f"site A holds {len(guests)} VMs and {len(vdis)} disks, expected {vms}")
@@ -394,7 +401,9 @@ def test_run_in_process(b: PoolServer, lun: Path) -> FailoverResult:
         ran = Mark.now(b)
         journal: dict[str, Any] = json.loads(s.xenapi.DR_run.get_steps(ref))
         vms, vapps = _counts(journal)
-        recovered = len([r for r in s.xenapi.VM.get_all_records().values() if not r["is_control_domain"]])
+        recovered = len(
+            [r for r in s.xenapi.VM.get_all_records().values() if not (r["is_control_domain"] or r["is_a_template"])]
+        )
         if recovered != vms:
             raise RuntimeError(f"the run recovered {recovered} VMs, its journal says {vms}")
         cleaning = Mark.now(b)
@@ -564,7 +573,7 @@ def boot_rep(root: Path, lun: Path, tags: list[str], floor_root: Path, rep: int)
             raise RuntimeError(f"not every VM started and became ready: {outcomes}")
         by_tag = {}
         for ref_b, record in s.xenapi.VM.get_all_records().items():
-            if not record["is_control_domain"]:
+            if _guest(record):
                 by_tag[record["name_label"]] = vm_boot.Guest(ref_b, record["uuid"], record["name_label"])
         guests = [by_tag[t] for t in tags]
         specs = vm_boot.floor_specs(b, guests)

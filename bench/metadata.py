@@ -62,6 +62,7 @@ import orjson
 
 from farside.api.records import RecordCache
 from farside.db import Database
+from farside.model.templates import DEFAULT_TEMPLATES
 from farside.model.types import now
 from farside.replication import format as fmt
 from farside.replication import state
@@ -361,7 +362,7 @@ def open_in_process(path: Path, vms: int) -> Opened:
         RecordCache(db).all_records("VM").xml_response()
         encode_s = time.perf_counter() - start
         with db.read() as tx:
-            if len(tx.refs("VM")) != vms:
+            if len(tx.refs("VM")) != vms + len(DEFAULT_TEMPLATES):
                 raise RuntimeError("the loaded metadata lacks VMs")
     finally:
         db.close()
@@ -388,8 +389,8 @@ def bench_pool(tmp: Path, vms: int, calls: int, repeat: int) -> PoolResult:
         sdk.xenapi.session.logout()
         session = client.login()
         refs: list[str] = client.call("VM.get_all", session)
-        if len(refs) != vms + 1:  # and the host's control domain
-            raise RuntimeError(f"the server holds {len(refs)} VMs, expected {vms} and the control domain")
+        if len(refs) != vms + len(DEFAULT_TEMPLATES) + 1:  # a new pool's templates and control domain are VMs too
+            raise RuntimeError(f"the server holds {len(refs)} VMs, expected {vms}, the default templates and dom0")
         print(
             f"  {vms:,} VMs: pool written in {result.populate_s:.1f} s, server ready in {result.start_s:.1f} s; "
             f"{_load()}",

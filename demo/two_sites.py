@@ -67,9 +67,9 @@ class Story:
         return farside("mirror", *args, "--state-dir", str(self.lab.mirror_dir))
 
     def guests(self, site: str) -> dict[str, dict[str, Any]]:
-        """The site's VMs by ref, its host's control domain aside (it is no guest to recover)."""
+        """The site's VMs by ref, its host's control domain and templates aside (no guests to recover)."""
         records = self.session(site).call("VM.get_all_records")
-        return {ref: r for ref, r in records.items() if not r["is_control_domain"]}
+        return {ref: r for ref, r in records.items() if not (r["is_control_domain"] or r["is_a_template"])}
 
     def session(self, site: str) -> XmlRpcSession:
         lab = self.lab

@@ -41,6 +41,7 @@ from farside.api import consoles, http, jsonrpc, operations, pifs, prometheus, r
 from farside.api.context import Services
 from farside.api.dispatcher import Dispatcher, Outcome
 from farside.api.events import EventHub
+from farside.api.handlers.vm_clone import sweep_incomplete
 from farside.api.messages import MessageService
 from farside.api.metadata import MetadataService
 from farside.api.monitor import MonitorService
@@ -56,7 +57,12 @@ from farside.api.xva import endpoints as xva_endpoints
 from farside.api.xva import importer as xva_importer
 from farside.config import REFUSAL_LOG_INTERVAL_S, HttpLimits, ServerConfig
 from farside.db import Database
-from farside.db.bootstrap import ensure_control_domain, ensure_storage_managers, refresh_software_version
+from farside.db.bootstrap import (
+    ensure_control_domain,
+    ensure_default_templates,
+    ensure_storage_managers,
+    refresh_software_version,
+)
 from farside.errors import DatabaseError, FarsideError, InternalError
 from farside.hypervisor.errors import RunRootBusy
 from farside.hypervisor.qemu import QemuDriver
@@ -101,6 +107,7 @@ def _services(config: ServerConfig, db: Database, driver: QemuDriver) -> Service
     db.reset_runtime_state()
     with db.write() as tx:
         ensure_storage_managers(tx)
+        ensure_default_templates(tx)
     with db.read() as tx:
         pools = tx.refs("pool")
         if len(pools) != 1:
@@ -196,6 +203,7 @@ def build_app(
         await asyncio.to_thread(services.storage.reattach)
         await asyncio.to_thread(xva_importer.sweep, services)  # imports a kill cut short
         await asyncio.to_thread(_refresh_operations, services)
+        await asyncio.to_thread(sweep_incomplete, services.db, services.storage)
         services.storage.start_heartbeat()
         await asyncio.to_thread(services.metadata.start)
         services.monitor.start()

@@ -47,7 +47,7 @@ def one_line(stderr: str) -> str:
 
 def power_states(s: XenAPI.Session) -> dict[str, str]:
     records = s.xenapi.VM.get_all_records().values()
-    return {r["name_label"]: r["power_state"] for r in records if not r["is_control_domain"]}
+    return {r["name_label"]: r["power_state"] for r in records if not (r["is_control_domain"] or r["is_a_template"])}
 
 
 def test_scripted_failover_then_runs_and_report(two_pools: tuple[PoolServer, PoolServer], tmp_path: Path) -> None:

@@ -97,7 +97,7 @@ def pool_state(s: XenAPI.Session) -> dict[str, Any]:
         return list(getattr(s.xenapi, cls).get_all_records().values())
 
     return {
-        "VM": sorted(vm(r) for r in records("VM") if not r["is_control_domain"]),
+        "VM": sorted(vm(r) for r in records("VM") if not (r["is_control_domain"] or r["is_default_template"])),
         "VM_appliance": sorted((r["uuid"], r["name_label"], len(r["VMs"])) for r in apps.values()),
         "SR": sorted(r["uuid"] for r in srs.values()),
         "VDI": sorted(vdi(r) for r in records("VDI")),

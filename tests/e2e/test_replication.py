@@ -203,7 +203,8 @@ def test_inspect_command(server: PoolServer, tmp_path: Path) -> None:
         [sys.executable, "-m", "farside.cli.main", "metadata", "inspect", str(image)], capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr
-    assert "Site A" in out.stdout and "VM 1" in out.stdout and "no errors" in out.stdout
+    # Two VMs: the pool's default template and the one made here.
+    assert "Site A" in out.stdout and "VM 2" in out.stdout and "no errors" in out.stdout
     missing = subprocess.run(
         [sys.executable, "-m", "farside.cli.main", "metadata", "inspect", str(tmp_path / "nope")],
         capture_output=True,

@@ -225,7 +225,7 @@ def test_a_precheck_fix_is_one_button(
     page.click("#abandon")
     expect(page.locator("#cleanup-result")).to_contain_text("Cleanup: done", timeout=WAIT_MS)
     assert sb.xenapi.DR_task.get_all() == []
-    assert all(r["is_control_domain"] for r in sb.xenapi.VM.get_all_records().values())
+    assert all(r["is_control_domain"] or r["is_default_template"] for r in sb.xenapi.VM.get_all_records().values())
 
 
 def test_a_precheck_fix_can_be_a_call_on_this_pool(

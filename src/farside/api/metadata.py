@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from farside.api.sessions import Caller, SessionStore
-from farside.api.storage import StorageService, new_vdi
+from farside.api.storage import ISO_SR_TYPE, StorageService, new_vdi
 from farside.db import Database, Transaction
 from farside.errors import OperationNotAllowed, XenAPIFailure
 from farside.replication import authenticity, state
@@ -225,6 +225,7 @@ class MetadataService:
             plugged = [
                 tx.get_field("PBD", p, "SR") for p in tx.refs("PBD") if tx.get_field("PBD", p, "currently_attached")
             ]
+            plugged = [sr for sr in plugged if tx.get_field("SR", sr, "type") != ISO_SR_TYPE]  # no metadata there
         for sr in plugged:
             try:
                 self.sr_plugged(sr)

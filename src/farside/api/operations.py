@@ -202,7 +202,7 @@ _POOL_MESSAGES = {
 
 
 _FIELDS: dict[str, tuple[str, ...]] = {
-    "VM": ("power_state", "is_control_domain", "is_a_snapshot", "is_a_template"),
+    "VM": ("power_state", "is_control_domain", "is_a_snapshot", "is_a_template", "is_default_template"),
     "VDI": ("SR", "metadata_of_pool"),
     "SR": (),
     "VBD": ("VM", "VDI", "currently_attached", "type", "empty"),
@@ -280,8 +280,13 @@ def _vm(view: _View, ref: str, r: dict[str, Any]) -> list[str]:
         return [
             op for op in _only(SNAPSHOT_OPS, _VM_MESSAGES) if op != "hard_shutdown" or r["power_state"] == "Suspended"
         ]
-    if r["is_a_template"]:
-        return _only(_TEMPLATE_OPS, _VM_MESSAGES)
+    if r["is_a_template"]:  # a default template is the pool's own: never provisioned or destroyed
+        ops = (
+            _TEMPLATE_OPS
+            if not r["is_default_template"]
+            else tuple(op for op in _TEMPLATE_OPS if op not in ("provision", "destroy"))
+        )
+        return _only(ops, _VM_MESSAGES)
     return _only(_VM_STATES.get(r["power_state"], ()), _VM_MESSAGES)
 
 

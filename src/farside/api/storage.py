@@ -31,6 +31,8 @@ ImageMaker = Callable[[Path, str], object]
 Usable = tuple[dict[str, dict[str, Any]], set[str]]
 
 log = logging.getLogger(__name__)
+# ISO libraries (api/iso.py) are plugged without a LUN, a lease or records of their own.
+ISO_SR_TYPE = "iso"
 
 
 class SrNotAttached(FarsideError):
@@ -100,7 +102,9 @@ class StorageService:
                 margin of its end (the heartbeat is woken to renew it, or fence).
             XenAPIFailure: SR_HAS_NO_PBDS [sr] when it is not plugged here.
         """
-        for pbd in tx.get_field("SR", tx.check("SR", sr), "PBDs"):
+        if tx.get_field("SR", tx.check("SR", sr), "type") == ISO_SR_TYPE:
+            raise XenAPIFailure("SR_OPERATION_NOT_SUPPORTED", sr)  # an ISO library is only read
+        for pbd in tx.get_field("SR", sr, "PBDs"):
             record = tx.get_record("PBD", pbd)
             if record["currently_attached"]:
                 path = Path(record["device_config"]["path"])
@@ -159,11 +163,7 @@ class StorageService:
         A LUN that cannot be taken (a mirror now replicates into it, or another pool holds it) is
         fenced: the pool must not write into it, and VMs still running on its disks are stopped."""
         with self._db.read() as tx:
-            attached = {
-                pbd: r
-                for pbd, r in tx.get_records("PBD").items()
-                if r["currently_attached"] and r["host"] == self._host
-            }
+            attached = _leased_pbds(tx, self._host)
         pool_uuid, pool_name, hostname = self._owner()
         for pbd, record in attached.items():
             path = Path(record["device_config"]["path"])
@@ -266,11 +266,7 @@ class StorageService:
         """Renew the lease of each LUN plugged here; fence each one whose lease another pool or a
         mirror took, or that could not be renewed before the fence margin."""
         with self._db.read() as tx:
-            plugged = {
-                pbd: Path(r["device_config"]["path"])
-                for pbd, r in tx.get_records("PBD").items()
-                if r["currently_attached"] and r["host"] == self._host
-            }
+            plugged = {pbd: Path(r["device_config"]["path"]) for pbd, r in _leased_pbds(tx, self._host).items()}
         pool_uuid, pool_name, hostname = self._owner()
         for pbd, path in plugged.items():
             try:
@@ -332,6 +328,15 @@ class StorageService:
             self._messages.raise_("LUN_LEASE_LOST", PRIORITY_CRITICAL, "SR", sr_uuid, body)
         except Exception:
             log.exception("cannot raise the message about fenced SR %s", sr_uuid)
+
+
+def _leased_pbds(tx: Transaction, host: str) -> dict[str, dict[str, Any]]:
+    """The PBDs plugged on ``host`` whose LUN this pool holds a lease on (ISO libraries have none)."""
+    return {
+        pbd: r
+        for pbd, r in tx.get_records("PBD").items()
+        if r["currently_attached"] and r["host"] == host and tx.get_field("SR", r["SR"], "type") != ISO_SR_TYPE
+    }
 
 
 def _holder(path: Path) -> str:

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from farside.api import consoles, operations
+from farside.api.iso import ISO_FORMAT, is_iso
+from farside.api.iso import image_path as iso_image
 from farside.api.storage import StorageService, lun_record
 from farside.api.tasks import TaskManager
 from farside.db import Database, Transaction
@@ -188,6 +190,11 @@ class VMService:
     def record_state(self, vm: str, state: str, domid: int = -1) -> None:
         self._record_state(vm, state, domid)
 
+    def claimed(self, vm: str, op: str) -> contextlib.AbstractContextManager[_Claim]:
+        """Hold a halted VM for ``op`` (clone, copy, provision): no power operation or other
+        operation starts on it meanwhile (OTHER_OPERATION_IN_PROGRESS)."""
+        return self._operation(vm, op, ("Halted",))
+
     # -- delays -----------------------------------------------------------------------------
 
     def _delay(self, claim: _Claim, field: str) -> None:
@@ -256,29 +263,14 @@ class VMService:
     def spec(self, tx: Transaction, vm: str, record: dict[str, Any]) -> VMSpec:
         """The VM as the driver sees it; VM_REQUIRES_SR / VDI_MISSING when its disks are not there."""
         disks = []
+        cd_drives = []
         for vbd in record["VBDs"]:
             v = tx.get_record("VBD", vbd)
             if v["empty"] or v["VDI"] == NULL_REF:
+                if v["type"] == "CD":
+                    cd_drives.append(int(v["userdevice"]))
                 continue
-            vdi = tx.get_record("VDI", v["VDI"])
-            try:
-                lun = self._storage.attached_lun(tx, vdi["SR"])
-            except XenAPIFailure:
-                raise XenAPIFailure("VM_REQUIRES_SR", vm, vdi["SR"]) from None
-            path = lun.image_path(vdi["location"])
-            if not path.exists():
-                raise XenAPIFailure("VDI_MISSING", vdi["SR"], v["VDI"])
-            disks.append(
-                DiskSpec(
-                    vdi_uuid=vdi["uuid"],
-                    path=path,
-                    format=recorded_format(vdi["location"]),
-                    read_only=v["mode"] == "RO" or vdi["read_only"],
-                    userdevice=int(v["userdevice"]),
-                    cdrom=v["type"] == "CD",
-                    bootable=v["bootable"],
-                )
-            )
+            disks.append(self.disk_spec(tx, vm, v))
         nics = []
         for vif in record["VIFs"]:
             r = tx.get_record("VIF", vif)
@@ -291,7 +283,53 @@ class VMService:
             vcpus=max(record["VCPUs_at_startup"], 1),
             disks=sorted(disks, key=lambda d: d.userdevice),
             nics=sorted(nics, key=lambda n: n.device),
+            cd_drives=sorted(cd_drives),
         )
+
+    def disk_spec(self, tx: Transaction, vm: str, vbd: dict[str, Any]) -> DiskSpec:
+        """A VBD's disk as the driver opens it; an ISO SR's VDIs are raw files of its library."""
+        vdi = tx.get_record("VDI", vbd["VDI"])
+        try:
+            if is_iso(tx, vdi["SR"]):
+                path, fmt = iso_image(tx, vdi), ISO_FORMAT
+            else:
+                lun = self._storage.attached_lun(tx, vdi["SR"])
+                path, fmt = lun.image_path(vdi["location"]), recorded_format(vdi["location"])
+        except XenAPIFailure as exc:
+            if exc.failure[0] == "VDI_LOCATION_MISSING":
+                raise
+            raise XenAPIFailure("VM_REQUIRES_SR", vm, vdi["SR"]) from None
+        if not path.exists():
+            raise XenAPIFailure("VDI_MISSING", vdi["SR"], vbd["VDI"])
+        return DiskSpec(
+            vdi_uuid=vdi["uuid"],
+            path=path,
+            format=fmt,
+            read_only=vbd["mode"] == "RO" or vdi["read_only"],
+            userdevice=int(vbd["userdevice"]),
+            cdrom=vbd["type"] == "CD",
+            bootable=vbd["bootable"],
+        )
+
+    def change_medium(self, vbd: str, vdi: str) -> None:
+        """VBD.insert (``vdi``) and VBD.eject (NULL) of a CD drive, in the running domain too when
+        its VM runs: the driver swaps the disc first, then the VBD records it. The image is
+        checked self-contained before QEMU gets it, as at start."""
+        with self._db.read() as tx:
+            record = tx.get_record("VBD", vbd)
+            vm = record["VM"]
+            live = tx.get_field("VM", vm, "power_state") in ("Running", "Paused")
+            uuid = tx.get_field("VM", vm, "uuid")
+            disk = self.disk_spec(tx, vm, {**record, "VDI": vdi}) if vdi != NULL_REF and live else None
+        if live:
+            if disk is not None:
+                image.contained(disk.path, disk.format)
+            self.driver.change_medium(uuid, int(record["userdevice"]), disk)
+        with self._db.write() as tx:
+            if not live and (tx.get_field("VM", vm, "current_operations") or _holds_disks(tx, vm)):
+                # a start began meanwhile: it reads the drive as it was, so this change must not land
+                raise XenAPIFailure("OTHER_OPERATION_IN_PROGRESS", "VM", vm)
+            tx.set_fields("VBD", vbd, {"VDI": vdi, "empty": vdi == NULL_REF})
 
     def check_resources(self, tx: Transaction, vm: str, record: dict[str, Any]) -> None:
         if not tx.get_field("host", self._host, "enabled"):  # host.disable: no new VMs here

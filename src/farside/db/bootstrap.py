@@ -6,12 +6,15 @@ What ``farside init`` writes, in one transaction, so a half-made pool never exis
 
 from __future__ import annotations
 
+from typing import Any
+
 from farside import __version__
 from farside.db import users
 from farside.db.database import Database
 from farside.db.transaction import Transaction
 from farside.model.host_facts import HostFacts
 from farside.model.roles import Role
+from farside.model.templates import DEFAULT_TEMPLATES
 from farside.model.types import NULL_REF, now
 
 # XenAPI version this server speaks (XenServer 8's); clients read it from host.API_version_*.
@@ -48,27 +51,57 @@ FILE_SR_CAPABILITIES = (
 )
 
 
+# An ISO library is scanned and its VDIs attached to CD drives; nothing is created in it.
+ISO_SR_CAPABILITIES = ("SR_UPDATE", "VDI_ATTACH", "VDI_DETACH")
+
+
 def ensure_storage_managers(tx: Transaction) -> None:
-    """The SM record of each SR type Farside has (today: ``file``), added where it is missing."""
-    if tx.find("SM", "type", "file"):
-        return
-    tx.create(
-        "SM",
-        {
-            "name_label": "File SR",
-            "name_description": "SR whose LUN is a directory; each VDI is an image file in it",
-            "type": "file",
-            "vendor": "Farside",
-            "copyright": "Farside contributors",
-            "version": __version__,
-            "required_api_version": "1.0",
-            "configuration": {"path": "absolute path of the LUN directory"},
-            "capabilities": list(FILE_SR_CAPABILITIES),
-            "features": {name: 1 for name in FILE_SR_CAPABILITIES},
-            "driver_filename": "farside.storage",
-            "required_cluster_stack": [],
-        },
-    )
+    """The SM record of each SR type Farside has (``file``, ``iso``), added where it is missing."""
+    for sm in _STORAGE_MANAGERS:
+        if tx.find("SM", "type", sm["type"]):
+            continue
+        tx.create(
+            "SM",
+            {
+                **sm,
+                "vendor": "Farside",
+                "copyright": "Farside contributors",
+                "version": __version__,
+                "required_api_version": "1.0",
+                "features": {name: 1 for name in sm["capabilities"]},
+                "driver_filename": "farside.storage",
+                "required_cluster_stack": [],
+            },
+        )
+
+
+_STORAGE_MANAGERS: list[dict[str, Any]] = [
+    {
+        "type": "file",
+        "name_label": "File SR",
+        "name_description": "SR whose LUN is a directory; each VDI is an image file in it",
+        "configuration": {"path": "absolute path of the LUN directory"},
+        "capabilities": list(FILE_SR_CAPABILITIES),
+    },
+    {
+        "type": "iso",
+        "name_label": "ISO",
+        "name_description": "Read-only library of the .iso files in a directory; each is a VDI for CD drives",
+        "configuration": {"location": "absolute path of the directory of .iso files"},
+        "capabilities": list(ISO_SR_CAPABILITIES),
+    },
+]
+
+
+def ensure_default_templates(tx: Transaction) -> None:
+    """The default templates (model/templates.py), each added where the pool lacks it: at
+    ``farside init`` and at every server start, so an upgraded pool gains new ones."""
+    have = {tx.get_field("VM", vm, "reference_label") for vm in tx.find("VM", "is_default_template", True)}
+    for template in DEFAULT_TEMPLATES:
+        if template["reference_label"] in have:
+            continue
+        metrics = tx.create("VM_metrics", {"memory_actual": template["memory_static_max"]})
+        tx.create("VM", {**template, "metrics": metrics})
 
 
 def ensure_control_domain(tx: Transaction, host: str) -> None:
@@ -211,6 +244,7 @@ def create_pool(db: Database, pool_name: str, host: HostFacts, admin_password: s
         pool = tx.create("pool", {"name_label": pool_name, "master": host_ref})
         ensure_storage_managers(tx)
         ensure_control_domain(tx, host_ref)
+        ensure_default_templates(tx)
         users.add(tx, "root", Role.POOL_ADMIN, admin_password, fullname="Administrator")
     return pool
 

@@ -198,12 +198,13 @@ def import_vm(
         vdi = NULL_REF
         if disk is not None:
             found = _vdi_at(ttx, *disk)
-            if found is None:
+            if found is not None:
+                vdi = found
+                srs.append(ttx.get_field("VDI", vdi, "SR"))
+            elif vbd["type"] != "CD":  # an ISO this site's libraries lack: the drive comes back empty
                 if not force:
                     raise XenAPIFailure("VDI_LOCATION_MISSING", *disk)
                 continue  # force: the disk is left out, as xapi skips it
-            vdi = found
-            srs.append(ttx.get_field("VDI", vdi, "SR"))
         _replace_by_uuid(ttx, "VBD", vbd["uuid"])
         fields = _columns("VBD", vbd)
         fields.update(VM=vm, VDI=vdi, empty=vdi == NULL_REF, currently_attached=False, metrics=NULL_REF)

@@ -83,6 +83,8 @@ class VMSpec:
     vcpus: int
     disks: list[DiskSpec] = field(default_factory=list)
     nics: list[NicSpec] = field(default_factory=list)
+    # The userdevices of empty CD drives: a drive with no disc, for a later ``change_medium``.
+    cd_drives: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (paths as strings)."""
@@ -101,6 +103,7 @@ class VMSpec:
             vcpus=int(data["vcpus"]),
             disks=[DiskSpec(**{**d, "path": Path(d["path"])}) for d in data["disks"]],
             nics=[NicSpec(**n) for n in data["nics"]],
+            cd_drives=[int(d) for d in data.get("cd_drives", [])],
         )
 
 
@@ -276,6 +279,16 @@ class Driver:
         Raises:
             DomainNotFound: no domain runs for ``uuid``.
             DomainError: a copy failed; the domain runs on, untouched.
+        """
+        raise NotImplementedError
+
+    def change_medium(self, uuid: str, userdevice: int, disk: DiskSpec | None) -> None:
+        """Put ``disk`` (a CD's image) in the CD drive at ``userdevice`` of a running domain, in
+        place of what it held; ``None`` ejects, leaving the drive empty.
+
+        Raises:
+            DomainNotFound: no domain runs for ``uuid``.
+            DomainError: the domain has no CD drive there, or refused the change.
         """
         raise NotImplementedError
 

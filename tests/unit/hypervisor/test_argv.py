@@ -47,6 +47,7 @@ def minimal_spec() -> VMSpec:
 CASES = {
     "full": lambda: build_argv(full_spec(), fds=replace(FDS, taps={0: 8})),
     "minimal": lambda: build_argv(minimal_spec(), fds=FDS),
+    "empty_cd_drive": lambda: build_argv(replace(minimal_spec(), cd_drives=[3]), fds=FDS),
     "kvm_incoming_virtio": lambda: build_argv(
         replace(
             minimal_spec(),
@@ -150,6 +151,8 @@ def test_refuses_newline_in_bridge() -> None:
         {"disks": [DiskSpec("v", SR / "a", "raw", True, 5, cdrom=True)]},
         {"nics": [NicSpec("02:00:00:00:00", "xenbr0", 0)]},
         {"nics": [NicSpec("02:00:00:00:00:01", "a", 0), NicSpec("02:00:00:00:00:02", "b", 0)]},
+        {"cd_drives": [0]},
+        {"cd_drives": [4]},
     ],
     ids=[
         "bad-uuid",
@@ -161,6 +164,8 @@ def test_refuses_newline_in_bridge() -> None:
         "cd-slot",
         "mac",
         "dup-vif",
+        "empty-cd-on-a-disk",
+        "empty-cd-slot",
     ],
 )
 def test_refuses_bad_specs(change: dict[str, object]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from farside.api import implicit
+from farside.api import implicit, iso
 from farside.api.context import Context
 from farside.api.registry import handles
 from farside.errors import OperationNotAllowed
@@ -13,21 +13,40 @@ from farside.model import CLASSES
 
 @handles("PBD.create")
 def create(ctx: Context, record: dict[str, Any]) -> str:
-    """A PBD whose device_config names a LUN this pool may use (its roots); plugging checks again."""
-    ctx.services.storage.lun_path(dict(record.get("device_config") or {}))
+    """A PBD whose device_config names a LUN (or ISO library) this pool may use (its roots); plugging
+    checks again."""
+    config = dict(record.get("device_config") or {})
+    with ctx.db.read() as tx:
+        sr = record.get("SR")
+        library = isinstance(sr, str) and tx.exists("SR", sr) and iso.is_iso(tx, sr)
+    if library:
+        iso.library_path(ctx.services.storage, config)
+    else:
+        ctx.services.storage.lun_path(config)
     with ctx.db.write() as tx:
         return implicit.create(tx, CLASSES["PBD"], record)
 
 
+def _of_iso_sr(ctx: Context, pbd: str) -> bool:
+    with ctx.db.read() as tx:
+        return iso.is_iso(tx, tx.get_field("PBD", tx.check("PBD", pbd), "SR"))
+
+
 @handles("PBD.plug")
 def plug(ctx: Context, pbd: str) -> str:
-    ctx.services.storage.plug(pbd)
+    if _of_iso_sr(ctx, pbd):
+        iso.plug(ctx.services.storage, ctx.db, pbd)
+    else:
+        ctx.services.storage.plug(pbd)
     return ""
 
 
 @handles("PBD.unplug")
 def unplug(ctx: Context, pbd: str) -> str:
-    ctx.services.storage.unplug(pbd)
+    if _of_iso_sr(ctx, pbd):
+        iso.unplug(ctx.db, pbd)
+    else:
+        ctx.services.storage.unplug(pbd)
     return ""
 
 

@@ -5,17 +5,18 @@ from __future__ import annotations
 import threading
 import uuid as uuidlib
 
+from farside.api import iso
 from farside.api.context import Context
 from farside.api.operations import claim
 from farside.api.registry import handles
-from farside.api.storage import forget_sr, refuse_if_plugged, sr_record, vdi_busy
+from farside.api.storage import ISO_SR_TYPE, forget_sr, refuse_if_plugged, sr_record, vdi_busy
 from farside.config import crash_point
 from farside.errors import XenAPIFailure
 from farside.storage.errors import VdiInUse
 from farside.storage.lun import Lun
 from farside.storage.probe import probe_xml
 
-SR_TYPES = ("file",)
+SR_TYPES = ("file", ISO_SR_TYPE)
 # One SR.create at a time in this server: a rerun must never take over a create still running.
 _CREATING = threading.Lock()
 
@@ -57,6 +58,10 @@ def create(
     ``pending_for``), and the same SR.create run again finishes that SR: it records what is not
     recorded yet and plugs it, so the SR ends up once on the LUN and once in the pool."""
     _check_type(sr_type)
+    if sr_type == ISO_SR_TYPE:
+        with ctx.db.read() as tx:
+            tx.check("host", host)
+        return iso.create(ctx.services.storage, ctx.db, host, device_config, name_label, name_description, sm_config)
     with ctx.db.read() as tx:
         tx.check("host", host)
         pool_uuid = tx.get_field("pool", ctx.services.pool, "uuid")
@@ -148,18 +153,25 @@ def _destroy(ctx: Context, sr: str) -> str:
     return forget(ctx, sr)
 
 
+def _scan(ctx: Context, sr: str, op: str) -> str:
+    with ctx.db.read() as tx:
+        library = iso.is_iso(tx, tx.check("SR", sr))
+    with claim(ctx.db, "SR", sr, op):
+        if library:
+            iso.scan(ctx.services.storage, ctx.db, sr)
+        else:
+            ctx.services.storage.scan(sr)
+    return ""
+
+
 @handles("SR.scan")
 def scan(ctx: Context, sr: str) -> str:
-    with claim(ctx.db, "SR", sr, "scan"):
-        ctx.services.storage.scan(sr)
-    return ""
+    return _scan(ctx, sr, "scan")
 
 
 @handles("SR.update")
 def update(ctx: Context, sr: str) -> str:
-    with claim(ctx.db, "SR", sr, "update"):
-        ctx.services.storage.scan(sr)
-    return ""
+    return _scan(ctx, sr, "update")
 
 
 def _rename(ctx: Context, sr: str, field: str, value: str) -> str:

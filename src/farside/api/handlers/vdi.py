@@ -12,7 +12,7 @@ from farside.api.operations import claim
 from farside.api.registry import handles
 from farside.api.storage import lun_record, new_vdi, vdi_busy
 from farside.db import Transaction
-from farside.errors import InvalidValue, XenAPIFailure
+from farside.errors import HandleInvalid, InvalidValue, OperationNotAllowed, XenAPIFailure
 from farside.model import CLASSES
 from farside.model.types import NULL_REF, now
 from farside.storage import image
@@ -35,19 +35,24 @@ def create(ctx: Context, record: dict[str, Any]) -> str:
     return new_vdi(ctx.db, ctx.services.pool, sr, lun, fields, lambda path, fmt: image.create(path, fmt, size))
 
 
-def _copy(ctx: Context, vdi: str, snapshot: bool) -> str:
+def _copy(ctx: Context, vdi: str, snapshot: bool, sr: str = NULL_REF, marks: dict[str, str] | None = None) -> str:
+    """A new VDI with the image's content, on ``sr`` (by default the source's own SR), with
+    ``marks`` added to its other_config."""
     with ctx.db.read() as tx:
         source = tx.get_record("VDI", tx.check("VDI", vdi))
         refuse_user_write(source["type"], "VDI.snapshot" if snapshot else "VDI.clone")
-        lun = ctx.services.storage.attached_lun(tx, source["SR"])
         writer = _running_writer(tx, vdi)
+        target = source["SR"] if sr == NULL_REF else tx.check("SR", sr)
+        src_lun = ctx.services.storage.attached_lun(tx, source["SR"])
+        lun = src_lun if target == source["SR"] else ctx.services.storage.attached_lun(tx, target)
     fields: dict[str, Any] = {
         k: source[k]
         for k in ("name_label", "name_description", "type", "sharable", "read_only", "sm_config", "other_config")
     }
+    fields["other_config"] = {**fields["other_config"], **(marks or {})}
     if snapshot:
         fields.update(is_a_snapshot=True, snapshot_of=vdi, snapshot_time=now())
-    src_path = lun.image_path(source["location"])
+    src_path = src_lun.image_path(source["location"])
     src_format = recorded_format(source["location"])
 
     def make(path: Path, fmt: str) -> object:
@@ -59,7 +64,7 @@ def _copy(ctx: Context, vdi: str, snapshot: bool) -> str:
             return image.copy(src_path, fmt, path)
         return image.convert(src_path, src_format, path, fmt)
 
-    return new_vdi(ctx.db, ctx.services.pool, source["SR"], lun, fields, make)
+    return new_vdi(ctx.db, ctx.services.pool, target, lun, fields, make)
 
 
 def _running_writer(tx: Transaction, vdi: str) -> tuple[str, int] | None:
@@ -86,6 +91,22 @@ def clone(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str:
 def snapshot(ctx: Context, vdi: str, driver_params: dict[str, str]) -> str:
     with claim(ctx.db, "VDI", vdi, "snapshot"):
         return _copy(ctx, vdi, snapshot=True)
+
+
+def copy_to(ctx: Context, vdi: str, sr: str, marks: dict[str, str] | None = None) -> str:
+    """A full copy of the VDI on ``sr`` (NULL: its own SR), for VM.copy and VM.clone."""
+    return _copy(ctx, vdi, snapshot=False, sr=sr, marks=marks)
+
+
+@handles("VDI.copy")
+def copy(ctx: Context, vdi: str, sr: str, base_vdi: str, into_vdi: str) -> str:
+    """A fresh copy on ``sr``; copying into an existing VDI (``into_vdi``, ``base_vdi``) is not
+    offered: file SRs have no changed-block copy."""
+    if into_vdi != NULL_REF or base_vdi != NULL_REF:
+        raise OperationNotAllowed("VDI.copy into an existing VDI (into_vdi, base_vdi) is not offered on file SRs")
+    if sr == NULL_REF:
+        raise HandleInvalid("SR", sr)
+    return copy_to(ctx, vdi, sr)
 
 
 @handles("VDI.destroy")

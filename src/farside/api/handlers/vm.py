@@ -10,6 +10,7 @@ from farside.api.registry import handles
 from farside.api.vms import control_domain_refusal
 from farside.errors import InvalidValue, OperationNotAllowed, XenAPIFailure
 from farside.model import VM
+from farside.model.templates import is_default
 from farside.model.types import NULL_REF
 from farside.model.vm_rules import DELAY_FIELDS, check_delay, check_memory, check_vcpus, power_state_error
 
@@ -50,6 +51,8 @@ def destroy(ctx: Context, vm: str) -> str:
         if record["power_state"] == "Suspended":
             # The suspend image is the guest's memory: it goes with the VM (hard_shutdown's way).
             raise OperationNotAllowed("The VM is suspended; hard_shutdown it first, which discards its memory image.")
+        if is_default(record):
+            raise XenAPIFailure("VM_CANNOT_DELETE_DEFAULT_TEMPLATE", vm)
         for vbd in record["VBDs"]:
             tx.destroy("VBD", vbd)
         for vif in record["VIFs"]:

@@ -16,7 +16,21 @@ import xmlrpc.client
 from collections.abc import Sequence
 from typing import TextIO
 
-from farside.cli.xe import appliance, datasource, drtask, host, migrate, pool, snapshot, sr, transfer, vdi, vm
+from farside.cli.xe import (
+    appliance,
+    cd,
+    datasource,
+    drtask,
+    host,
+    migrate,
+    pool,
+    snapshot,
+    sr,
+    template,
+    transfer,
+    vdi,
+    vm,
+)
 from farside.cli.xe.argv import Invocation, UsageError, parse
 from farside.cli.xe.command import Command, Context, Params
 from farside.cli.xe.connection import connect, resolve
@@ -29,7 +43,7 @@ from farside.errors import XenAPIFailure
 
 COMMANDS: dict[str, Command] = {
     c.name: c
-    for m in (vm, migrate, sr, vdi, appliance, drtask, pool, datasource, transfer, snapshot, host)
+    for m in (vm, template, migrate, sr, vdi, cd, appliance, drtask, pool, datasource, transfer, snapshot, host)
     for c in m.COMMANDS
 }
 

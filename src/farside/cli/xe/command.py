@@ -282,12 +282,13 @@ def set_field(row: Row, view: View, key: str, value: str) -> None:
         found.set(row, value)
 
 
-def select(ctx: Context, view: View, skip: Sequence[str], single: bool = False) -> list[Row]:
-    """xe's VM selectors: ``vm=NAME-OR-UUID`` and field filters; templates, snapshots and dom0
-    never match.
-    More than one match needs ``--multiple``, or is refused for a ``single`` VM command."""
+def select(ctx: Context, view: View, skip: Sequence[str], single: bool = False, templates: bool = False) -> list[Row]:
+    """xe's VM selectors: ``vm=NAME-OR-UUID`` and field filters; dom0 and snapshots never match, templates only
+    for commands that take them (``templates``: vm-clone, vm-copy). More than one match needs
+    ``--multiple``, or is refused for a ``single`` VM command."""
     lookup = Lookup(ctx.call)
-    filters = [("is-control-domain", "false"), ("is-a-template", "false"), ("is-a-snapshot", "false")]
+    filters = [("is-control-domain", "false"), ("is-a-snapshot", "false")]
+    filters += [] if templates else [("is-a-template", "false")]
     filters += [(k, v) for k, v in ctx.params.rest("vm", "multiple", *skip)]
     found = rows(lookup, view)
     wanted = ctx.params.get("vm")

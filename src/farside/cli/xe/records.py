@@ -368,4 +368,15 @@ VMSS = View(
     ],
 )
 
-VIEWS = {view.noun: view for view in (VM, SR, PBD, VDI, APPLIANCE, DR_TASK, SNAPSHOT, VMSS)}
+# Templates are VMs; xe lists them apart (template-list) and leaves out snapshots.
+TEMPLATE = View(
+    "template",
+    "VM",
+    VM.fields,
+    list_params=("uuid", "name-label", "name-description"),
+    filters=(("is-a-template", "true"), ("is-a-snapshot", "false")),
+)
+# xe's cd-list: the VDIs of ISO SRs (content-type iso), which CD drives take.
+CD = View("cd", "VDI", VDI.fields, list_params=("uuid", "name-label"))
+
+VIEWS = {view.noun: view for view in (VM, TEMPLATE, SR, PBD, VDI, CD, APPLIANCE, DR_TASK, SNAPSHOT, VMSS)}

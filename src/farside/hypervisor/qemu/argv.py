@@ -178,6 +178,7 @@ def build_argv(
         "-serial", f"chardev:{SERIAL_ID}",
     ]  # fmt: skip
     argv += _disks(spec.disks, fds.disks)
+    argv += _empty_cd_drives(spec.cd_drives, {d.userdevice for d in spec.disks}, len(spec.disks))
     argv += _nics(spec.nics, fds.taps)
     if incoming:
         argv += ["-incoming", "defer"]
@@ -258,10 +259,27 @@ def _disk(disk: DiskSpec, fd: int, bootindex: int) -> list[str]:
     if disk.userdevice < IDE_SLOTS:
         model = "ide-cd" if disk.cdrom else "ide-hd"
         bus, unit = divmod(disk.userdevice, 2)
-        device = f"{model},drive={node},id=disk{disk.userdevice},bus=ide.{bus},unit={unit},bootindex={bootindex}"
+        device = f"{model},drive={node},id={device_id(disk.userdevice)},bus=ide.{bus},unit={unit},bootindex={bootindex}"
     else:
         device = f"virtio-blk-pci,drive={node},id=disk{disk.userdevice},bootindex={bootindex}"
     return [*_add_fd(fd, f"vdi {disk.vdi_uuid}"), "-blockdev", json.dumps(blockdev), "-device", device]
+
+
+def device_id(userdevice: int) -> str:
+    """The qdev id of the drive at ``userdevice``, which QMP's tray and medium commands name."""
+    return f"disk{userdevice}"
+
+
+def _empty_cd_drives(drives: list[int], taken: set[int], first_bootindex: int) -> list[str]:
+    """An IDE CD drive with no medium for each of ``drives``, for a disc inserted later over QMP;
+    each is in the boot order after the disks, so a disc put in before a reboot boots."""
+    argv: list[str] = []
+    for n, device in enumerate(sorted(drives)):
+        if device in taken or not 0 <= device < IDE_SLOTS:
+            raise ValueError(f"an empty CD drive needs a free IDE slot 0-{IDE_SLOTS - 1}, not {device}")
+        bus, unit = divmod(device, 2)
+        argv += ["-device", f"ide-cd,id={device_id(device)},bus=ide.{bus},unit={unit},bootindex={first_bootindex + n}"]
+    return argv
 
 
 def _nics(nics: list[NicSpec], taps: Mapping[int, int]) -> list[str]:

@@ -194,6 +194,39 @@ class Domain:
     async def execute(self, command: str, arguments: Mapping[str, object] | None = None, timeout: float = 30) -> object:
         return await self.monitor.execute(command, arguments, timeout)
 
+    async def change_medium(self, device: str, fd: int | None, fmt: str, node: str, timeout: float) -> None:
+        """Swap the medium of CD drive ``device`` for the image open at ``fd`` (None: leave it
+        empty), as a user opening the tray would: open it, take the old disc out (its block node
+        goes), put the new one in (a new read-only node on the descriptor), close it."""
+        old = await self._medium(device, timeout)
+        await self.execute("blockdev-open-tray", {"id": device, "force": True}, timeout)
+        if old is not None:
+            await self.execute("blockdev-remove-medium", {"id": device}, timeout)
+            await self.execute("blockdev-del", {"node-name": old}, timeout)
+        if fd is not None:
+            fdset = await self.monitor.add_fd(fd, node, timeout)
+            try:
+                blockdev = {"driver": fmt, "node-name": node, "read-only": True,
+                            "file": {"driver": "file", "filename": fdset_path(fdset)}}  # fmt: skip
+                await self.execute("blockdev-add", blockdev, timeout)
+            finally:
+                # The node holds a copy of its own; the set's is closed now rather than with QEMU.
+                await self.execute("remove-fd", {"fdset-id": fdset}, timeout)
+            await self.execute("blockdev-insert-medium", {"id": device, "node-name": node}, timeout)
+        await self.execute("blockdev-close-tray", {"id": device}, timeout)
+
+    async def _medium(self, device: str, timeout: float) -> str | None:
+        """The block node in drive ``device``, None when it is empty; DomainError when there is no such drive."""
+        blocks = await self.execute("query-block", timeout=timeout)
+        for block in blocks if isinstance(blocks, list) else []:
+            qdev = str(block.get("qdev", ""))
+            if qdev == device or qdev.endswith(f"/{device}"):
+                if not block.get("removable"):
+                    raise DomainError(self.uuid, f"drive {device} is not a CD drive")
+                inserted = block.get("inserted")
+                return str(inserted["node-name"]) if isinstance(inserted, Mapping) else None
+        raise DomainError(self.uuid, f"the domain has no drive {device}")
+
     async def query_state(self, timeout: float) -> DomainState:
         result = await self.execute("query-status", timeout=timeout)
         if isinstance(result, Mapping):

@@ -48,7 +48,7 @@ from farside.hypervisor.driver import (
 from farside.hypervisor.errors import DomainError, DomainNotFound, RunRootBusy, VdiMissing
 from farside.hypervisor.migration import LocalTransport, MigrationReport, Transport
 from farside.hypervisor.qemu import migration, process, stats
-from farside.hypervisor.qemu.argv import QMP_SOCKETS, Fds, bridged, build_argv
+from farside.hypervisor.qemu.argv import QMP_SOCKETS, Fds, bridged, build_argv, device_id
 from farside.hypervisor.qemu.backup import backup
 from farside.hypervisor.qemu.domain import Domain
 from farside.hypervisor.qemu.process import QemuUser, RunDir
@@ -317,6 +317,17 @@ class QemuDriver(Driver):
             held = self._loop.run(backup(domain, fds, self._command_timeout, self._suspend_timeout))
         log.info("domain %s: %d disk(s) copied live; I/O held %.1f ms", uuid, len(targets), held * 1000)
         return held
+
+    def change_medium(self, uuid: str, userdevice: int, disk: DiskSpec | None) -> None:
+        uuid = _check_uuid(uuid)
+        with self._uuid_lock(uuid):
+            domain = self._required(uuid)
+            with contextlib.ExitStack() as opened:
+                fd = None if disk is None else opened.enter_context(_closing(_open_image(uuid, disk)))
+                fmt = "raw" if disk is None else disk.format
+                node = f"cd{userdevice}-{uuidlib.uuid4().hex[:8]}"  # a fresh name: the old node may linger
+                self._loop.run(domain.change_medium(device_id(userdevice), fd, fmt, node, self._command_timeout))
+        log.info("domain %s: CD drive %d now holds %s", uuid, userdevice, disk.vdi_uuid if disk else "nothing")
 
     def running(self) -> dict[str, int]:
         found = {}
@@ -595,6 +606,8 @@ def _open_target(opened: contextlib.ExitStack, path: Path) -> tuple[int, bool]:
 def _open_image(uuid: str, disk: DiskSpec) -> int:
     """A disk's image, opened as QEMU will use it: QEMU opens no image by name."""
     flags = os.O_RDONLY if disk.read_only or disk.cdrom else os.O_RDWR
+    if disk.cdrom:  # an ISO is a file in a library directory: never a link leading elsewhere
+        flags |= os.O_NOFOLLOW
     try:
         return os.open(disk.path, flags | os.O_CLOEXEC)
     except FileNotFoundError:

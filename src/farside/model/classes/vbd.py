@@ -34,5 +34,7 @@ VBD = ClassDef(
     ],
     messages=[
         M("set_mode", Role.VM_ADMIN, [("self", "VBD ref"), ("value", "enum vbd_mode")], "void"),
+        M("insert", Role.VM_OPERATOR, [("vbd", "VBD ref"), ("vdi", "VDI ref")], "void"),
+        M("eject", Role.VM_OPERATOR, [("vbd", "VBD ref")], "void"),
     ],
 )

@@ -49,6 +49,12 @@ VDI = ClassDef(
         M("read_database_pool_uuid", Role.READ_ONLY, [("self", "VDI ref")], "string"),
         M("clone", Role.VM_ADMIN, [("vdi", "VDI ref"), ("driver_params", "(string -> string) map")], "VDI ref"),
         M("snapshot", Role.VM_ADMIN, [("vdi", "VDI ref"), ("driver_params", "(string -> string) map")], "VDI ref"),
+        M(
+            "copy",
+            Role.VM_ADMIN,
+            [("vdi", "VDI ref"), ("sr", "SR ref"), ("base_vdi", "VDI ref"), ("into_vdi", "VDI ref")],
+            "VDI ref",
+        ),
         M("resize", Role.VM_ADMIN, [("vdi", "VDI ref"), ("size", "int")], "void"),
         M("set_name_label", Role.VM_ADMIN, [("self", "VDI ref"), ("value", "string")], "void"),
         M("set_name_description", Role.VM_ADMIN, [("self", "VDI ref"), ("value", "string")], "void"),

@@ -223,5 +223,11 @@ VM = ClassDef(
         M("get_cooperative", Role.READ_ONLY, [("self", "VM ref")], "bool"),
         M("compute_memory_overhead", Role.READ_ONLY, [("vm", "VM ref")], "int"),
         M("maximise_memory", Role.READ_ONLY, [("self", "VM ref"), ("total", "int"), ("approximate", "bool")], "int"),
+        # Templates and copies (api/handlers/vm_clone.py)
+        M("clone", Role.VM_ADMIN, [("vm", "VM ref"), ("new_name", "string")], "VM ref"),
+        M("copy", Role.VM_ADMIN, [("vm", "VM ref"), ("new_name", "string"), ("sr", "SR ref")], "VM ref"),
+        M("provision", Role.VM_ADMIN, [("vm", "VM ref")], "void"),
+        M("get_allowed_VBD_devices", Role.READ_ONLY, [("vm", "VM ref")], "string set"),
+        M("get_allowed_VIF_devices", Role.READ_ONLY, [("vm", "VM ref")], "string set"),
     ],
 )
