@@ -66,10 +66,6 @@ GROUPS: tuple[Group, ...] = (
         "Owned by the backup issue, in progress; its handlers replace these entries.",
         {
             "VM.snapshot_with_quiesce": (VPA, 2),
-            "VM.clone": (VA, 2),
-            "VM.copy": (VA, 3),
-            "VM.provision": (VA, 1),
-            "VDI.copy": (VA, 4),
             "VM.import": (PO, 4),
         },
         owned=True,
@@ -80,10 +76,6 @@ GROUPS: tuple[Group, ...] = (
         ("{message}",),
         "Owned by issue #15 part 3 (templates, CD drives), in progress.",
         {
-            "VM.get_allowed_VBD_devices": (RO, 1),
-            "VM.get_allowed_VIF_devices": (RO, 1),
-            "VBD.insert": (VO, 2),
-            "VBD.eject": (VO, 1),
             "VBD.plug": (VA, 1),
             "VBD.unplug": (VA, 1),
             "VBD.unplug_force": (VA, 1),
