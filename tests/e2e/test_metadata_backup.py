@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import uuid as uuidlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +23,9 @@ import httpx
 import pytest
 import XenAPI
 
+from farside.backup import generations, tar, xmldb
 from farside.model.roles import Role
+from farside.replication.schema import REPLICATED
 
 from pools import ADMIN_PASSWORD, MINIMAL_VM, PoolServer, make_pool
 from vms import bootable_vm, make_sr, wait_serial
@@ -121,6 +124,66 @@ def test_only_pool_admin(site: Site) -> None:
     bad = httpx.post(f"{url}/backup_metadata", params={"session_id": site.s.handle, "sr_uuid": "nope"}, timeout=30)
     assert bad.status_code == 404 and bad.text.startswith("UUID_INVALID SR nope")
     assert _generations(site, site.server) == before
+
+
+def test_a_generation_is_one_moment_of_the_pool(site: Site) -> None:
+    """VMs made and destroyed while backups run: in each generation the database dump, the
+    manifest, the .vmmeta files and the vApps name the same VMs."""
+    x = site.s.xenapi
+    stop = threading.Event()
+
+    def churn() -> None:
+        while not stop.is_set():
+            vm = x.VM.create({**MINIMAL_VM, "name_label": "churn"})
+            x.VM.destroy(vm)
+
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        for _ in range(2):
+            made = farside(site, site.server, "backup-metadata")
+            assert made.returncode == 0, made.stderr
+    finally:
+        stop.set()
+        worker.join()
+    (image,) = [p for p in site.lun.iterdir() if p.name.startswith(str(uuidlib.uuid5(NAMESPACE, site.sr_uuid)))]
+    with open(image, "rb") as fh:
+        for g in generations.index(fh)[-2:]:
+            db = g.db()
+            assert db is not None
+            dump = xmldb.from_xml(generations.read(fh, db), REPLICATED).objects["VM"].values()
+            in_dump = {r["uuid"] for r in dump if not r["is_control_domain"] and not r["is_a_snapshot"]}
+            manifest = json.loads(generations.read(fh, g.members["manifest.json"]))
+            assert in_dump == set(manifest["VMs"]) == set(g.vmmeta())
+            assert set(site.vms) <= in_dump
+            vapps = json.loads(generations.read(fh, g.members["vapps.json"]))
+            assert [(a["uuid"], len(a["VMs"])) for a in vapps] == [(site.vapp, 2)]
+
+
+def test_a_hostile_backup_vdi_is_refused(site: Site) -> None:
+    """A vm-admin may write the (user) backup VDI, as in xapi: what is not a backup is refused by
+    list, restore and backup alike, nothing is written anywhere, and destroying the VDI lets the
+    next backup make it again."""
+    site.server.add_user("vmadmin", Role.VM_ADMIN)
+    vmadmin = site.server.session("vmadmin", "pw")
+    vdi = site.s.xenapi.VDI.get_by_uuid(str(uuidlib.uuid5(NAMESPACE, site.sr_uuid)))
+    hostile = tar.member(generations.MARKER, b"") + tar.member("metadata/2026-01-01-00-00-00/../../../x", b"x")
+    params = {"session_id": vmadmin.handle, "vdi": vdi, "format": "raw"}
+    put = httpx.put(f"{site.server.url}/import_raw_vdi", params=params, content=hostile + tar.END, timeout=60)
+    assert put.status_code == 200, put.text
+    files = sorted(site.lun.rglob("*"))
+    listed = farside(site, site.server, "restore-metadata", "--list")
+    assert listed.returncode != 0 and "INVALID_VALUE metadata backup unexpected file" in listed.stderr
+    restored = farside(site, site.server, "restore-metadata", "--date", "2026-01-01-00-00-00")
+    assert restored.returncode != 0 and "INVALID_VALUE metadata backup" in restored.stderr
+    made = farside(site, site.server, "backup-metadata")
+    assert made.returncode != 0 and "INVALID_VALUE metadata backup" in made.stderr
+    assert sorted(site.lun.rglob("*")) == files and not (site.lun.parent / "x").exists()
+    site.s.xenapi.VDI.destroy(vdi)
+    again = farside(site, site.server, "backup-metadata")
+    assert again.returncode == 0, again.stderr
+    assert len(_generations(site, site.server)) == 1
+    vmadmin.xenapi.session.logout()
 
 
 def _state(s: XenAPI.Session) -> tuple[dict[str, Any], dict[str, Any], set[str]]:

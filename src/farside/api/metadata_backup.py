@@ -293,6 +293,8 @@ def _restore_vapps(services: Services, vapps: Any, restored: set[str], dry_run: 
                 members = [str(u) for u in record["VMs"]]
             except (KeyError, TypeError):
                 raise generations.BackupInvalid(f"{generations.VAPPS} holds a record that is not a vApp") from None
+            if generations.UUID.fullmatch(fields["uuid"]) is None:
+                raise generations.BackupInvalid(f"{generations.VAPPS} names a vApp by {fields['uuid']!r}, no uuid")
             # A dry run made no VM: count those it would have restored.
             present = [u for u in members if (dry_run and u in restored) or tx.find("VM", "uuid", u)]
             if not present:

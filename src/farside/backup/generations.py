@@ -35,6 +35,7 @@ MANIFEST, VAPPS = "manifest.json", "vapps.json"
 # xapi's namespace for the backup VDI's uuid (scripts/xe-backup-metadata: uuid5 of the SR's uuid).
 NAMESPACE = uuidlib.UUID("e93e0639-2bdb-4a59-8b46-352b3f408c19")
 _UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+UUID = re.compile(_UUID)
 _NAME = re.compile(
     rf"metadata/(\d{{4}}-\d\d-\d\d-\d\d-\d\d-\d\d)/"
     rf"({re.escape(MANIFEST)}|{re.escape(VAPPS)}|{_UUID}\.db|all/{_UUID}\.vmmeta|by-sr/{_UUID})"

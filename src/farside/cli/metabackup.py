@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import re
 from typing import Any
 
 from farside.api.metadata_backup import DEFAULT_KEEP, MODES
+from farside.backup import generations
 from farside.cli.connection import (
     DEFAULT_USER,
     LoginError,
@@ -26,8 +26,6 @@ from farside.cli.connection import (
 )
 from farside.config import client_env
 from farside.dr.session import XmlRpcSession
-
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,7 +75,7 @@ def _session(args: argparse.Namespace) -> XmlRpcSession:
 
 
 def _sr_uuid(session: XmlRpcSession, sr: str) -> str:
-    if _UUID.fullmatch(sr):
+    if generations.UUID.fullmatch(sr):
         return sr
     found = session.call("SR.get_by_name_label", sr)
     if len(found) != 1:
