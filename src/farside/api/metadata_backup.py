@@ -20,6 +20,7 @@ import io
 import os
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
@@ -107,7 +108,10 @@ def _backup_vdi(services: Services, sr: str) -> tuple[str, Lun]:
         "sm_config": {"type": "raw"},
         "other_config": dict(OTHER_CONFIG),
     }
-    make = lambda path, fmt: image.create(path, fmt, VDI_SIZE)  # noqa: E731
+
+    def make(path: Path, fmt: str) -> None:
+        image.create(path, fmt, VDI_SIZE)
+
     return new_vdi(services.db, services.pool, sr, lun, fields, make, vdi_uuid=uuid), lun
 
 
