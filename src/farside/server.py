@@ -37,7 +37,19 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 import farside.api.handlers  # noqa: F401 - registers every hand-written message
 from farside import __version__
-from farside.api import consoles, http, jsonrpc, operations, pifs, prometheus, rrd_http, tunnel, xmldbdump, xmlrpc
+from farside.api import (
+    consoles,
+    http,
+    jsonrpc,
+    metadata_backup,
+    operations,
+    pifs,
+    prometheus,
+    rrd_http,
+    tunnel,
+    xmldbdump,
+    xmlrpc,
+)
 from farside.api.context import Services
 from farside.api.dispatcher import Dispatcher, Outcome
 from farside.api.events import EventHub
@@ -195,6 +207,9 @@ def build_app(
         state["export_metadata"] = xva_endpoints.export_metadata(services)
         state["import"] = xva_endpoints.import_xva(services)
         state["import_metadata"] = xva_endpoints.import_metadata(services)
+        state["backup_metadata"] = metadata_backup.backup_endpoint(services)
+        state["metadata_backups"] = metadata_backup.list_endpoint(services)
+        state["restore_metadata"] = metadata_backup.restore_endpoint(services)
         reaper = asyncio.create_task(_expire_sessions(services.sessions))
         keeper = asyncio.create_task(_keep_watchdog(config, services)) if config.watchdog else None
         await asyncio.to_thread(services.vms.reconcile)
@@ -296,6 +311,9 @@ def build_app(
         Route("/export_metadata", late("export_metadata"), methods=["GET"]),
         Route("/import", late("import"), methods=["PUT"]),
         Route("/import_metadata", late("import_metadata"), methods=["PUT"]),
+        Route("/backup_metadata", late("backup_metadata"), methods=["POST"]),
+        Route("/metadata_backups", late("metadata_backups"), methods=["GET"]),
+        Route("/restore_metadata", late("restore_metadata"), methods=["POST"]),
         Route("/", xml_endpoint, methods=["POST"]),
         Route("/RPC2", xml_endpoint, methods=["POST"]),
         Route("/jsonrpc", json_endpoint, methods=["POST"]),

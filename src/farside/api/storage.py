@@ -462,9 +462,12 @@ def lun_record(tx: Transaction, vdi: str) -> dict[str, Any]:
     return record
 
 
-def new_vdi(db: Database, pool: str, sr: str, lun: Lun, fields: dict[str, Any], make_image: ImageMaker) -> str:
-    """Make the image, record it on the LUN, then in the pool; undo the LUN work if the last step fails."""
-    vdi_uuid = str(uuidlib.uuid4())
+def new_vdi(
+    db: Database, pool: str, sr: str, lun: Lun, fields: dict[str, Any], make_image: ImageMaker, vdi_uuid: str = ""
+) -> str:
+    """Make the image, record it on the LUN, then in the pool; undo the LUN work if the last step
+    fails. The VDI gets ``vdi_uuid`` when given (one derived from the SR's), else a new one."""
+    vdi_uuid = vdi_uuid or str(uuidlib.uuid4())
     fmt = image_format(fields.get("sm_config", {}))
     location = new_location(vdi_uuid, fmt)
     path = lun.image_path(location)

@@ -80,9 +80,14 @@ class Plan:
 def dump(services: Services) -> bytes:
     """The pool's database as xapi's XML dump, signed with the pool's DR key."""
     with services.db.read() as tx:
-        generation = services.db.generation
-        pool = tx.get_record("pool", services.pool)
-        objects = full_payload(tx, pool["uuid"], pool["name_label"], generation, now())["objects"]
+        return dump_in(services, tx)
+
+
+def dump_in(services: Services, tx: Transaction) -> bytes:
+    """``dump`` as read in ``tx`` (a metadata backup reads it with the VMs' exports)."""
+    generation = services.db.generation
+    pool = tx.get_record("pool", services.pool)
+    objects = full_payload(tx, pool["uuid"], pool["name_label"], generation, now())["objects"]
     manifest = {
         "schema_major_vsn": str(SCHEMA_MAJOR),
         "schema_minor_vsn": str(SCHEMA_VERSION),

@@ -23,7 +23,7 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     # Imported here, not at the top: they bring in the server stack, which takes a moment to load,
     # and an operator's Ctrl-C meanwhile must end the command as any other Ctrl-C does (main).
-    from farside.cli import dr, image, lab, metadata, mirror, pool, user, watchdog, xe
+    from farside.cli import dr, image, lab, metabackup, metadata, mirror, pool, user, watchdog, xe
 
     p: argparse.ArgumentParser = _Parser(prog="farside", description="Disaster recovery for VM pools, speaking XenAPI.")
     p.add_argument("--version", action="version", version=f"farside {__version__}")
@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     pool.register(commands)
     user.register(commands)
     metadata.register(commands)
+    metabackup.register(commands)
     image.register(commands)
     mirror.register(commands)
     xe.register(commands)

@@ -118,7 +118,7 @@ def recover(foreign: Database, target: Database, vms: list[str], force: bool, ap
             # The SR now holds a recovered VM's disks: DR_task.destroy must keep it.
             ttx.set_fields("SR", sr, {"introduced_by": NULL_REF})
         if app_record is not None:
-            _attach_appliance(ttx, app_record, recovered)
+            attach_appliance(ttx, app_record, recovered)
     return Outcome(recovered, skipped, list(dict.fromkeys(srs)))
 
 
@@ -260,7 +260,7 @@ def recover_appliance(foreign: Database, target: Database, appliance: str, force
     return recover(foreign, target, members, force, appliance)
 
 
-def _attach_appliance(ttx: Transaction, record: dict[str, Any], vms: list[str]) -> None:
+def attach_appliance(ttx: Transaction, record: dict[str, Any], vms: list[str]) -> None:
     """Reuse the vApp with the same uuid (emptied, renamed) or make it; attach the recovered VMs."""
     existing = ttx.find("VM_appliance", "uuid", record["uuid"])
     names = {"name_label": record["name_label"], "name_description": record["name_description"]}
