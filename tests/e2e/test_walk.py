@@ -177,11 +177,11 @@ def rpc_list(client: httpx.Client, method: str, params: list[Any]) -> list[str]:
 
 def test_refusal_comes_after_count_and_session_checks(client: httpx.Client) -> None:
     """A refused message checks its parameter count and the session first, as any message."""
-    assert rpc(client, "pool.enable_ha", ["OpaqueRef:x"]) == [
+    assert rpc(client, "pool.enable_ha", ["OpaqueRef:x"]) == [  # counted after the session, as xapi
         "MESSAGE_PARAMETER_COUNT_MISMATCH",
         "pool.enable_ha",
-        "3",
-        "1",
+        "2",
+        "0",
     ]
     assert rpc(client, "pool.enable_ha", ["OpaqueRef:no-session", [], {}])[0] == "SESSION_INVALID"
     login = rpc(client, "session.slave_local_login_with_password", ["root", "x"])

@@ -140,11 +140,17 @@ def _plan(services: Services, tx: Transaction, objects: dict[str, dict[str, dict
     added: dict[str, dict[str, dict[str, Any]]] = {}
     changed: dict[str, dict[str, dict[str, Any]]] = {}
     removed: dict[str, list[str]] = {}
+    # This host's control domain (and its metrics) is the host's own, as its host record: no dump
+    # holds it (nor any metadata VDI), and a restore leaves it.
+    dom0 = tx.get_field("host", services.host, "control_domain")
+    own = {dom0, tx.get_field("VM", dom0, "metrics")} if tx.exists("VM", dom0) else set()
     for cls, fields in REPLICATED.items():
         if cls in HOST_CLASSES:
             continue
-        wanted = {ref: _rehost(cls, record, this_host) for ref, record in objects.get(cls, {}).items()}
-        current = tx.select(cls, tuple(fields))
+        wanted = {
+            ref: _rehost(cls, record, this_host) for ref, record in objects.get(cls, {}).items() if ref not in own
+        }
+        current = {ref: r for ref, r in tx.select(cls, tuple(fields)).items() if ref not in own}
         _keep_runtime(cls, tx, wanted, current)
         added[cls] = {ref: r for ref, r in wanted.items() if ref not in current}
         changed[cls] = {

@@ -421,7 +421,8 @@ def sweep(services: Services) -> None:
         luns = [
             Lun(Path(r["device_config"]["path"]))
             for r in tx.get_records("PBD").values()
-            if r["currently_attached"] and r["host"] == services.host
+            # an ISO SR (device_config location, no path) is read-only: no import writes there
+            if r["currently_attached"] and r["host"] == services.host and "path" in r["device_config"]
         ]
     for lun in luns:
         for path in sorted(lun.path.glob(f"{JOURNAL_PREFIX}*.json")):
