@@ -114,7 +114,7 @@ def test_secrets_for_pool_admin_only(users: dict[str, XenAPI.Session]) -> None:
     """Only pool-admin creates, reads and changes secrets; weaker roles get no events of them either."""
     s, operator = users["root"], users["operator"]
     before = getattr(operator.xenapi.event, "from")(["secret"], "", 0.0)
-    assert before["events"] == [] and before["valid_ref_counts"] == {}
+    assert before["events"] == [] and "secret" not in before["valid_ref_counts"]
     ref = s.xenapi.secret.create({"value": "hunter2", "other_config": {"for": "iscsi"}})
     assert s.xenapi.secret.get_value(ref) == "hunter2"
     s.xenapi.secret.set_value(ref, "s3cret")

@@ -152,7 +152,11 @@ def test_a_generation_is_one_moment_of_the_pool(site: Site) -> None:
             db = g.db()
             assert db is not None
             dump = xmldb.from_xml(generations.read(fh, db), REPLICATED).objects["VM"].values()
-            in_dump = {r["uuid"] for r in dump if not r["is_control_domain"] and not r["is_a_snapshot"]}
+            in_dump = {
+                r["uuid"]
+                for r in dump
+                if not (r["is_control_domain"] or r["is_a_snapshot"] or r["is_default_template"])
+            }
             manifest = json.loads(generations.read(fh, g.members["manifest.json"]))
             assert in_dump == set(manifest["VMs"]) == set(g.vmmeta())
             assert set(site.vms) <= in_dump
@@ -188,7 +192,11 @@ def test_a_hostile_backup_vdi_is_refused(site: Site) -> None:
 
 def _state(s: XenAPI.Session) -> tuple[dict[str, Any], dict[str, Any], set[str]]:
     x = s.xenapi
-    vms = {r["uuid"]: r for r in x.VM.get_all_records().values() if not r["is_control_domain"]}
+    vms = {
+        r["uuid"]: r
+        for r in x.VM.get_all_records().values()
+        if not (r["is_control_domain"] or r["is_default_template"])
+    }
     apps = {r["uuid"]: r for r in x.VM_appliance.get_all_records().values()}
     return vms, apps, {r["uuid"] for r in x.VDI.get_all_records().values()}
 

@@ -203,6 +203,7 @@ def _counts(ctx: Context) -> dict[str, int]:
         return {
             cls.lower(): len(tx.find(cls, "this_user", ctx.caller.user)) if cls == "session" else tx.count(cls)
             for cls in STORED
+            if _readable(ctx, cls)  # not even how many secrets there are
         }
 
 
