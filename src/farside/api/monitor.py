@@ -31,6 +31,8 @@ from farside.model.rrd_export import Updates, updates
 from farside.model.types import NULL_REF, now
 
 log = logging.getLogger(__name__)
+# At most one warning a minute about skipped rounds.
+SKIP_WARNING_S = 60.0
 HOST_KEY = "host"
 
 
@@ -152,9 +154,16 @@ class MonitorService:
             self._thread.join()
 
     def _run(self) -> None:
+        warned = -SKIP_WARNING_S
         while not self._stop.is_set():
             try:
                 self.sample_once()
+            except OSError as exc:
+                # The host refused a read (out of descriptors under a connection flood, say): the
+                # round is skipped, said in one line a minute at most, never a traceback a round.
+                if time.monotonic() - warned >= SKIP_WARNING_S:
+                    warned = time.monotonic()
+                    log.warning("metrics rounds skipped: %s", exc)
             except Exception:  # a bug: the next round tries again, the server carries on
                 log.exception("metrics round failed")
             # Rounds on the step's boundaries, as xcp-rrdd's, so every RRD gets one PDP per step.
