@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import XenAPI
@@ -58,6 +59,14 @@ def finish(s: XenAPI.Session, task: str) -> None:
         time.sleep(0.1)
 
 
+def failover(s: XenAPI.Session, copy: Path) -> tuple[str, dict[str, Any]]:
+    """A failover onto the LUN copy, probes allowed to reach this host only; its ref and record."""
+    options = {"luns": str(copy), "confirm_split": "true", "probe_hosts": "127.0.0.1", "declare_site_down": "Site A"}
+    ref = s.xenapi.DR_run.create("failover", options)
+    finish(s, s.xenapi.Async.DR_run.start(ref))
+    return ref, s.xenapi.DR_run.get_record(ref)
+
+
 def power(s: XenAPI.Session, uuid: str) -> str:
     return str(s.xenapi.VM.get_power_state(s.xenapi.VM.get_by_uuid(uuid)))
 
@@ -71,15 +80,7 @@ def test_a_failed_probe_stops_later_groups_and_resume_continues_a_paused_vm(
     uuids = site(a, tmp_path / "lun", {"plain": (0, {}), "service": (0, probe), "later": (1, {})})
     disaster(a, tmp_path / "lun", tmp_path / "copy")
     sb = b.session()
-    options = {
-        "luns": str(tmp_path / "copy"),
-        "confirm_split": "true",
-        "probe_hosts": "127.0.0.1",
-        "declare_site_down": "Site A",
-    }
-    ref = sb.xenapi.DR_run.create("failover", options)
-    finish(sb, sb.xenapi.Async.DR_run.start(ref))
-    record = sb.xenapi.DR_run.get_record(ref)
+    ref, record = failover(sb, tmp_path / "copy")
     assert record["state"] == "failed"
     steps = json.loads(record["steps"])
     assert steps["start"]["state"] == "failed"
@@ -114,15 +115,7 @@ def test_http_probe_and_a_host_outside_probe_hosts(
     )
     disaster(a, tmp_path / "lun", tmp_path / "copy")
     sb = b.session()
-    options = {
-        "luns": str(tmp_path / "copy"),
-        "confirm_split": "true",
-        "probe_hosts": "127.0.0.1",
-        "declare_site_down": "Site A",
-    }
-    ref = sb.xenapi.DR_run.create("failover", options)
-    finish(sb, sb.xenapi.Async.DR_run.start(ref))
-    record = sb.xenapi.DR_run.get_record(ref)
+    _, record = failover(sb, tmp_path / "copy")
     assert record["state"] == "done", record["steps"]
     steps = json.loads(record["steps"])
     warnings = [p["text"] for p in steps["precheck"]["data"]["problems"] if p["subject"] == "elsewhere"]
